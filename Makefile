@@ -1,0 +1,68 @@
+# kubetune: every target uses .venv/ (created on demand) and a cache outside the repo.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export KUBETUNE_CACHE ?= $(HOME)/.cache/kubetune
+export KUBETUNE_BIN ?= $(KUBETUNE_CACHE)/bin
+export PIP_CACHE_DIR ?= $(HOME)/.cache/pip
+EXTRAS := test,router,trainer
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+PYTEST_ARGS ?=
+
+.PHONY: help
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	# torch first: DeepSpeed's sdist imports it at build time.
+	$(PY) -m pip install -q "torch==2.13.0"
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	@rm -f $(VENV)/.installed-*; touch $@
+
+.PHONY: install
+install: $(STAMP) ## create .venv with the package (editable) and its test, router and trainer extras
+
+.PHONY: cluster-binaries
+cluster-binaries: ## build kube-apiserver, controller-manager, scheduler, etcd, kwok, helm from pinned Go modules (cached)
+	.ci/toolchain/build.sh
+
+.PHONY: system-packages
+system-packages: ## apt packages the tests start for real (Prometheus)
+	@command -v prometheus >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null)
+
+.PHONY: manifests
+manifests: install ## regenerate crds/ (and the chart's copy) from the typed API models
+	$(PY) -m kubetune.crdgen crds charts/kubetune/crds
+
+.PHONY: lint
+lint: install ## ruff + mypy
+	$(VENV)/bin/ruff check operator tests bench
+	$(VENV)/bin/ruff format --check operator tests bench
+	$(VENV)/bin/mypy
+
+.PHONY: test
+test: install cluster-binaries system-packages ## everything CI runs: lint, unit, real-apiserver, training, serving, chart tests
+	$(VENV)/bin/ruff check operator tests bench
+	$(VENV)/bin/mypy
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+.PHONY: run
+run: install ## run the operator against the current kubeconfig
+	$(VENV)/bin/kubetune operator
+
+.PHONY: dev
+dev: install cluster-binaries ## local control plane + CRDs + operator + examples, then show them
+	$(PY) -m kubetune.dev up
+
+.PHONY: dev-down
+dev-down: ## stop the local control plane started by `make dev`
+	$(PY) -m kubetune.dev down
+
+.PHONY: clean
+clean: ## remove the virtualenv and caches inside the repo (the Go/pip caches stay)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,57 @@
+"""Condition types and reasons: the only place these strings are spelled."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ConditionType(StrEnum):
+    ACCEPTED = "Accepted"
+    # FineTuneJob
+    DATA_VALIDATED = "DataValidated"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    SUSPENDED = "Suspended"
+    # ModelDeployment
+    MODEL_READY = "ModelReady"
+    EVAL_GATE_PASSED = "EvalGatePassed"
+    SMOKE_TEST_PASSED = "SmokeTestPassed"
+    AVAILABLE = "Available"
+    PROGRESSING = "Progressing"
+    PROMOTED = "Promoted"
+    CANARY_ROLLED_BACK = "CanaryRolledBack"
+
+
+class Reason(StrEnum):
+    ACCEPTED = "Accepted"
+    INVALID_SPEC = "InvalidSpec"
+    PENDING = "Pending"
+    VALIDATING = "Validating"
+    INVALID_DATA = "InvalidData"
+    DATA_VALID = "DataValid"
+    TRAINING = "Training"
+    EVALUATING = "Evaluating"
+    COMPLETED = "Completed"
+    BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
+    DEADLINE_EXCEEDED = "DeadlineExceeded"
+    CONFIG_ERROR = "ConfigError"
+    GANG_RESTART = "GangRestart"
+    UNSCHEDULABLE = "Unschedulable"
+    SUSPENDED = "Suspended"
+    WAITING_FOR_FINETUNE_JOB = "WaitingForFineTuneJob"
+    FINETUNE_JOB_FAILED = "FineTuneJobFailed"
+    FINETUNE_JOB_NOT_FOUND = "FineTuneJobNotFound"
+    MODEL_RESOLVED = "ModelResolved"
+    GATE_PASSED = "GatePassed"
+    GATE_FAILED = "GateFailed"
+    SMOKE_PASSED = "SmokeTestPassed"
+    SMOKE_FAILED = "SmokeTestFailed"
+    MINIMUM_REPLICAS_AVAILABLE = "MinimumReplicasAvailable"
+    MINIMUM_REPLICAS_UNAVAILABLE = "MinimumReplicasUnavailable"
+    ROLLING_OUT = "RollingOut"
+    ROLLOUT_COMPLETE = "RolloutComplete"
+    CANARY_STEP = "CanaryStep"
+    CANARY_PAUSED = "CanaryPaused"
+    ANALYSIS_FAILED = "AnalysisFailed"
+    PROMOTED = "Promoted"

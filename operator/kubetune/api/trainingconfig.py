@@ -1,0 +1,71 @@
+"""The contract between the operator and the trainer program.
+
+The operator renders a `TrainingConfig` into the job's ConfigMap (key `config.json`,
+mounted at CONFIG_DIR); every training pod runs `python -m kubetune.trainer <command>
+--config CONFIG_DIR/config.json`. Rank 0 reports live progress by merge-patching
+`status.progress` of its FineTuneJob (RBAC: a Role limited to that one object's
+`finetunejobs/status`), and writes its final `TrainerResult` as JSON to the
+container's termination message, which the operator reads from the pod status.
+Exit codes tell the Job's podFailurePolicy which failures are worth retrying.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from kubetune.api.common import KubeModel
+from kubetune.api.finetunejob import Artifacts, EvalMetrics, FineTuneJobSpec, Lineage
+
+CONFIG_DIR = "/etc/kubetune"
+CONFIG_FILE = "config.json"
+DEEPSPEED_FILE = "deepspeed.json"
+TERMINATION_LOG = "/dev/termination-log"
+
+# Exit codes. Anything not listed is retryable (OOM kill, preemption, NCCL timeout...).
+EXIT_OK = 0
+EXIT_CONFIG_ERROR = 40  # the rendered config or deepspeed JSON is unusable: fail fast
+EXIT_DATA_ERROR = 41  # the dataset failed validation: fail fast, message names file:line
+FATAL_EXIT_CODES = (EXIT_CONFIG_ERROR, EXIT_DATA_ERROR)
+
+
+class ProgressTarget(KubeModel):
+    """Which object rank 0 reports progress to."""
+
+    enabled: bool = Field(default=True, description="Report progress to the API server.")
+    namespace: str = Field(description="Namespace of the FineTuneJob.")
+    name: str = Field(description="Name of the FineTuneJob.")
+    min_interval_seconds: float = Field(default=5.0, ge=0, description="At most one report per interval.")
+
+
+class TrainingPaths(KubeModel):
+    """Where things are inside the training container."""
+
+    base_model: str = Field(description="Local directory of the base model (staged or mounted).")
+    dataset: str = Field(description="Local path of the dataset file (JSONL or JSON).")
+    output_dir: str = Field(description="Directory for checkpoints and exported artifacts (shared by ranks).")
+    deepspeed_config: str | None = Field(default=None, description="DeepSpeed JSON path, if any.")
+
+
+class TrainingConfig(KubeModel):
+    """Everything the trainer needs, rendered by the operator."""
+
+    job_name: str = Field(description="FineTuneJob name.")
+    namespace: str = Field(description="FineTuneJob namespace.")
+    spec: FineTuneJobSpec = Field(description="The FineTuneJob spec, verbatim.")
+    paths: TrainingPaths = Field(description="Container paths.")
+    progress: ProgressTarget = Field(description="Progress reporting target.")
+    output_uri: str = Field(description="spec.output.uri, for artifact URIs in the result.")
+
+
+class TrainerResult(KubeModel):
+    """Rank 0's final report, as the termination message (must stay < 4 KiB)."""
+
+    outcome: Literal["Succeeded", "Failed"] = Field(description="How the run ended.")
+    reason: str = Field(default="", description="CamelCase reason on failure.")
+    message: str = Field(default="", description="Human-readable detail (validator errors name file:line).")
+    metrics: EvalMetrics | None = Field(default=None, description="Test-split metrics.")
+    artifacts: Artifacts | None = Field(default=None, description="Exported artifact URIs.")
+    lineage: Lineage | None = Field(default=None, description="Provenance.")
+    final_step: int | None = Field(default=None, description="Last optimizer step.")

@@ -1,0 +1,244 @@
+"""Typed API models → CustomResourceDefinitions (`make manifests`).
+
+pydantic emits JSON Schema 2020-12; Kubernetes wants a structural OpenAPI v3.0
+schema. The post-processing here inlines $refs, unwraps Optional, drops titles
+and `additionalProperties: false`, converts exclusive bounds to OpenAPI 3.0
+booleans and replaces object defaults with `{}` so nested defaults apply.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from kubetune.api import finetunejob, modeldeployment
+from kubetune.api.common import GROUP, VERSION
+
+CATEGORY = "kubetune"
+
+Schema = dict[str, Any]
+
+
+def _resolve(node: Any, defs: dict[str, Schema]) -> Any:
+    if isinstance(node, list):
+        return [_resolve(n, defs) for n in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        target = _resolve(defs[node["$ref"].rsplit("/", 1)[-1]], defs)
+        siblings = {k: v for k, v in node.items() if k != "$ref"}
+        return {**target, **_resolve(siblings, defs)}
+    return {k: _resolve(v, defs) for k, v in node.items()}
+
+
+def _merge(outer: Schema, inner: Schema) -> Schema:
+    """Fold a wrapper (description/default/extensions) onto the schema it wraps."""
+    merged = dict(inner)
+    for key, value in outer.items():
+        if key == "x-kubernetes-validations" and key in merged:
+            merged[key] = [*merged[key], *value]
+        else:
+            merged[key] = value
+    return merged
+
+
+def _structural(node: Any) -> Any:
+    if isinstance(node, list):
+        return [_structural(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    node = dict(node)
+    for variant_key in ("anyOf", "oneOf"):
+        options = node.get(variant_key)
+        if options is None:
+            continue
+        non_null = [o for o in options if o.get("type") != "null"]
+        if len(non_null) == 1:
+            node.pop(variant_key)
+            node = _merge(node, non_null[0])
+    if "allOf" in node and len(node["allOf"]) == 1:
+        node = _merge({k: v for k, v in node.items() if k != "allOf"}, node["allOf"][0])
+    node.pop("title", None)
+    if "properties" in node:
+        node.pop("additionalProperties", None)
+        node["type"] = "object"
+    if node.get("x-kubernetes-int-or-string"):
+        node.pop("type", None)
+        node.pop("anyOf", None)
+    for bound, base in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if isinstance(node.get(bound), int | float) and not isinstance(node.get(bound), bool):
+            node[base] = node[bound]
+            node[bound] = True
+    if "default" in node and node["default"] is None:
+        node.pop("default")
+    if node.get("type") == "object" and "properties" in node and "default" in node:
+        # Nested defaults only apply when the object exists; `{}` makes them apply.
+        node["default"] = {}
+    if node.get("type") == "object" and "properties" not in node and "additionalProperties" not in node:
+        node["x-kubernetes-preserve-unknown-fields"] = True
+    return {
+        k: _structural(v) if k not in ("default", "enum", "x-kubernetes-validations") else v
+        for k, v in node.items()
+    }
+
+
+def openapi_schema(model: type[BaseModel]) -> Schema:
+    raw = model.model_json_schema(by_alias=True, mode="validation")
+    defs = raw.pop("$defs", {})
+    schema: Schema = _structural(_resolve(raw, defs))
+    return schema
+
+
+def _object_schema(
+    model: type[BaseModel], *, spec: type[BaseModel], status: type[BaseModel], description: str
+) -> Schema:
+    return {
+        "type": "object",
+        "description": description,
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string", "description": "kubetune.io/v1alpha1."},
+            "kind": {"type": "string", "description": model.__name__ + "."},
+            "metadata": {"type": "object", "description": "Standard object metadata."},
+            "spec": {**openapi_schema(spec), "description": (spec.__doc__ or "").strip()},
+            "status": {**openapi_schema(status), "description": (status.__doc__ or "").strip()},
+        },
+    }
+
+
+def crd(
+    *,
+    kind: str,
+    plural: str,
+    short_names: list[str],
+    model: type[BaseModel],
+    spec: type[BaseModel],
+    status: type[BaseModel],
+    columns: list[dict[str, Any]],
+    description: str,
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{plural}.{GROUP}",
+            "labels": {"app.kubernetes.io/name": "kubetune", "app.kubernetes.io/part-of": "kubetune"},
+        },
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": kind.lower(),
+                "shortNames": short_names,
+                "categories": [CATEGORY],
+            },
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": columns,
+                    "schema": {
+                        "openAPIV3Schema": _object_schema(
+                            model, spec=spec, status=status, description=description
+                        )
+                    },
+                }
+            ],
+        },
+    }
+
+
+def all_crds() -> dict[str, dict[str, Any]]:
+    """File name → CRD, in a stable order."""
+    age = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+    return {
+        f"{GROUP}_{finetunejob.PLURAL}.yaml": crd(
+            kind=finetunejob.KIND,
+            plural=finetunejob.PLURAL,
+            short_names=["ftj"],
+            model=finetunejob.FineTuneJob,
+            spec=finetunejob.FineTuneJobSpec,
+            status=finetunejob.FineTuneJobStatus,
+            description="A supervised fine-tuning run: dataset and base model in, evaluated artifact out.",
+            columns=[
+                {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+                {
+                    "name": "Progress",
+                    "type": "integer",
+                    "jsonPath": ".status.progress.percent",
+                    "description": "Percent of planned steps done.",
+                },
+                {"name": "Step", "type": "integer", "jsonPath": ".status.progress.step", "priority": 1},
+                {"name": "Loss", "type": "number", "jsonPath": ".status.progress.loss"},
+                {
+                    "name": "Eval-Loss",
+                    "type": "number",
+                    "jsonPath": ".status.progress.evalLoss",
+                    "priority": 1,
+                },
+                {"name": "Method", "type": "string", "jsonPath": ".spec.method", "priority": 1},
+                age,
+            ],
+        ),
+        f"{GROUP}_{modeldeployment.PLURAL}.yaml": crd(
+            kind=modeldeployment.KIND,
+            plural=modeldeployment.PLURAL,
+            short_names=["mdep"],
+            model=modeldeployment.ModelDeployment,
+            spec=modeldeployment.ModelDeploymentSpec,
+            status=modeldeployment.ModelDeploymentStatus,
+            description="Model variants served by vLLM, weighted traffic and a metric-gated canary.",
+            columns=[
+                {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+                {
+                    "name": "Ready",
+                    "type": "string",
+                    "jsonPath": ".status.readyVariants",
+                    "description": "Ready variants / variants.",
+                },
+                {"name": "Weights", "type": "string", "jsonPath": ".status.weights"},
+                {"name": "Canary-Step", "type": "integer", "jsonPath": ".status.canary.step", "priority": 1},
+                {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint", "priority": 1},
+                age,
+            ],
+        ),
+    }
+
+
+def render(crd_obj: dict[str, Any]) -> str:
+    header = "# Generated by `make manifests` from operator/kubetune/api; do not edit.\n"
+    return header + yaml.safe_dump(crd_obj, sort_keys=False, width=120)
+
+
+def write(out_dirs: list[Path]) -> list[Path]:
+    written = []
+    for out in out_dirs:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, obj in all_crds().items():
+            path = out / name
+            path.write_text(render(obj))
+            written.append(path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("out", nargs="+", type=Path, help="directories to write the CRDs into")
+    args = parser.parse_args(argv)
+    for path in write(args.out):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

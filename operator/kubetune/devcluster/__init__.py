@@ -1,0 +1,1 @@
+"""Local control planes for tests and `make dev`, from binaries built from pinned Go modules."""

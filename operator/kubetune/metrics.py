@@ -1,0 +1,14 @@
+"""The operator's own Prometheus metrics (scraped from --metrics-port)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+RECONCILES = Counter("kubetune_reconcile_total", "Reconcile passes by kind and result.", ["kind", "result"])
+RECONCILE_SECONDS = Histogram(
+    "kubetune_reconcile_duration_seconds",
+    "Duration of one reconcile pass.",
+    ["kind"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+OBJECTS = Gauge("kubetune_objects", "Objects by kind and phase, as last reconciled.", ["kind", "phase"])

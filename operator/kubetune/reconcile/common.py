@@ -1,0 +1,63 @@
+"""What every reconciler returns, and the compare-then-patch of status."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from kubetune.kube.client import KubeClient
+
+
+@dataclass(frozen=True)
+class Event:
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+@dataclass
+class Outcome:
+    """Result of one pass: the full new status and the Events to post."""
+
+    status: dict[str, Any]
+    events: list[Event] = field(default_factory=list)
+
+
+def merge_patch(current: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> dict[str, Any] | None:
+    """RFC 7386 merge patch turning `current` into `desired`, recursing into objects.
+
+    Only changed leaves are sent, so fields written by others in between (rank 0's
+    progress) are not overwritten with a stale copy. Keys absent from `desired` are
+    left alone; a key whose desired value is None is removed. None when nothing changed.
+    """
+    current = current or {}
+    patch: dict[str, Any] = {}
+    for key, value in desired.items():
+        old = current.get(key)
+        if old == value or (value is None and key not in current):
+            continue
+        if isinstance(value, Mapping) and isinstance(old, Mapping):
+            nested = merge_patch(old, value)
+            if nested is not None:
+                patch[key] = nested
+        else:
+            patch[key] = value
+    return patch or None
+
+
+async def write_status(client: KubeClient, obj: Mapping[str, Any], desired: dict[str, Any]) -> bool:
+    """Patch status only when it differs; True if a write happened."""
+    patch = merge_patch(obj.get("status"), desired)
+    if patch is None:
+        return False
+    meta = obj["metadata"]
+    await client.patch_merge(
+        obj["apiVersion"],
+        obj["kind"],
+        meta["namespace"],
+        meta["name"],
+        {"status": patch},
+        subresource="status",
+    )
+    return True

@@ -1,0 +1,226 @@
+"""The real API server accepts every example and rejects bad specs, naming the field."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from tests.support.cluster import Kube
+
+pytestmark = pytest.mark.cluster
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
+
+VALID_FTJ: dict[str, Any] = {
+    "apiVersion": "kubetune.io/v1alpha1",
+    "kind": "FineTuneJob",
+    "metadata": {"name": "bad"},
+    "spec": {
+        "baseModel": {"uri": "Qwen/Qwen2.5-0.5B"},
+        "dataset": {"uri": "pvc://data/train.jsonl"},
+        "output": {"uri": "pvc://models/out"},
+    },
+}
+VALID_MDEP: dict[str, Any] = {
+    "apiVersion": "kubetune.io/v1alpha1",
+    "kind": "ModelDeployment",
+    "metadata": {"name": "bad"},
+    "spec": {
+        "variants": [
+            {"name": "a", "model": {"uri": "Qwen/Qwen2.5-0.5B"}, "weight": 70},
+            {"name": "b", "model": {"uri": "Qwen/Qwen2.5-0.5B-Instruct"}, "weight": 30},
+        ]
+    },
+}
+CANARY = {"stableVariant": "a", "canaryVariant": "b", "steps": [10, 50, 100]}
+
+
+def mutate(base: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """Set (or with value=DELETE remove) a dotted path; list indexes are numbers."""
+    obj = copy.deepcopy(base)
+    keys = path.split(".")
+    node: Any = obj
+    for key in keys[:-1]:
+        node = node[int(key)] if isinstance(node, list) else node.setdefault(key, {})
+    last = keys[-1]
+    if value is DELETE:
+        del node[last]
+    elif isinstance(node, list):
+        node[int(last)] = value
+    else:
+        node[last] = value
+    return obj
+
+
+DELETE = object()
+
+INVALID: list[tuple[str, dict[str, Any], str]] = [
+    ("bad method enum", mutate(VALID_FTJ, "spec.method", "prefix-tuning"), "spec.method"),
+    ("lora rank out of range", mutate(VALID_FTJ, "spec.lora", {"r": 0}), "spec.lora.r"),
+    ("missing baseModel", mutate(VALID_FTJ, "spec.baseModel", DELETE), "spec.baseModel"),
+    ("missing output", mutate(VALID_FTJ, "spec.output", DELETE), "spec.output"),
+    ("bad dataset format", mutate(VALID_FTJ, "spec.dataset.format", "csv"), "spec.dataset.format"),
+    (
+        "dataset uri scheme",
+        mutate(VALID_FTJ, "spec.dataset.uri", "ftp://host/data.jsonl"),
+        "spec.dataset.uri",
+    ),
+    ("lora with full", mutate(mutate(VALID_FTJ, "spec.method", "full"), "spec.lora", {"r": 8}), "spec.lora"),
+    (
+        "qlora without gpu",
+        mutate(mutate(VALID_FTJ, "spec.method", "qlora"), "spec.resources", {"gpusPerNode": 0}),
+        "spec.resources.gpusPerNode",
+    ),
+    (
+        "qlora with zero-3",
+        mutate(mutate(VALID_FTJ, "spec.method", "qlora"), "spec.deepspeed", {"zeroStage": 3}),
+        "spec.deepspeed.zeroStage",
+    ),
+    (
+        "splits leave no training data",
+        mutate(mutate(VALID_FTJ, "spec.dataset.validationSplit", 0.5), "spec.dataset.testSplit", 0.45),
+        "spec.dataset.testSplit",
+    ),
+    (
+        "offloadParams needs zero-3",
+        mutate(VALID_FTJ, "spec.deepspeed", {"zeroStage": 2, "offloadParams": True}),
+        "spec.deepspeed.offloadParams",
+    ),
+    (
+        "zero stage out of range",
+        mutate(VALID_FTJ, "spec.deepspeed", {"zeroStage": 4}),
+        "spec.deepspeed.zeroStage",
+    ),
+    (
+        "learning rate zero",
+        mutate(VALID_FTJ, "spec.hyperparameters", {"learningRate": 0}),
+        "spec.hyperparameters.learningRate",
+    ),
+    (
+        "bad precision",
+        mutate(VALID_FTJ, "spec.hyperparameters", {"precision": "int8"}),
+        "spec.hyperparameters.precision",
+    ),
+    ("unknown field", mutate(VALID_FTJ, "spec.learningRate", 0.1), "spec.learningRate"),
+    ("too many nodes", mutate(VALID_FTJ, "spec.resources", {"nodes": 1000}), "spec.resources.nodes"),
+    ("weights not summing to 100", mutate(VALID_MDEP, "spec.variants.1.weight", 20), "spec.variants"),
+    ("duplicate variant names", mutate(VALID_MDEP, "spec.variants.1.name", "a"), "spec.variants[1]"),
+    (
+        "model with uri and job ref",
+        mutate(VALID_MDEP, "spec.variants.0.model", {"uri": "a/b", "finetuneJobRef": {"name": "x"}}),
+        "spec.variants[0].model",
+    ),
+    ("model with neither", mutate(VALID_MDEP, "spec.variants.0.model", {}), "spec.variants[0].model"),
+    (
+        "variant name not a DNS label",
+        mutate(VALID_MDEP, "spec.variants.0.name", "Bad_Name"),
+        "spec.variants[0].name",
+    ),
+    ("weight above 100", mutate(VALID_MDEP, "spec.variants.0.weight", 150), "spec.variants[0].weight"),
+    (
+        "canary steps decreasing",
+        mutate(VALID_MDEP, "spec.traffic", {"canary": {**CANARY, "steps": [50, 25, 100]}}),
+        "spec.traffic.canary.steps",
+    ),
+    (
+        "canary not ending at 100",
+        mutate(VALID_MDEP, "spec.traffic", {"canary": {**CANARY, "steps": [10, 50]}}),
+        "spec.traffic.canary.steps",
+    ),
+    (
+        "canary names unknown variant",
+        mutate(VALID_MDEP, "spec.traffic", {"canary": {**CANARY, "canaryVariant": "zzz"}}),
+        "spec.traffic.canary",
+    ),
+    (
+        "gate without threshold",
+        mutate(VALID_MDEP, "spec.variants.0.gate", {"metric": "bleu"}),
+        "spec.variants[0].gate",
+    ),
+    (
+        "tensor parallel zero",
+        mutate(VALID_MDEP, "spec.variants.0.vllm", {"tensorParallelSize": 0}),
+        "spec.variants[0].vllm.tensorParallelSize",
+    ),
+    (
+        "bad traffic provider",
+        mutate(VALID_MDEP, "spec.traffic", {"provider": "istio"}),
+        "spec.traffic.provider",
+    ),
+]
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_examples_are_accepted(kube: Kube, namespace: str, path: Path) -> None:
+    kube.kubectl("create", "--dry-run=server", "-n", namespace, "-f", str(path))
+
+
+@pytest.mark.parametrize(
+    ("manifest", "field"), [(m, f) for _, m, f in INVALID], ids=[c for c, _, _ in INVALID]
+)
+def test_invalid_specs_are_rejected_naming_the_field(
+    kube: Kube, namespace: str, manifest: dict[str, Any], field: str
+) -> None:
+    proc = kube.kubectl(
+        "create", "--dry-run=server", "-n", namespace, "-f", "-", input=yaml.safe_dump(manifest), check=False
+    )
+    assert proc.returncode != 0, f"accepted an invalid manifest:\n{yaml.safe_dump(manifest)}"
+    assert field in proc.stderr, proc.stderr
+
+
+def test_valid_base_manifests_are_accepted(kube: Kube, namespace: str) -> None:
+    """Guards the table above: each case fails for its mutation, not for a broken base."""
+    for manifest in (VALID_FTJ, VALID_MDEP, mutate(VALID_MDEP, "spec.traffic", {"canary": CANARY})):
+        kube.kubectl("create", "--dry-run=server", "-n", namespace, "-f", "-", input=yaml.safe_dump(manifest))
+
+
+def test_defaults_are_applied(kube: Kube, namespace: str) -> None:
+    kube.apply(mutate(VALID_FTJ, "metadata.name", "defaults"), namespace)
+    spec = kube.get("finetunejob", "defaults", namespace)["spec"]
+    assert spec["method"] == "lora"
+    assert spec["dataset"]["validationSplit"] == 0.1
+    assert spec["dataset"]["testSplit"] == 0.1
+    assert spec["dataset"]["format"] == "auto"
+    assert spec["hyperparameters"]["precision"] == "bf16"
+    assert spec["resources"] == {"nodes": 1, "gpusPerNode": 1, "tolerations": []}
+    assert spec["runPolicy"]["backoffLimit"] == 3
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "field"),
+    [
+        ("spec.method", "full", "spec.method"),
+        ("spec.dataset.uri", "pvc://data/other.jsonl", "spec.dataset"),
+        ("spec.hyperparameters", {"learningRate": 0.1}, "spec.hyperparameters"),
+    ],
+)
+def test_training_fields_are_immutable(kube: Kube, namespace: str, path: str, value: Any, field: str) -> None:
+    name = f"immutable-{abs(hash(path)) % 10000}"
+    kube.apply(mutate(VALID_FTJ, "metadata.name", name), namespace)
+    changed = mutate(mutate(VALID_FTJ, "metadata.name", name), path, value)
+    proc = kube.kubectl(
+        "apply",
+        "--server-side",
+        "--field-manager=test",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        input=yaml.safe_dump(changed),
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert field in proc.stderr, proc.stderr
+    assert "immutable" in proc.stderr, proc.stderr
+
+
+def test_run_policy_stays_mutable(kube: Kube, namespace: str) -> None:
+    kube.apply(mutate(VALID_FTJ, "metadata.name", "suspendable"), namespace)
+    kube.apply(
+        mutate(mutate(VALID_FTJ, "metadata.name", "suspendable"), "spec.runPolicy", {"suspend": True}),
+        namespace,
+    )
+    assert kube.get("finetunejob", "suspendable", namespace)["spec"]["runPolicy"]["suspend"] is True
