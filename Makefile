@@ -31,6 +31,10 @@ install: $(STAMP) ## create .venv with the package (editable) and its test, rout
 cluster-binaries: ## build kube-apiserver, controller-manager, scheduler, etcd, kwok, helm from pinned Go modules (cached)
 	.ci/toolchain/build.sh
 
+.PHONY: vllm-env
+vllm-env: ## separate CPU vLLM virtualenv (outside the repo, cached) for the real-server tests
+	.ci/vllm-env.sh
+
 .PHONY: system-packages
 system-packages: ## apt packages the tests start for real (Prometheus)
 	@command -v prometheus >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null)
@@ -38,6 +42,7 @@ system-packages: ## apt packages the tests start for real (Prometheus)
 .PHONY: manifests
 manifests: install ## regenerate crds/ (and the chart's copy) from the typed API models
 	$(PY) -m kubetune.crdgen crds charts/kubetune/crds
+	$(PY) -m kubetune.chartgen
 
 .PHONY: lint
 lint: install ## ruff + mypy
@@ -45,10 +50,13 @@ lint: install ## ruff + mypy
 	$(VENV)/bin/ruff format --check operator tests bench
 	$(VENV)/bin/mypy
 
+.PHONY: prerequisites
+prerequisites: ## everything the tests need, in parallel (Go builds are CPU-bound, pip and apt network-bound)
+	$(MAKE) --no-print-directory -j4 install cluster-binaries system-packages vllm-env
+
 .PHONY: test
-test: install cluster-binaries system-packages ## everything CI runs: lint, unit, real-apiserver, training, serving, chart tests
-	$(VENV)/bin/ruff check operator tests bench
-	$(VENV)/bin/mypy
+test: prerequisites ## everything CI runs: lint, unit, real-apiserver, training, serving, chart tests
+	$(MAKE) --no-print-directory lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 .PHONY: run
@@ -62,6 +70,13 @@ dev: install cluster-binaries ## local control plane + CRDs + operator + example
 .PHONY: dev-down
 dev-down: ## stop the local control plane started by `make dev`
 	$(PY) -m kubetune.dev down
+
+.PHONY: bench
+bench: install cluster-binaries ## benchmarks that print figures (not part of `make test`)
+	$(PY) bench/trainer_cpu.py
+	$(PY) bench/router.py
+	$(PY) bench/operator_scale.py
+	$(PY) bench/chaos.py
 
 .PHONY: clean
 clean: ## remove the virtualenv and caches inside the repo (the Go/pip caches stay)

@@ -9,6 +9,9 @@ KUBE_VERSION="${KUBE_VERSION:-v1.34.4}"
 ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
 KWOK_VERSION="${KWOK_VERSION:-v0.8.0}"
 HELM_VERSION="${HELM_VERSION:-v3.21.4}"
+# Third-party CRDs the tests install (read from the module cache: no GitHub access here).
+PROMETHEUS_OPERATOR_VERSION="${PROMETHEUS_OPERATOR_VERSION:-v0.85.0}"
+GATEWAY_API_VERSION="${GATEWAY_API_VERSION:-v1.4.1}"
 
 CACHE="${KUBETUNE_CACHE:-$HOME/.cache/kubetune}"
 BIN="$CACHE/bin"
@@ -99,7 +102,7 @@ go_install() { # <binary> <version> <package@version>
   GOBIN="$BIN" go install -trimpath -ldflags "-s -w" "$pkg"
 }
 
-want="${*:-kubernetes etcd kwok helm}"
+want="${*:-kubernetes etcd kwok helm crds}"
 for what in $want; do
   case "$what" in
     kubernetes) build_kubernetes ;;
@@ -117,6 +120,10 @@ for what in $want; do
         log "building helm $HELM_VERSION"
         GOBIN="$BIN" go install -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
       fi ;;
+    crds)
+      log "third-party CRD modules: prometheus-operator $PROMETHEUS_OPERATOR_VERSION, gateway-api $GATEWAY_API_VERSION"
+      (cd "$WORK" && go mod download "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" \
+        "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION") ;;
     *) log "unknown component $what"; exit 2 ;;
   esac
 done

@@ -47,12 +47,24 @@ def _merge(outer: Schema, inner: Schema) -> Schema:
     return merged
 
 
+def _defaults_for_nested_objects(node: Schema) -> None:
+    """Give optional, non-nullable object properties `default: {}` (pydantic omits default_factory)."""
+    required = set(node.get("required", []))
+    for key, child in node.get("properties", {}).items():
+        nullable = any(o.get("type") == "null" for o in child.get("anyOf", []))
+        if key not in required and not nullable and "properties" in child and "default" not in child:
+            child["default"] = {}
+
+
 def _structural(node: Any) -> Any:
     if isinstance(node, list):
         return [_structural(n) for n in node]
     if not isinstance(node, dict):
         return node
     node = dict(node)
+    if "properties" in node:
+        node["properties"] = {k: dict(v) for k, v in node["properties"].items()}
+        _defaults_for_nested_objects(node)
     for variant_key in ("anyOf", "oneOf"):
         options = node.get(variant_key)
         if options is None:
@@ -104,7 +116,8 @@ def _object_schema(
         "properties": {
             "apiVersion": {"type": "string", "description": "kubetune.io/v1alpha1."},
             "kind": {"type": "string", "description": model.__name__ + "."},
-            "metadata": {"type": "object", "description": "Standard object metadata."},
+            # The API server rejects anything but `type` here: metadata is implicitly specified.
+            "metadata": {"type": "object"},
             "spec": {**openapi_schema(spec), "description": (spec.__doc__ or "").strip()},
             "status": {**openapi_schema(status), "description": (status.__doc__ or "").strip()},
         },

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from kubetune.devcluster.controlplane import ControlPlane, find_binary
+from kubetune.devcluster.kwok import KwokController, dev_volume, gpu_nodes
 
 REPO = Path(__file__).resolve().parents[2]
 STATE_DIR = REPO / ".dev"
@@ -24,11 +25,27 @@ STATE = STATE_DIR / "state.json"
 KUBECONFIG = STATE_DIR / "cluster" / "kubeconfig"
 
 
-def kubectl(*args: str, check: bool = True, capture: bool = False,
-            input: str | None = None) -> subprocess.CompletedProcess[str]:
+DEV_OVERRIDES = json.dumps(
+    [
+        {"op": "replace", "path": "/spec/smokeTest/enabled", "value": False},
+        {"op": "remove", "path": "/spec/traffic/canary/analysis"},
+        {"op": "replace", "path": "/spec/traffic/canary/interval", "value": "10s"},
+    ]
+)
+
+
+def kubectl(
+    *args: str, check: bool = True, capture: bool = False, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "KUBECONFIG": str(KUBECONFIG)}
-    return subprocess.run([str(find_binary("kubectl")), *args], env=env, check=check, text=True,
-                          capture_output=capture, input=input)
+    return subprocess.run(
+        [str(find_binary("kubectl")), *args],
+        env=env,
+        check=check,
+        text=True,
+        capture_output=capture,
+        input=input,
+    )
 
 
 def _alive(pid: int) -> bool:
@@ -72,6 +89,13 @@ def up(watch_seconds: float) -> int:
     STATE.write_text(json.dumps({"pids": pids}))
     print(f"    API server {plane.server} ready in {time.monotonic() - started:.1f}s")
 
+    print("==> simulated GPU nodes: kwok controller + 2 nodes x 8 nvidia.com/gpu")
+    kwok = KwokController(kubeconfig=plane.kubeconfig, workdir=STATE_DIR / "kwok")
+    pids["kwok"] = kwok.start()
+    STATE.write_text(json.dumps({"pids": pids}))
+    kubectl("apply", "-f", "-", input=gpu_nodes())
+    kubectl("apply", "-f", "-", input=dev_volume())
+
     print("==> installing CRDs")
     kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
     for crd in ("finetunejobs.kubetune.io", "modeldeployments.kubetune.io"):
@@ -81,19 +105,37 @@ def up(watch_seconds: float) -> int:
     log = (STATE_DIR / "operator.log").open("ab")
     env = {**os.environ, "KUBECONFIG": str(KUBECONFIG), "KUBETUNE_RESYNC_SECONDS": "5"}
     operator = subprocess.Popen(
-        [sys.executable, "-m", "kubetune.cli", "operator", "--metrics-port", "0", "--liveness",
-         "http://127.0.0.1:0/healthz"],
-        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "kubetune.cli",
+            "operator",
+            "--metrics-port",
+            "0",
+            "--liveness",
+            "http://127.0.0.1:0/healthz",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
     )
     pids["operator"] = operator.pid
     STATE.write_text(json.dumps({"pids": pids}))
 
     print("==> applying examples/quickstart.yaml")
     kubectl("apply", "-n", "default", "-f", str(REPO / "examples" / "quickstart.yaml"))
-    print(f"==> cluster up in {time.monotonic() - started:.1f}s; watching the pipeline for {watch_seconds:.0f}s\n")
+    # kwok pods serve nothing and there is no Prometheus here: the dev run skips the smoke test and
+    # moves the canary on time alone (a real cluster runs both). The operator never writes spec; we do.
+    kubectl("patch", "modeldeployment", "quickstart", "-n", "default", "--type=json", "-p", DEV_OVERRIDES)
+    elapsed = time.monotonic() - started
+    print(f"==> cluster up in {elapsed:.1f}s; watching the pipeline for {watch_seconds:.0f}s\n")
     _watch(watch_seconds)
-    print(f"\nexport KUBECONFIG={KUBECONFIG}\nkubectl get kubetune -A      # both kinds with their printer columns\n"
-          "make dev-down                # stop everything")
+    print(
+        f"\nexport KUBECONFIG={KUBECONFIG}\n"
+        "kubectl get kubetune -A      # both kinds with their printer columns\n"
+        "make dev-down                # stop everything"
+    )
     return 0
 
 
@@ -101,7 +143,9 @@ def _watch(seconds: float) -> None:
     deadline = time.monotonic() + seconds
     last = ""
     while True:
-        out = kubectl("get", "kubetune,jobs,pods", "-n", "default", "-o", "wide", check=False, capture=True).stdout
+        out = kubectl(
+            "get", "kubetune,jobs,pods", "-n", "default", "-o", "wide", check=False, capture=True
+        ).stdout
         if out != last:
             print(time.strftime("%H:%M:%S"), "-" * 60)
             print(out.rstrip())
@@ -115,8 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kubetune.dev", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     up_cmd = sub.add_parser("up", help="start the local cluster, operator and examples")
-    up_cmd.add_argument("--watch", type=float, default=float(os.environ.get("KUBETUNE_DEV_WATCH", "60")),
-                        help="seconds to print the pipeline moving (default %(default)s)")
+    up_cmd.add_argument(
+        "--watch",
+        type=float,
+        default=float(os.environ.get("KUBETUNE_DEV_WATCH", "60")),
+        help="seconds to print the pipeline moving (default %(default)s)",
+    )
     sub.add_parser("down", help="stop it")
     args = parser.parse_args(argv)
     return up(args.watch) if args.command == "up" else down()

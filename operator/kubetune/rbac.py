@@ -46,6 +46,7 @@ OPERATOR_RULES: tuple[Rule, ...] = (
         "kopf scans CRDs; detect optional Prometheus Operator / Gateway API / KEDA CRDs",
     ),
     Rule("", ("namespaces",), READ, "kopf cluster-wide namespace scanning"),
+    Rule("", ("nodes",), ("list",), "preflight: GPUs per node by nvidia.com/gpu.product"),
     Rule("", ("pods",), READ, "observe training pods (termination messages, scheduling) and serving pods"),
     Rule(
         "",

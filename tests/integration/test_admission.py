@@ -185,7 +185,7 @@ def test_defaults_are_applied(kube: Kube, namespace: str) -> None:
     assert spec["dataset"]["testSplit"] == 0.1
     assert spec["dataset"]["format"] == "auto"
     assert spec["hyperparameters"]["precision"] == "bf16"
-    assert spec["resources"] == {"nodes": 1, "gpusPerNode": 1, "tolerations": []}
+    assert spec["resources"] == {"nodes": 1, "gpusPerNode": 1}
     assert spec["runPolicy"]["backoffLimit"] == 3
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -35,6 +36,10 @@ def reconciles(kind: str) -> float:
     return REGISTRY.get_sample_value("kubetune_reconcile_total", {"kind": kind, "result": "ok"}) or 0.0
 
 
+def event_keys(items: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    return [(e["involvedObject"]["kind"], e["reason"], e["message"]) for e in items]
+
+
 def events(kube: Kube, namespace: str, name: str) -> list[dict[str, Any]]:
     out = kube.kubectl(
         "get", "events", "-n", namespace, "-o", "json", "--field-selector", f"involvedObject.name={name}"
@@ -56,7 +61,7 @@ def test_accepted_condition_and_restart_is_a_no_op(kube: Kube, namespace: str) -
     assert cond is not None
     assert cond["reason"] == "Accepted"
     assert cond["observedGeneration"] == ftj["metadata"]["generation"]
-    assert ftj["status"]["phase"] == "Pending"
+    assert ftj["status"]["phase"] in ("Pending", "Validating"), ftj["status"]
     assert mdep["status"]["readyVariants"] == "0/2"
     events_before = events(kube, namespace, "skeleton")
 
@@ -68,4 +73,8 @@ def test_accepted_condition_and_restart_is_a_no_op(kube: Kube, namespace: str) -
     after = kube.get("finetunejob", "skeleton", namespace)
     assert condition(after, "Accepted") == cond, "a restart must not rewrite conditions"
     assert after["spec"] == spec_before, "the operator must never write spec"
-    assert len(events(kube, namespace, "skeleton")) == len(events_before), "a restart must not repeat Events"
+    before = Counter(event_keys(events_before))
+    after = Counter(event_keys(events(kube, namespace, "skeleton")))
+    # New transitions may legitimately happen meanwhile; an Event seen before must not be posted again.
+    repeated = {key: n for key, n in after.items() if key in before and n > before[key]}
+    assert not repeated, f"a restart must not repeat Events: {repeated}"

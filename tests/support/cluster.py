@@ -66,7 +66,12 @@ def install_crds(kube: Kube, paths: list[Path]) -> None:
 
 
 def start_plane(workdir: Path, *, with_controllers: bool) -> Kube:
-    plane = ControlPlane(workdir=workdir, with_controllers=with_controllers).start()
-    kube = Kube(plane)
-    install_crds(kube, sorted(CRDS.glob("*.yaml")))
+    plane = ControlPlane(workdir=workdir, with_controllers=with_controllers)
+    try:
+        plane.start()
+        kube = Kube(plane)
+        install_crds(kube, sorted(CRDS.glob("*.yaml")))
+    except BaseException:
+        plane.stop()
+        raise
     return kube

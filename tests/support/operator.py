@@ -20,6 +20,8 @@ def running_operator(
         "KUBETUNE_KUBECONFIG": str(kube.kubeconfig),
         "KUBETUNE_RESYNC_SECONDS": str(resync_seconds),
         "KUBETUNE_METRICS_PORT": "",
+        # Lets tests point a variant's smoke test at a local fake server (annotation override).
+        "KUBETUNE_SMOKE_URL_OVERRIDE": "allow",
         **(extra_env or {}),
     }
     saved = {key: os.environ.get(key) for key in env}

@@ -20,6 +20,8 @@ class ConditionType(StrEnum):
     AVAILABLE = "Available"
     PROGRESSING = "Progressing"
     PROMOTED = "Promoted"
+    PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
+    TRAFFIC_NOT_APPLIED = "TrafficNotApplied"
     CANARY_ROLLED_BACK = "CanaryRolledBack"
 
 
@@ -55,3 +57,5 @@ class Reason(StrEnum):
     CANARY_PAUSED = "CanaryPaused"
     ANALYSIS_FAILED = "AnalysisFailed"
     PROMOTED = "Promoted"
+    PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
+    TRAFFIC_NOT_APPLIED = "TrafficNotApplied"

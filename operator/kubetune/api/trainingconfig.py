@@ -16,12 +16,20 @@ from typing import Literal
 from pydantic import Field
 
 from kubetune.api.common import KubeModel
-from kubetune.api.finetunejob import Artifacts, EvalMetrics, FineTuneJobSpec, Lineage
+from kubetune.api.finetunejob import Artifacts, EvalMetrics, FineTuneJobSpec, Lineage, Method
+from kubetune.api.uris import join
 
 CONFIG_DIR = "/etc/kubetune"
 CONFIG_FILE = "config.json"
 DEEPSPEED_FILE = "deepspeed.json"
 TERMINATION_LOG = "/dev/termination-log"
+
+# The output layout under spec.output.uri (docs/trainer.md).
+ADAPTER_DIR = "adapter"
+MERGED_DIR = "merged"
+MODEL_DIR = "model"  # full fine-tuning: the whole model, already vLLM-loadable
+CHECKPOINTS_DIR = "checkpoints"
+MANIFEST_FILE = "kubetune-manifest.json"
 
 # Exit codes. Anything not listed is retryable (OOM kill, preemption, NCCL timeout...).
 EXIT_OK = 0
@@ -69,3 +77,20 @@ class TrainerResult(KubeModel):
     artifacts: Artifacts | None = Field(default=None, description="Exported artifact URIs.")
     lineage: Lineage | None = Field(default=None, description="Provenance.")
     final_step: int | None = Field(default=None, description="Last optimizer step.")
+
+
+def output_artifacts(spec: FineTuneJobSpec) -> Artifacts:
+    """Where a successful run exports its artifacts, by contract: the trainer writes exactly here."""
+    uri = spec.output.uri
+    if spec.method is Method.FULL:
+        return Artifacts(
+            merged_model_uri=join(uri, MODEL_DIR),
+            manifest_uri=join(uri, MANIFEST_FILE),
+            base_model_uri=spec.base_model.uri,
+        )
+    return Artifacts(
+        adapter_uri=join(uri, ADAPTER_DIR),
+        merged_model_uri=join(uri, MERGED_DIR) if spec.output.merge_adapter else None,
+        manifest_uri=join(uri, MANIFEST_FILE),
+        base_model_uri=spec.base_model.uri,
+    )

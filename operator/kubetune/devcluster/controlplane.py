@@ -124,11 +124,7 @@ class Certificates:
                 .not_valid_after(validity[1])
                 .add_extension(
                     x509.ExtendedKeyUsage(
-                        [
-                            ExtendedKeyUsageOID.SERVER_AUTH
-                            if server
-                            else ExtendedKeyUsageOID.CLIENT_AUTH
-                        ]
+                        [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
                     ),
                     critical=False,
                 )
@@ -201,6 +197,7 @@ class ControlPlane:
 
     workdir: Path
     with_controllers: bool = False
+    audit: bool = False  # log every request's user agent (the scale benchmark counts them)
     etcd_port: int = field(default_factory=free_port)
     etcd_peer_port: int = field(default_factory=free_port)
     api_port: int = field(default_factory=free_port)
@@ -264,11 +261,30 @@ class ControlPlane:
             ],
         )
 
+    @property
+    def audit_log(self) -> Path:
+        return self.workdir / "audit.log"
+
+    def _audit_args(self) -> list[str]:
+        if not self.audit:
+            return []
+        policy = self.workdir / "audit-policy.yaml"
+        policy.write_text(
+            "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\n"
+            "rules:\n- level: Metadata\n"
+        )
+        return [
+            f"--audit-policy-file={policy}",
+            f"--audit-log-path={self.audit_log}",
+            "--audit-log-maxsize=0",
+        ]
+
     def start_apiserver(self) -> None:
         pki = self.pki
         self._spawn(
             "kube-apiserver",
             [
+                *self._audit_args(),
                 f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
                 "--bind-address=127.0.0.1",
                 "--advertise-address=127.0.0.1",

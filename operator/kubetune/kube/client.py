@@ -23,6 +23,7 @@ import yaml
 
 from kubetune.builders.common import FIELD_MANAGER
 
+USER_AGENT = "kubetune-operator/0.1"
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 # (apiVersion, kind) → (plural, namespaced)
@@ -192,7 +193,7 @@ class KubeClient:
         content_type: str = "application/json",
         params: Mapping[str, str] | None = None,
     ) -> Any:
-        headers = {**self.credentials.headers(), "Accept": "application/json"}
+        headers = {**self.credentials.headers(), "Accept": "application/json", "User-Agent": USER_AGENT}
         data = None
         if body is not None:
             headers["Content-Type"] = content_type
@@ -248,6 +249,18 @@ class KubeClient:
             params={"fieldManager": field_manager, "force": "true"},
         )
         return obj
+
+    async def ensure(self, manifest: Mapping[str, Any]) -> None:
+        """Create if absent (a POST is cheaper for the API server than an apply); else server-side apply.
+
+        Both end with the object owned by our field manager, so later applies converge it.
+        """
+        try:
+            await self.create(manifest)
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+            await self.apply(manifest)
 
     async def patch_merge(
         self,

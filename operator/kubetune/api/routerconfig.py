@@ -1,0 +1,129 @@
+"""The router's configuration: written by the operator into a ConfigMap, hot-reloaded by the router.
+
+The same model is the contract on both sides, so the operator cannot render a config the router rejects.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import yaml
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from kubetune.api.common import DNS_LABEL_PATTERN, KubeModel
+
+CONFIG_FILE_NAME = "router.json"
+"""Key in the ConfigMap and file name in the mounted volume."""
+
+OVERRIDE_HEADER = "x-kubetune-variant"
+SYNTHETIC_HEADER = "x-kubetune-synthetic"
+VARIANT_RESPONSE_HEADER = "x-kubetune-served-by"
+
+_HEADER_NAME_PATTERN = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"
+
+
+class RouterVariant(KubeModel):
+    """One traffic target: a variant's upstream endpoints and its share."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str = Field(max_length=40, pattern=DNS_LABEL_PATTERN, description="Variant name (metric label).")
+    weight: int = Field(
+        ge=0, le=100, description="Share of traffic, percent; 0 takes only overridden requests."
+    )
+    endpoints: tuple[str, ...] = Field(
+        default=(),
+        max_length=256,
+        description="Upstream OpenAI API base URLs (scheme://host:port), tried round robin.",
+    )
+    served_model: str | None = Field(
+        default=None,
+        max_length=256,
+        description="Rewrite the request's `model` to this (LoRA adapter name on a shared base).",
+    )
+    ready: bool = Field(default=True, description="False removes the variant from the split.")
+
+    @field_validator("endpoints")
+    @classmethod
+    def _endpoints_are_base_urls(cls, endpoints: tuple[str, ...]) -> tuple[str, ...]:
+        for url in endpoints:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"endpoint {url!r} must start with http:// or https://")
+        return tuple(url.rstrip("/") for url in endpoints)
+
+
+class RouterTimeouts(KubeModel):
+    """Upstream timeouts, seconds."""
+
+    model_config = ConfigDict(frozen=True)
+
+    connect_s: float = Field(default=5.0, gt=0, le=300, description="TCP connect to an upstream.")
+    read_s: float = Field(
+        default=300.0,
+        gt=0,
+        le=3600,
+        description="Longest silence from an upstream, before or between bytes (a prefill can be long).",
+    )
+    total_s: float | None = Field(
+        default=None, gt=0, le=86400, description="Whole request; none = unbounded."
+    )
+
+
+class RouterConfig(KubeModel):
+    """Everything the router needs; one JSON document."""
+
+    model_config = ConfigDict(frozen=True)
+
+    variants: tuple[RouterVariant, ...] = Field(min_length=1, max_length=16, description="Traffic targets.")
+    sticky_header: str | None = Field(
+        default="x-user-id",
+        max_length=128,
+        pattern=_HEADER_NAME_PATTERN,
+        description="Header pinning a user to a variant; the API key's hash when absent; none = random.",
+    )
+    override_header: str = Field(
+        default=OVERRIDE_HEADER, max_length=128, pattern=_HEADER_NAME_PATTERN, description="Forces a variant."
+    )
+    synthetic_header: str = Field(
+        default=SYNTHETIC_HEADER,
+        max_length=128,
+        pattern=_HEADER_NAME_PATTERN,
+        description="Marks analysis traffic: labelled source=synthetic in every metric.",
+    )
+    max_body_bytes: int = Field(
+        default=8 * 1024 * 1024, ge=1024, le=1024**3, description="Request body limit."
+    )
+    max_attempts: int = Field(
+        default=3,
+        ge=1,
+        le=10,
+        description="Upstream attempts per request; retries happen only before any byte.",
+    )
+    endpoint_cooldown_s: float = Field(
+        default=5.0, ge=0, le=3600, description="How long an endpoint that refused a connection is skipped."
+    )
+    timeouts: RouterTimeouts = Field(default_factory=RouterTimeouts, description="Upstream timeouts.")
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> RouterConfig:
+        names = [v.name for v in self.variants]
+        if len(set(names)) != len(names):
+            raise ValueError(f"variant names must be unique: {names}")
+        return self
+
+    def weights(self) -> dict[str, int]:
+        """Configured weights by variant: what the operator reads back as the observed split."""
+        return {v.name: v.weight for v in self.variants}
+
+    def to_json(self) -> str:
+        """The ConfigMap payload: stable key order, so an unchanged config is byte-identical."""
+        return json.dumps(self.to_wire(), sort_keys=True, indent=2) + "\n"
+
+
+def parse_router_config(text: str | bytes) -> RouterConfig:
+    """Parse a JSON or YAML router config; raises pydantic.ValidationError or ValueError."""
+    data: Any = yaml.safe_load(text)
+    if not isinstance(data, dict):
+        raise ValueError("router config must be a mapping")
+    return RouterConfig.model_validate(data)

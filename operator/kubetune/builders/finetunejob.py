@@ -1,0 +1,400 @@
+"""FineTuneJob → its children: ConfigMap, headless Service, RBAC, validation Job, Indexed training Job.
+
+Pure: the FineTuneJob (as read from the API) in, manifests out. The layout is documented in
+docs/training-topology.md; the reconciler decides which of these to apply and when
+(kubetune.status.finetunejob.observe).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from kubetune.api.common import GROUP
+from kubetune.api.finetunejob import PLURAL, FineTuneJobSpec
+from kubetune.api.trainingconfig import (
+    CONFIG_DIR,
+    CONFIG_FILE,
+    DEEPSPEED_FILE,
+    FATAL_EXIT_CODES,
+    ProgressTarget,
+    TrainingConfig,
+)
+from kubetune.builders.common import (
+    ANNOTATION_SPEC_HASH,
+    LABEL_JOB,
+    LABEL_ROLE,
+    Manifest,
+    child_name,
+    metadata,
+    stable_hash,
+    standard_labels,
+)
+from kubetune.builders.deepspeed import build_deepspeed_config
+from kubetune.builders.storage import storage_layout
+from kubetune.builders.training_pod import (
+    MASTER_PORT,
+    RENDEZVOUS_PORT_NAME,
+    TRAINER_CONTAINER,
+    VALIDATOR_CONTAINER,
+    training_pod_spec,
+    validation_pod_spec,
+)
+
+DEFAULT_TRAINER_IMAGE = "ghcr.io/kubetune/trainer:0.1.0"
+APP_NAME = "kubetune-trainer"
+LABEL_ATTEMPT = f"{GROUP}/attempt"
+ANNOTATION_RESTARTS = f"{GROUP}/restarts"
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+ROLE_TRAIN = "train"
+ROLE_VALIDATE = "validate"
+
+# An Indexed Job's pod hostname is `<job>-<index>` and must be a DNS label (<= 63): with at most
+# 256 nodes the index takes 3 digits and a dash.
+MAX_JOB_NAME = 63 - 4
+
+# podFailurePolicy rule order is part of the contract with status.finetunejob: the Job's Failed
+# condition names the matching rule by index.
+RULE_FATAL_EXIT = 0
+RULE_DISRUPTION = 1
+
+
+@dataclass(frozen=True)
+class ChildNames:
+    """Deterministic names of a FineTuneJob's children."""
+
+    parent: str
+    config_map: str
+    service: str
+    service_account: str
+    role: str
+    role_binding: str
+    validation_job: str
+
+    def training_job(self, attempt: int) -> str:
+        return child_name(_dns_label(self.parent), "train", f"r{attempt}", limit=MAX_JOB_NAME)
+
+
+def _dns_label(name: str) -> str:
+    """FineTuneJob names may contain dots; hostnames and Service names may not."""
+    label = name.replace(".", "-")
+    return label if label == name else f"{label}-{stable_hash(name, 6)}"
+
+
+def job_label_value(name: str) -> str:
+    """The `kubetune.io/job-name` label value (label values are limited to 63 characters)."""
+    return child_name(name)
+
+
+def child_names(ftj_name: str) -> ChildNames:
+    base = _dns_label(ftj_name)
+    # Service names are DNS-1035 labels: they must start with a letter.
+    service_base = base if base[0].isalpha() else f"kt-{base}"
+    return ChildNames(
+        parent=ftj_name,
+        config_map=child_name(ftj_name, "config", limit=253),
+        service=child_name(service_base, "workers"),
+        service_account=child_name(base, "trainer"),
+        role=child_name(base, "trainer"),
+        role_binding=child_name(base, "trainer"),
+        validation_job=child_name(base, "validate"),
+    )
+
+
+def selector_labels(ftj_name: str, role: str | None = None) -> dict[str, str]:
+    labels = {LABEL_JOB: job_label_value(ftj_name)}
+    if role:
+        labels[LABEL_ROLE] = role
+    return labels
+
+
+@dataclass(frozen=True)
+class FineTuneJobChildren:
+    names: ChildNames
+    config_map: Manifest
+    service: Manifest
+    service_account: Manifest
+    role: Manifest
+    role_binding: Manifest
+    validation_job: Manifest
+    training_job: Manifest
+    spec_hash: str
+
+    def shared(self) -> list[Manifest]:
+        """Everything but the Jobs, in apply order (apply on every pass; all mutable)."""
+        return [self.config_map, self.service, self.service_account, self.role, self.role_binding]
+
+    def all(self) -> list[Manifest]:
+        return [*self.shared(), self.validation_job, self.training_job]
+
+
+def _meta(ftj: dict[str, Any]) -> tuple[str, str]:
+    meta = ftj["metadata"]
+    return meta["name"], meta["namespace"]
+
+
+def _spec(ftj: dict[str, Any]) -> FineTuneJobSpec:
+    # Only the spec: whatever sits in status must not stop the children from rendering.
+    return FineTuneJobSpec.model_validate(ftj["spec"])
+
+
+def build_training_config(ftj: dict[str, Any]) -> TrainingConfig:
+    """The typed config the trainer parses from CONFIG_DIR/config.json."""
+    name, namespace = _meta(ftj)
+    spec = _spec(ftj)
+    paths = storage_layout(spec).paths
+    if spec.deepspeed is not None:
+        paths = paths.model_copy(update={"deepspeed_config": f"{CONFIG_DIR}/{DEEPSPEED_FILE}"})
+    return TrainingConfig(
+        job_name=name,
+        namespace=namespace,
+        spec=spec,
+        paths=paths,
+        progress=ProgressTarget(namespace=namespace, name=name),
+        output_uri=spec.output.uri,
+    )
+
+
+def spec_hash(spec: FineTuneJobSpec, deepspeed: dict[str, Any] | None) -> str:
+    """Hash over what a running training Job cannot change: everything but runPolicy.
+
+    The image is mutable in the CRD but baked into the pod template, so it is part of the hash:
+    changing it recreates the training Job (resuming from the last checkpoint).
+    """
+    wire = spec.to_wire()
+    wire.pop("runPolicy", None)
+    return stable_hash({"spec": wire, "deepspeed": deepspeed})
+
+
+def _labels(ftj_name: str, component: str, role: str | None = None) -> dict[str, str]:
+    return standard_labels(
+        name=APP_NAME, component=component, instance=job_label_value(ftj_name)
+    ) | selector_labels(ftj_name, role)
+
+
+def _pod_failure_policy(container: str, *, gang: bool) -> dict[str, Any]:
+    rules: list[dict[str, Any]] = [
+        {
+            "action": "FailJob",
+            "onExitCodes": {"containerName": container, "operator": "In", "values": list(FATAL_EXIT_CODES)},
+        },
+        # A gang: fail the Job at once on preemption or drain of one rank, so the operator restarts
+        # the gang without waiting for the survivors' NCCL timeout (and without counting it). A
+        # single pod: let the Job controller replace it, uncounted.
+        {
+            "action": "FailJob" if gang else "Ignore",
+            "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+        },
+    ]
+    return {"rules": rules}
+
+
+def build_children(
+    ftj: dict[str, Any],
+    *,
+    restart: int,
+    deepspeed_from_ref: str | None = None,
+    counted_restarts: int | None = None,
+    trainer_image: str = DEFAULT_TRAINER_IMAGE,
+) -> FineTuneJobChildren:
+    """All children of a FineTuneJob.
+
+    restart: the attempt number of the training Job (part of its name; every gang restart,
+        counted or not, uses the next one). counted_restarts: the restarts that count against
+        runPolicy.backoffLimit (recorded on the Job so a crash between creating the Job and writing
+        status.restarts loses nothing); defaults to `restart`.
+    deepspeed_from_ref: the content of the ConfigMap key named by spec.deepspeed.configRef.
+    Raises ValueError when a referenced DeepSpeed config is missing or malformed.
+    """
+    name, namespace = _meta(ftj)
+    spec = _spec(ftj)
+    names = child_names(name)
+    layout = storage_layout(spec)
+    config = build_training_config(ftj)
+    deepspeed = build_deepspeed_config(spec, deepspeed_from_ref) if spec.deepspeed is not None else None
+    digest = spec_hash(spec, deepspeed)
+    image = (spec.image.image if spec.image else None) or trainer_image
+    pull_policy = spec.image.pull_policy if spec.image else None
+    run = spec.run_policy
+
+    data = {CONFIG_FILE: json.dumps(config.to_wire(), indent=2, sort_keys=True) + "\n"}
+    if deepspeed is not None:
+        data[DEEPSPEED_FILE] = json.dumps(deepspeed, indent=2, sort_keys=True) + "\n"
+    config_map = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata(
+            name=names.config_map,
+            namespace=namespace,
+            owner=ftj,
+            labels=_labels(name, "config"),
+            annotations={ANNOTATION_SPEC_HASH: digest},
+        ),
+        "data": data,
+    }
+
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(
+            name=names.service, namespace=namespace, owner=ftj, labels=_labels(name, "rendezvous")
+        ),
+        "spec": {
+            "clusterIP": "None",
+            # Ranks must resolve each other before they are Ready (they never are: no probes).
+            "publishNotReadyAddresses": True,
+            "selector": selector_labels(name, ROLE_TRAIN),
+            "ports": [
+                {
+                    "name": RENDEZVOUS_PORT_NAME,
+                    "port": MASTER_PORT,
+                    "targetPort": MASTER_PORT,
+                    "protocol": "TCP",
+                }
+            ],
+        },
+    }
+
+    rbac_labels = _labels(name, "rbac")
+    service_account = {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": metadata(name=names.service_account, namespace=namespace, owner=ftj, labels=rbac_labels),
+    }
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": metadata(name=names.role, namespace=namespace, owner=ftj, labels=rbac_labels),
+        "rules": [
+            {
+                "apiGroups": [GROUP],
+                "resources": [f"{PLURAL}/status"],
+                "resourceNames": [name],
+                "verbs": ["get", "patch"],
+            }
+        ],
+    }
+    role_binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": metadata(name=names.role_binding, namespace=namespace, owner=ftj, labels=rbac_labels),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": names.role},
+        "subjects": [{"kind": "ServiceAccount", "name": names.service_account, "namespace": namespace}],
+    }
+
+    validate_labels = _labels(name, "validation", ROLE_VALIDATE)
+    validation_job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": metadata(
+            name=names.validation_job,
+            namespace=namespace,
+            owner=ftj,
+            labels=validate_labels,
+            annotations={ANNOTATION_SPEC_HASH: digest},
+        ),
+        "spec": {
+            "backoffLimit": run.backoff_limit,
+            "podFailurePolicy": _pod_failure_policy(VALIDATOR_CONTAINER, gang=False),
+            "template": {
+                "metadata": {"labels": validate_labels},
+                "spec": validation_pod_spec(
+                    spec,
+                    layout,
+                    image=image,
+                    pull_policy=pull_policy,
+                    config_map=names.config_map,
+                    service_account=names.service_account,
+                ),
+            },
+        },
+    }
+
+    job_name = names.training_job(restart)
+    master_addr = f"{job_name}-0.{names.service}"
+    train_labels = _labels(name, "training", ROLE_TRAIN)
+    job_labels = train_labels | {LABEL_ATTEMPT: str(restart)}
+    if spec.resources.queue_name:
+        job_labels[KUEUE_QUEUE_LABEL] = spec.resources.queue_name
+    job_spec: dict[str, Any] = {
+        "completionMode": "Indexed",
+        "completions": spec.resources.nodes,
+        "parallelism": spec.resources.nodes,
+        # The operator restarts the whole gang (a new Job); a Job-level retry would restart one rank.
+        "backoffLimit": 0,
+        "podFailurePolicy": _pod_failure_policy(TRAINER_CONTAINER, gang=True),
+        **training_job_mutable_fields(spec),
+        "template": {
+            "metadata": {"labels": train_labels | {LABEL_ATTEMPT: str(restart)}},
+            "spec": training_pod_spec(
+                spec,
+                layout,
+                image=image,
+                pull_policy=pull_policy,
+                config_map=names.config_map,
+                service_account=names.service_account,
+                service=names.service,
+                master_addr=master_addr,
+            ),
+        },
+    }
+    training_job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": metadata(
+            name=job_name,
+            namespace=namespace,
+            owner=ftj,
+            labels=job_labels,
+            annotations={
+                ANNOTATION_SPEC_HASH: digest,
+                ANNOTATION_RESTARTS: str(restart if counted_restarts is None else counted_restarts),
+            },
+        ),
+        "spec": job_spec,
+    }
+    # Containers share mount and securityContext dicts while being built; hand out independent
+    # trees so a caller editing one manifest cannot change another.
+    return FineTuneJobChildren(
+        names=names,
+        config_map=_tree(config_map),
+        service=_tree(service),
+        service_account=_tree(service_account),
+        role=_tree(role),
+        role_binding=_tree(role_binding),
+        validation_job=_tree(validation_job),
+        training_job=_tree(training_job),
+        spec_hash=digest,
+    )
+
+
+def _tree(manifest: Manifest) -> Manifest:
+    # A JSON round trip, unlike deepcopy, also breaks sharing inside one manifest.
+    tree: Manifest = json.loads(json.dumps(manifest))
+    return tree
+
+
+def training_job_mutable_fields(spec: FineTuneJobSpec) -> dict[str, Any]:
+    """The training Job's fields that follow runPolicy while it runs (patch these; the rest is fixed).
+
+    With a Kueue queue the Job is created suspended and Kueue owns `suspend` from then on (it
+    unsuspends on admission), so it is left out here; runPolicy.suspend of a queued job is carried
+    out by deleting the training Job (status.finetunejob decides).
+    """
+    run = spec.run_policy
+    fields: dict[str, Any] = {}
+    if run.active_deadline_seconds is not None:
+        fields["activeDeadlineSeconds"] = run.active_deadline_seconds
+    if run.ttl_seconds_after_finished is not None:
+        fields["ttlSecondsAfterFinished"] = run.ttl_seconds_after_finished
+    fields["suspend"] = True if spec.resources.queue_name else run.suspend
+    return fields
+
+
+def training_job_patch(spec: FineTuneJobSpec) -> dict[str, Any]:
+    """Merge patch for an existing training Job after a runPolicy change."""
+    fields = training_job_mutable_fields(spec)
+    if spec.resources.queue_name:
+        fields.pop("suspend")
+    return {"spec": fields}

@@ -1,0 +1,300 @@
+"""Containers and pod specs of a FineTuneJob's validation and training pods. Pure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubetune.api.finetunejob import FineTuneJobSpec
+from kubetune.api.trainingconfig import CONFIG_DIR, CONFIG_FILE, FATAL_EXIT_CODES
+from kubetune.builders.common import RESTRICTED_CONTAINER_SECURITY
+from kubetune.builders.storage import StorageLayout
+
+TRAINER_CONTAINER = "trainer"
+VALIDATOR_CONTAINER = "validate"
+STAGING_CONTAINER = "stage"
+WAIT_CONTAINER = "wait-for-master"
+MASTER_PORT = 29500
+RENDEZVOUS_PORT_NAME = "rendezvous"
+CONFIG_VOLUME = "config"
+SHM_VOLUME = "dshm"
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+POD_UID = 1000
+MASTER_WAIT_TIMEOUT_SECONDS = 1800
+TERMINATION_GRACE_SECONDS = 120
+VALIDATOR_RESOURCES = {"requests": {"cpu": "1", "memory": "2Gi"}}
+
+# Defaults only: NCCL picks transports itself; these make failures loud and bounded instead of
+# hanging a gang until the collective timeout.
+NCCL_ENV = {
+    "NCCL_DEBUG": "WARN",
+    "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1",
+    "TORCH_NCCL_DUMP_ON_TIMEOUT": "0",
+}
+
+# Rank 0 starts its TCPStore only once its own init containers are done, so ranks > 0 wait for a
+# TCP connect (DNS alone resolves as soon as the pod has an IP, long before anything listens).
+WAIT_FOR_MASTER_SCRIPT = """\
+import os, socket, sys, time
+if os.environ["JOB_COMPLETION_INDEX"] == "0":
+    sys.exit(0)
+host, port = os.environ["PET_MASTER_ADDR"], int(os.environ["PET_MASTER_PORT"])
+deadline = time.monotonic() + int(os.environ["KUBETUNE_MASTER_WAIT_SECONDS"])
+while True:
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+        print(f"rank 0 reachable at {host}:{port}", flush=True)
+        sys.exit(0)
+    except OSError as err:
+        if time.monotonic() > deadline:
+            print(f"rank 0 not reachable at {host}:{port}: {err}", file=sys.stderr, flush=True)
+            sys.exit(1)
+        time.sleep(2)
+"""
+
+
+def config_path() -> str:
+    return f"{CONFIG_DIR}/{CONFIG_FILE}"
+
+
+def trainer_command(subcommand: str) -> list[str]:
+    return ["python", "-m", "kubetune.trainer", subcommand, "--config", config_path()]
+
+
+def torchrun_command(*, nodes: int, procs_per_node: int, master_addr: str) -> list[str]:
+    # $(JOB_COMPLETION_INDEX) is expanded by the kubelet from the env the Job controller injects.
+    # `launch` wraps torchrun, which would report a worker's exit 40/41 as 1 (see trainer/launch.py).
+    return [
+        "python",
+        "-m",
+        "kubetune.trainer",
+        "launch",
+        "--",
+        "torchrun",
+        f"--nnodes={nodes}",
+        f"--nproc-per-node={procs_per_node}",
+        "--node-rank=$(JOB_COMPLETION_INDEX)",
+        f"--master-addr={master_addr}",
+        f"--master-port={MASTER_PORT}",
+        # A failed worker fails the pod; the operator restarts the whole gang from a checkpoint.
+        "--max-restarts=0",
+        "-m",
+        "kubetune.trainer",
+        "train",
+        "--config",
+        config_path(),
+    ]
+
+
+def _env(values: dict[str, str]) -> list[dict[str, Any]]:
+    return [{"name": k, "value": v} for k, v in values.items()]
+
+
+def _container(
+    name: str,
+    image: str,
+    pull_policy: str | None,
+    command: list[str],
+    env: list[dict[str, Any]],
+    mounts: list[dict[str, Any]],
+    resources: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "name": name,
+        "image": image,
+        "command": command,
+        "env": env,
+        "volumeMounts": mounts,
+        "securityContext": dict(RESTRICTED_CONTAINER_SECURITY),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if pull_policy:
+        container["imagePullPolicy"] = pull_policy
+    if resources:
+        container["resources"] = resources
+    return container
+
+
+def _config_mount() -> dict[str, Any]:
+    return {"name": CONFIG_VOLUME, "mountPath": CONFIG_DIR, "readOnly": True}
+
+
+def _config_volume(config_map: str) -> dict[str, Any]:
+    return {"name": CONFIG_VOLUME, "configMap": {"name": config_map}}
+
+
+def _common_env() -> dict[str, str]:
+    return {"PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "KUBETUNE_CONFIG": config_path()}
+
+
+def staging_container(layout: StorageLayout, image: str, pull_policy: str | None) -> dict[str, Any]:
+    env = _env({"PYTHONUNBUFFERED": "1", "KUBETUNE_CONFIG": config_path()}) + layout.staging_env
+    return _container(
+        STAGING_CONTAINER,
+        image,
+        pull_policy,
+        trainer_command("stage"),
+        env,
+        [_config_mount(), *layout.input_mounts],
+    )
+
+
+def _pod_security() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": POD_UID,
+        "runAsGroup": POD_UID,
+        "fsGroup": POD_UID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _trainer_resources(spec: FineTuneJobSpec) -> dict[str, Any]:
+    res = spec.resources
+    requests: dict[str, Any] = {}
+    if res.cpu is not None:
+        requests["cpu"] = res.cpu
+    if res.memory is not None:
+        requests["memory"] = res.memory
+    limits: dict[str, Any] = dict(requests)
+    if res.gpus_per_node:
+        limits[GPU_RESOURCE] = res.gpus_per_node
+    out: dict[str, Any] = {}
+    if limits:
+        out["limits"] = limits
+    if requests:
+        out["requests"] = requests
+    return out
+
+
+def validation_pod_spec(
+    spec: FineTuneJobSpec,
+    layout: StorageLayout,
+    *,
+    image: str,
+    pull_policy: str | None,
+    config_map: str,
+    service_account: str,
+) -> dict[str, Any]:
+    init = [staging_container(layout, image, pull_policy)] if layout.needs_staging else []
+    container = _container(
+        VALIDATOR_CONTAINER,
+        image,
+        pull_policy,
+        trainer_command("validate"),
+        _env(_common_env()),
+        [_config_mount(), *layout.input_mounts],
+        VALIDATOR_RESOURCES,
+    )
+    volumes = [_config_volume(config_map), *(v for v in layout.volumes if _is_input_volume(v, layout))]
+    pod: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "serviceAccountName": service_account,
+        # The validator talks to no API; only rank 0 of training reports progress.
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": _pod_security(),
+        "initContainers": init,
+        "containers": [container],
+        "volumes": volumes,
+    }
+    _scheduling(pod, spec, gpu=False)
+    return _prune(pod)
+
+
+def _is_input_volume(volume: dict[str, Any], layout: StorageLayout) -> bool:
+    mounted = {m["name"] for m in layout.input_mounts}
+    return volume["name"] in mounted
+
+
+def training_pod_spec(
+    spec: FineTuneJobSpec,
+    layout: StorageLayout,
+    *,
+    image: str,
+    pull_policy: str | None,
+    config_map: str,
+    service_account: str,
+    service: str,
+    master_addr: str,
+) -> dict[str, Any]:
+    res = spec.resources
+    procs = max(res.gpus_per_node, 1)
+    pet = {
+        "PET_NNODES": str(res.nodes),
+        "PET_NPROC_PER_NODE": str(procs),
+        "PET_MASTER_ADDR": master_addr,
+        "PET_MASTER_PORT": str(MASTER_PORT),
+    }
+    rank_env = {
+        "name": "PET_NODE_RANK",
+        "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']"}},
+    }
+    trainer_env = [*_env(_common_env() | pet), rank_env, *_env(NCCL_ENV), *layout.output_env]
+    trainer = _container(
+        TRAINER_CONTAINER,
+        image,
+        pull_policy,
+        torchrun_command(nodes=res.nodes, procs_per_node=procs, master_addr=master_addr),
+        trainer_env,
+        [
+            _config_mount(),
+            *layout.input_mounts,
+            *layout.output_mounts,
+            {"name": SHM_VOLUME, "mountPath": "/dev/shm"},
+        ],
+        _trainer_resources(spec),
+    )
+    trainer["ports"] = [{"name": RENDEZVOUS_PORT_NAME, "containerPort": MASTER_PORT, "protocol": "TCP"}]
+    init: list[dict[str, Any]] = []
+    if layout.needs_staging:
+        init.append(staging_container(layout, image, pull_policy))
+    if res.nodes > 1:
+        wait_env = _env(pet | {"KUBETUNE_MASTER_WAIT_SECONDS": str(MASTER_WAIT_TIMEOUT_SECONDS)})
+        init.append(
+            _container(
+                WAIT_CONTAINER, image, pull_policy, ["python", "-c", WAIT_FOR_MASTER_SCRIPT], wait_env, []
+            )
+        )
+    pod: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "subdomain": service,
+        "serviceAccountName": service_account,
+        "automountServiceAccountToken": True,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
+        "securityContext": _pod_security(),
+        "initContainers": init,
+        "containers": [trainer],
+        "volumes": [
+            _config_volume(config_map),
+            *layout.volumes,
+            {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory"}},
+        ],
+    }
+    _scheduling(pod, spec, gpu=True)
+    return _prune(pod)
+
+
+def _scheduling(pod: dict[str, Any], spec: FineTuneJobSpec, *, gpu: bool) -> None:
+    res = spec.resources
+    if gpu and res.gpu_type:
+        pod["nodeSelector"] = {GPU_PRODUCT_LABEL: res.gpu_type}
+    if gpu and res.tolerations:
+        pod["tolerations"] = [t.to_wire() for t in res.tolerations]
+    if res.priority_class_name:
+        pod["priorityClassName"] = res.priority_class_name
+
+
+def _prune(pod: dict[str, Any]) -> dict[str, Any]:
+    """Drop empty lists so manifests match what the API server returns."""
+    for container in [*pod.get("initContainers", []), *pod["containers"]]:
+        for key in ("env", "volumeMounts"):
+            if not container.get(key):
+                container.pop(key, None)
+    return {k: v for k, v in pod.items() if v != []}
+
+
+def fatal_exit_codes() -> list[int]:
+    return list(FATAL_EXIT_CODES)

@@ -1,0 +1,133 @@
+"""Traffic: the router (ConfigMap + Deployment + Service) or a Gateway API HTTPRoute, and the split
+read back from what the API server stored (status reports observed weights, not wishes)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubetune.api.modeldeployment import ModelDeploymentSpec
+from kubetune.builders.common import Manifest
+from kubetune.builders.httproute import build_httproute, httproute_name, httproute_weights
+from kubetune.builders.modeldeployment import variant_resource_name
+from kubetune.builders.router import (
+    ANNOTATION_ROLLOUT,
+    DEFAULT_ROUTER_IMAGE,
+    DEFAULT_ROUTER_RESOURCES,
+    RouterSettings,
+    build_router_children,
+    build_router_config,
+    routed_weights,
+    router_config_of,
+    router_endpoint,
+    router_resource_name,
+)
+from kubetune.kube.client import KubeClient
+from kubetune.reconcile.capabilities import Capabilities
+
+GATEWAY_API = "gateway-api"
+
+
+@dataclass(frozen=True)
+class PreviousTraffic:
+    """What the traffic object said before this pass."""
+
+    rollout: str | None = None
+    routed: Mapping[str, bool] = field(default_factory=dict)
+    """Variants that were taking traffic (ready with weight, or a weight in the HTTPRoute)."""
+
+
+@dataclass(frozen=True)
+class AppliedTraffic:
+    weights: dict[str, int]
+    endpoint: str | None
+    children: list[Manifest]
+    problem: str | None = None
+
+
+def router_settings(
+    mdep: Mapping[str, Any], spec: ModelDeploymentSpec, *, pod_monitor: bool
+) -> RouterSettings:
+    """The chart's defaults (env) with the spec's routerReplicas when the user set it."""
+    raw_traffic = (mdep.get("spec") or {}).get("traffic") or {}
+    env_replicas = os.environ.get("KUBETUNE_ROUTER_REPLICAS")
+    if "routerReplicas" in raw_traffic or not env_replicas:
+        replicas = spec.traffic.router_replicas
+    else:
+        replicas = int(env_replicas)
+    resources_json = os.environ.get("KUBETUNE_ROUTER_RESOURCES")
+    resources = json.loads(resources_json) if resources_json else DEFAULT_ROUTER_RESOURCES
+    return RouterSettings(
+        image=os.environ.get("KUBETUNE_ROUTER_IMAGE") or DEFAULT_ROUTER_IMAGE,
+        replicas=replicas,
+        resources=resources,
+        scrape_annotations=not pod_monitor,
+    )
+
+
+def _service_to_variant(mdep: Mapping[str, Any], spec: ModelDeploymentSpec) -> dict[str, str]:
+    name = str(mdep["metadata"]["name"])
+    return {variant_resource_name(name, v.name): v.name for v in spec.variants}
+
+
+async def previous_traffic(
+    client: KubeClient, mdep: Mapping[str, Any], spec: ModelDeploymentSpec, caps: Capabilities
+) -> PreviousTraffic:
+    meta = mdep["metadata"]
+    if spec.traffic.provider == GATEWAY_API:
+        if not caps.gateway_api:
+            return PreviousTraffic()
+        route = await client.get(
+            "gateway.networking.k8s.io/v1", "HTTPRoute", meta["namespace"], httproute_name(meta["name"])
+        )
+        if route is None:
+            return PreviousTraffic()
+        weights = httproute_weights(route, _service_to_variant(mdep, spec))
+        return PreviousTraffic(
+            (route["metadata"].get("annotations") or {}).get(ANNOTATION_ROLLOUT),
+            {name: weight > 0 for name, weight in weights.items()},
+        )
+    configmap = await client.get("v1", "ConfigMap", meta["namespace"], router_resource_name(meta["name"]))
+    if configmap is None:
+        return PreviousTraffic()
+    weights = routed_weights(router_config_of(configmap))
+    return PreviousTraffic(
+        (configmap["metadata"].get("annotations") or {}).get(ANNOTATION_ROLLOUT),
+        {name: weight > 0 for name, weight in weights.items()},
+    )
+
+
+async def apply_traffic(
+    client: KubeClient,
+    mdep: Mapping[str, Any],
+    spec: ModelDeploymentSpec,
+    weights: Mapping[str, int],
+    ready: Mapping[str, bool],
+    *,
+    rollout: str | None,
+    caps: Capabilities,
+) -> AppliedTraffic:
+    """Apply the split; return the weights as the API server stored them."""
+    annotations = {ANNOTATION_ROLLOUT: rollout} if rollout else None
+    if spec.traffic.provider == GATEWAY_API:
+        if not caps.gateway_api:
+            return AppliedTraffic(
+                {}, None, [], problem="traffic.provider is gateway-api but the HTTPRoute CRD is not installed"
+            )
+        # A Gateway has no notion of readiness beyond endpoints: a variant not ready gets no share.
+        effective = {name: weight if ready.get(name) else 0 for name, weight in weights.items()}
+        route = build_httproute(mdep, effective, annotations)
+        stored = await client.apply(route)
+        return AppliedTraffic(httproute_weights(stored, _service_to_variant(mdep, spec)), None, [route])
+    config = build_router_config(mdep, weights, ready)
+    settings = router_settings(mdep, spec, pod_monitor=caps.pod_monitor and spec.metrics.pod_monitor)
+    children = build_router_children(
+        mdep, config, settings, pod_monitor=settings.scrape_annotations is False, annotations=annotations
+    )
+    stored_configmap = await client.apply(children[0])
+    for child in children[1:]:
+        await client.apply(child)
+    return AppliedTraffic(routed_weights(router_config_of(stored_configmap)), router_endpoint(mdep), children)

@@ -1,0 +1,256 @@
+"""Which artifact a variant serves: a URI in the spec, or a FineTuneJob's published artifacts. Pure.
+
+A variant whose model comes from a FineTuneJob serves its merged model when the job exported one,
+otherwise the job's base model with the job's adapter loaded as a LoRA module named after the
+variant (so clients always reach the fine-tuned model by the variant's name).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from pydantic import ValidationError
+
+from kubetune.api.conditions import Reason
+from kubetune.api.finetunejob import Artifacts, EvalMetrics, FineTuneJob, Lineage, LoraConfig, Method, Phase
+from kubetune.api.modeldeployment import Variant
+
+FineTuneJobLike = FineTuneJob | Mapping[str, Any]
+
+
+class ResolutionState(StrEnum):
+    READY = "Ready"
+    WAITING = "Waiting"
+    FAILED = "Failed"
+    NOT_FOUND = "NotFound"
+
+
+@dataclass(frozen=True)
+class LoraModule:
+    """One `--lora-modules name=path` entry, before the path is mapped into the pod."""
+
+    name: str
+    uri: str
+    rank: int | None = None  # known when the adapter comes from a FineTuneJob
+
+
+@dataclass(frozen=True)
+class Resolution:
+    state: ResolutionState
+    reason: Reason
+    message: str
+    model_uri: str | None = None
+    lora_modules: tuple[LoraModule, ...] = ()
+    lineage: Mapping[str, str] = field(default_factory=dict)
+    metrics: EvalMetrics | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.state is ResolutionState.READY
+
+
+def served_model_name(variant: Variant, resolution: Resolution) -> str:
+    """Name vLLM serves the base weights under.
+
+    The variant's own name belongs to the fine-tuned model: when that model is a LoRA module,
+    the base weights move aside to `<variant>-base`.
+    """
+    if any(module.name == variant.name for module in resolution.lora_modules):
+        return f"{variant.name}-base"
+    return variant.name
+
+
+@dataclass(frozen=True)
+class _JobView:
+    """The parts of a FineTuneJob that serving reads, tolerant of a status still being written."""
+
+    name: str
+    phase: str | None
+    failed_message: str
+    artifacts: Artifacts
+    lineage: Lineage | None
+    metrics: EvalMetrics | None
+    base_model_uri: str | None
+    lora_rank: int | None
+
+
+def _status_dict(job: FineTuneJobLike) -> Mapping[str, Any]:
+    if isinstance(job, FineTuneJob):
+        return job.status.to_wire() if job.status else {}
+    return job.get("status") or {}
+
+
+def _spec_dict(job: FineTuneJobLike) -> Mapping[str, Any]:
+    if isinstance(job, FineTuneJob):
+        return job.spec.to_wire()
+    return job.get("spec") or {}
+
+
+def _parse_part(model: type[Any], data: Any) -> Any:
+    if not data:
+        return None
+    try:
+        return model.model_validate(data)
+    except ValidationError:
+        return None
+
+
+def _view(name: str, job: FineTuneJobLike) -> _JobView:
+    status = _status_dict(job)
+    spec = _spec_dict(job)
+    conditions = status.get("conditions") or []
+    by_type = {c.get("type"): c for c in conditions if isinstance(c, Mapping)}
+    phase = status.get("phase")
+    if phase is None and by_type.get("Succeeded", {}).get("status") == "True":
+        phase = Phase.SUCCEEDED.value
+    if by_type.get("Failed", {}).get("status") == "True":
+        phase = Phase.FAILED.value
+    failed = by_type.get("Failed", {})
+    failed_message = str(failed.get("message") or failed.get("reason") or "")
+    method = spec.get("method", Method.LORA.value)
+    lora_rank: int | None = None
+    if method != Method.FULL.value:
+        lora_rank = int((spec.get("lora") or {}).get("r", LoraConfig().r))
+    artifacts = _parse_part(Artifacts, status.get("artifacts")) or Artifacts()
+    return _JobView(
+        name=name,
+        phase=phase,
+        failed_message=failed_message,
+        artifacts=artifacts,
+        lineage=_parse_part(Lineage, status.get("lineage")),
+        metrics=_parse_part(EvalMetrics, status.get("metrics")),
+        base_model_uri=artifacts.base_model_uri or (spec.get("baseModel") or {}).get("uri"),
+        lora_rank=lora_rank,
+    )
+
+
+def lineage_map(job_name: str, lineage: Lineage | None, prefix: str = "") -> dict[str, str]:
+    """Flatten a FineTuneJob's lineage into the variant status' string map."""
+    result = {f"{prefix}finetuneJob": job_name}
+    if lineage is not None:
+        for key, value in lineage.to_wire().items():
+            result[f"{prefix}{key}"] = str(value)
+    return result
+
+
+class _Unresolved(Exception):
+    def __init__(self, state: ResolutionState, reason: Reason, message: str) -> None:
+        super().__init__(message)
+        self.state, self.reason, self.message = state, reason, message
+
+
+_SEVERITY = {ResolutionState.FAILED: 0, ResolutionState.NOT_FOUND: 1, ResolutionState.WAITING: 2}
+
+
+def _succeeded_job(name: str, finetunejobs: Mapping[str, FineTuneJobLike | None]) -> _JobView:
+    job = finetunejobs.get(name)
+    if job is None:
+        raise _Unresolved(
+            ResolutionState.NOT_FOUND, Reason.FINETUNE_JOB_NOT_FOUND, f"FineTuneJob {name} does not exist"
+        )
+    view = _view(name, job)
+    if view.phase == Phase.FAILED.value:
+        detail = f": {view.failed_message}" if view.failed_message else ""
+        raise _Unresolved(
+            ResolutionState.FAILED, Reason.FINETUNE_JOB_FAILED, f"FineTuneJob {name} failed{detail}"
+        )
+    if view.phase != Phase.SUCCEEDED.value:
+        raise _Unresolved(
+            ResolutionState.WAITING,
+            Reason.WAITING_FOR_FINETUNE_JOB,
+            f"FineTuneJob {name} is {view.phase or 'Pending'}; waiting for it to succeed",
+        )
+    return view
+
+
+def _model_from_job(variant: Variant, view: _JobView) -> tuple[str, list[LoraModule]]:
+    artifacts = view.artifacts
+    if artifacts.merged_model_uri:
+        return artifacts.merged_model_uri, []
+    if artifacts.adapter_uri and view.base_model_uri:
+        return view.base_model_uri, [LoraModule(variant.name, artifacts.adapter_uri, view.lora_rank)]
+    raise _Unresolved(
+        ResolutionState.WAITING,
+        Reason.WAITING_FOR_FINETUNE_JOB,
+        f"FineTuneJob {view.name} succeeded but has not published a merged model or an adapter with its base",
+    )
+
+
+def resolve_variant_model(variant: Variant, finetunejobs: Mapping[str, FineTuneJobLike | None]) -> Resolution:
+    """Resolve what `variant` serves; `finetunejobs` maps the referenced job names to the objects read.
+
+    A missing key and a None value both mean the job does not exist. With several problems (model
+    and adapters), the most final one gives the state and reason; the message lists them all.
+    """
+    problems: list[_Unresolved] = []
+    model_uri: str | None = None
+    modules: list[LoraModule] = []
+    lineage: dict[str, str] = {}
+    metrics: EvalMetrics | None = None
+
+    source = variant.model
+    if source.finetune_job_ref is not None:
+        try:
+            view = _succeeded_job(source.finetune_job_ref.name, finetunejobs)
+            model_uri, modules = _model_from_job(variant, view)
+            lineage.update(lineage_map(view.name, view.lineage))
+            metrics = view.metrics
+        except _Unresolved as exc:
+            problems.append(exc)
+    else:
+        model_uri = source.uri
+
+    adapter_metrics: list[EvalMetrics | None] = []
+    for adapter in variant.adapters:
+        if adapter.uri is not None:
+            modules.append(LoraModule(adapter.name, adapter.uri))
+            continue
+        assert adapter.finetune_job_ref is not None  # the CRD's CEL rule requires exactly one
+        try:
+            view = _succeeded_job(adapter.finetune_job_ref.name, finetunejobs)
+        except _Unresolved as exc:
+            problems.append(exc)
+            continue
+        if not view.artifacts.adapter_uri:
+            problems.append(
+                _Unresolved(
+                    ResolutionState.FAILED,
+                    Reason.FINETUNE_JOB_FAILED,
+                    f"FineTuneJob {view.name} has no adapter artifact for adapter {adapter.name}",
+                )
+            )
+            continue
+        modules.append(LoraModule(adapter.name, view.artifacts.adapter_uri, view.lora_rank))
+        lineage.update(lineage_map(view.name, view.lineage, prefix=f"adapters.{adapter.name}."))
+        adapter_metrics.append(view.metrics)
+
+    if problems:
+        worst = min(problems, key=lambda p: _SEVERITY[p.state])
+        message = "; ".join(p.message for p in problems)
+        return Resolution(worst.state, worst.reason, message)
+    assert model_uri is not None
+    # A variant that is "a base + one fine-tuned adapter" is judged by that adapter's job.
+    if metrics is None and len(adapter_metrics) == 1:
+        metrics = adapter_metrics[0]
+    served = ", ".join([model_uri, *(f"{m.name}={m.uri}" for m in modules)])
+    return Resolution(
+        ResolutionState.READY,
+        Reason.MODEL_RESOLVED,
+        f"serving {served}",
+        model_uri=model_uri,
+        lora_modules=tuple(modules),
+        lineage=lineage,
+        metrics=metrics,
+    )
+
+
+def referenced_finetunejobs(variant: Variant) -> list[str]:
+    """FineTuneJob names a variant depends on (what the reconciler must read)."""
+    names = []
+    if variant.model.finetune_job_ref is not None:
+        names.append(variant.model.finetune_job_ref.name)
+    names.extend(a.finetune_job_ref.name for a in variant.adapters if a.finetune_job_ref is not None)
+    return sorted(set(names))

@@ -1,0 +1,82 @@
+"""`python -m kubetune.serving.stage URI DEST`: download a model or adapter before vLLM starts.
+
+Runs as the init container of a serving pod (trainer image: it has huggingface_hub, and boto3 when
+s3:// is used). hf:// uses HF_TOKEN; s3:// uses the standard AWS_* variables. A DEST that already
+holds a model (config.json or adapter_config.json) is left alone, so a restarted pod whose emptyDir
+survived does not download again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from kubetune.api.uris import Scheme, StorageUri, parse_uri
+
+log = logging.getLogger("kubetune.serving.stage")
+MARKERS = ("config.json", "adapter_config.json")
+
+
+def already_staged(dest: Path) -> bool:
+    return any((dest / marker).is_file() for marker in MARKERS)
+
+
+def _download_hf(uri: StorageUri, dest: Path) -> None:
+    from huggingface_hub import snapshot_download
+
+    snapshot_download(uri.authority, local_dir=dest, token=os.environ.get("HF_TOKEN") or None)
+
+
+def _download_s3(uri: StorageUri, dest: Path) -> None:
+    import boto3  # type: ignore[import-not-found]
+
+    client = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
+    prefix = uri.path.rstrip("/") + "/"
+    found = False
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=uri.authority, Prefix=prefix):
+        for item in page.get("Contents", []):
+            found = True
+            target = dest / item["Key"][len(prefix) :]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            client.download_file(uri.authority, item["Key"], str(target))
+    if not found:
+        raise FileNotFoundError(f"s3://{uri.authority}/{prefix} holds no objects")
+
+
+def stage(uri_text: str, dest: Path) -> str:
+    """Make `uri_text` available at `dest`; return what was done (for the log)."""
+    uri = parse_uri(uri_text)
+    if already_staged(dest):
+        return f"{dest} already holds a model"
+    dest.mkdir(parents=True, exist_ok=True)
+    if uri.scheme is Scheme.HF:
+        _download_hf(uri, dest)
+    elif uri.scheme is Scheme.S3:
+        _download_s3(uri, dest)
+    else:
+        raise ValueError(f"{uri_text}: only hf:// and s3:// are staged; {uri.scheme} is mounted")
+    return f"staged {uri_text} into {dest}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m kubetune.serving.stage", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("uri", help="hf://org/name, org/name or s3://bucket/prefix")
+    parser.add_argument("dest", type=Path, help="local folder to fill")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    try:
+        log.info(stage(args.uri, args.dest))
+    except Exception:
+        log.exception("staging %s failed", args.uri)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,611 @@
+"""FineTuneJob status from its observed Jobs and pods, plus what the reconciler must do next. Pure.
+
+Rules (docs/training-topology.md): the validation Job gates the training Job; a training Job that
+fails with a fatal exit code (40 config, 41 data) fails the FineTuneJob with the trainer's message;
+a disruption (preemption, drain) restarts the gang without counting; any other failure restarts
+the gang while `restarts < runPolicy.backoffLimit`. A gang restart is a new training Job named
+with the next attempt number; the failed one is deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from kubetune.api.common import Condition
+from kubetune.api.conditions import ConditionType, Reason
+from kubetune.api.finetunejob import FineTuneJob, FineTuneJobSpec, FineTuneJobStatus, Lineage, Phase, Progress
+from kubetune.api.trainingconfig import EXIT_CONFIG_ERROR, EXIT_DATA_ERROR, TrainerResult, output_artifacts
+from kubetune.builders.common import ANNOTATION_SPEC_HASH, LABEL_ROLE
+from kubetune.builders.finetunejob import (
+    ANNOTATION_RESTARTS,
+    LABEL_ATTEMPT,
+    ROLE_TRAIN,
+    ROLE_VALIDATE,
+    RULE_DISRUPTION,
+    RULE_FATAL_EXIT,
+    child_names,
+)
+from kubetune.builders.training_pod import COMPLETION_INDEX_ANNOTATION, TRAINER_CONTAINER, VALIDATOR_CONTAINER
+from kubetune.preflight import Problem
+from kubetune.status.conditions import find_condition, is_true, set_condition
+
+MAX_MESSAGE = 2048
+_RULE_INDEX = re.compile(r"matching FailJob rule at index (\d+)")
+_EXIT_CODE = re.compile(r"failed with exit code (\d+)")
+
+Failure = Literal["fatal", "disruption", "deadline", "retryable"]
+
+
+@dataclass(frozen=True)
+class TransitionEvent:
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """What the reconciler should do after this observation."""
+
+    create_validation: bool = False  # apply the validation Job
+    create_training: bool = False  # create the training Job of `attempt` (build_children(restart=attempt))
+    attempt: int = 0
+    counted_restarts: int = 0  # pass as build_children(counted_restarts=...)
+    delete_jobs: tuple[str, ...] = ()  # training Jobs to delete (propagationPolicy Background)
+    events: tuple[TransitionEvent, ...] = ()
+
+
+@dataclass(frozen=True)
+class Observation:
+    status: FineTuneJobStatus
+    decisions: Decisions
+
+
+@dataclass
+class _Verdict:
+    """The one state this pass lands in; conditions and phase are derived from it."""
+
+    phase: Phase
+    reason: Reason
+    message: str
+    validated: Literal["True", "False", "Unknown"] = "Unknown"
+    validated_reason: Reason = Reason.PENDING
+    decisions: dict[str, Any] = field(default_factory=dict)
+    extra_events: list[TransitionEvent] = field(default_factory=list)
+
+
+def _job_condition(job: Mapping[str, Any], type_: str) -> Mapping[str, Any] | None:
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == type_ and cond.get("status") == "True":
+            return dict(cond)
+    return None
+
+
+def _attempt(job: Mapping[str, Any]) -> int:
+    return int(job["metadata"].get("labels", {}).get(LABEL_ATTEMPT, "0"))
+
+
+def _owned_by(item: Mapping[str, Any], job_name: str) -> bool:
+    labels = item["metadata"].get("labels", {})
+    return bool(labels.get("batch.kubernetes.io/job-name", labels.get("job-name")) == job_name)
+
+
+def _terminated(pod: Mapping[str, Any], container: str) -> Mapping[str, Any] | None:
+    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+        if cs.get("name") == container:
+            state = cs.get("state") or {}
+            term = state.get("terminated") or (cs.get("lastState") or {}).get("terminated")
+            return dict(term) if term else None
+    return None
+
+
+def _completion_index(pod: Mapping[str, Any]) -> str | None:
+    meta = pod["metadata"]
+    annotations = meta.get("annotations") or {}
+    index = annotations.get(COMPLETION_INDEX_ANNOTATION)
+    return str(index) if index is not None else (meta.get("labels") or {}).get(COMPLETION_INDEX_ANNOTATION)
+
+
+def _clip(message: str) -> str:
+    return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 3] + "..."
+
+
+def parse_trainer_result(message: str | None) -> TrainerResult | None:
+    """TrainerResult from a termination message; None for logs (FallbackToLogsOnError) or nothing."""
+    if not message:
+        return None
+    try:
+        return TrainerResult.model_validate(json.loads(message))
+    except (ValueError, ValidationError):
+        return None
+
+
+@dataclass(frozen=True)
+class _PodFailure:
+    exit_code: int | None
+    message: str
+    result: TrainerResult | None
+    disrupted: bool
+
+
+def _pod_failures(pods: Sequence[Mapping[str, Any]], container: str) -> list[_PodFailure]:
+    """Failed containers, rank 0 first (its message is the authoritative one)."""
+    failures: list[tuple[str, _PodFailure]] = []
+    for pod in pods:
+        term = _terminated(pod, container)
+        disrupted = any(
+            c.get("type") == "DisruptionTarget" and c.get("status") == "True"
+            for c in (pod.get("status") or {}).get("conditions") or []
+        )
+        if (term is None or term.get("exitCode", 0) == 0) and not disrupted:
+            continue
+        text = str(term.get("message") or "") if term else ""
+        failures.append(
+            (
+                _completion_index(pod) or "",
+                _PodFailure(
+                    term.get("exitCode") if term else None,
+                    text.strip(),
+                    parse_trainer_result(text),
+                    disrupted,
+                ),
+            )
+        )
+    failures.sort(key=lambda f: (f[0] != "0", f[0]))
+    return [f for _, f in failures]
+
+
+def _classify(
+    job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], container: str
+) -> tuple[Failure, Reason, str]:
+    failed = _job_condition(job, "Failed") or {}
+    job_reason = str(failed.get("reason", ""))
+    job_message = str(failed.get("message", ""))
+    pod_failures = _pod_failures(pods, container)
+    rule = _RULE_INDEX.search(job_message)
+    fatal = [f for f in pod_failures if f.exit_code in (EXIT_CONFIG_ERROR, EXIT_DATA_ERROR)]
+    if fatal or (rule and int(rule.group(1)) == RULE_FATAL_EXIT):
+        first = fatal[0] if fatal else None
+        code_text = _EXIT_CODE.search(job_message)
+        code = first.exit_code if first else int(code_text.group(1)) if code_text else None
+        reason = Reason.INVALID_DATA if code == EXIT_DATA_ERROR else Reason.CONFIG_ERROR
+        if first and first.result and first.result.message:
+            return "fatal", reason, first.result.message
+        return "fatal", reason, (first.message if first and first.message else job_message)
+    if job_reason == "DeadlineExceeded":
+        return "deadline", Reason.DEADLINE_EXCEEDED, job_message or "activeDeadlineSeconds exceeded"
+    if any(f.disrupted for f in pod_failures) or (rule and int(rule.group(1)) == RULE_DISRUPTION):
+        return "disruption", Reason.GANG_RESTART, job_message or "a pod was disrupted (preemption or drain)"
+    detail = next((f.message for f in pod_failures if f.message), job_message)
+    code = next((f.exit_code for f in pod_failures if f.exit_code is not None), None)
+    prefix = f"exit code {code}: " if code is not None else ""
+    return "retryable", Reason.BACKOFF_LIMIT_EXCEEDED, prefix + detail
+
+
+def _unschedulable(pods: Sequence[Mapping[str, Any]]) -> str | None:
+    for pod in pods:
+        for cond in (pod.get("status") or {}).get("conditions") or []:
+            if (
+                cond.get("type") == "PodScheduled"
+                and cond.get("status") == "False"
+                and cond.get("reason") == "Unschedulable"
+            ):
+                return f"pod {pod['metadata']['name']}: {cond.get('message', 'unschedulable')}"
+    return None
+
+
+def format_duration(seconds: float) -> str:
+    total = max(round(seconds), 0)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    return f"{minutes}m{secs}s" if minutes else f"{secs}s"
+
+
+def compute_progress(progress: Progress | None, start: datetime | None, now: datetime) -> Progress | None:
+    """percent and eta from rank 0's report.
+
+    eta = (totalSteps - step) * (updatedAt - start) / step - (now - updatedAt), at least 0:
+    the mean step time since the training pods started (restarts and staging included, so it
+    errs long), minus the time since the report.
+    """
+    if progress is None:
+        return None
+    updated = progress.model_copy()
+    total = progress.total_steps
+    if not total:
+        return updated
+    updated.percent = min(100, progress.step * 100 // total)
+    if progress.step <= 0 or start is None:
+        return updated
+    reported = progress.updated_at or now
+    per_step = max((reported - start).total_seconds(), 0.0) / progress.step
+    remaining = max(total - progress.step, 0) * per_step - max((now - reported).total_seconds(), 0.0)
+    updated.eta = format_duration(max(remaining, 0.0))
+    return updated
+
+
+def _phase_from_conditions(conditions: Sequence[Condition]) -> Phase:
+    if is_true(conditions, ConditionType.FAILED):
+        return Phase.FAILED
+    if is_true(conditions, ConditionType.SUCCEEDED):
+        return Phase.SUCCEEDED
+    if is_true(conditions, ConditionType.SUSPENDED):
+        return Phase.SUSPENDED
+    running = find_condition(conditions, ConditionType.RUNNING)
+    if running is not None and running.status == "True":
+        return Phase.EVALUATING if running.reason == Reason.EVALUATING else Phase.RUNNING
+    validated = find_condition(conditions, ConditionType.DATA_VALIDATED)
+    if validated is not None and validated.status == "Unknown" and validated.reason == Reason.VALIDATING:
+        return Phase.VALIDATING
+    return Phase.PENDING
+
+
+def _conditions(
+    previous: Sequence[Condition],
+    verdict: _Verdict,
+    generation: int | None,
+    now: datetime,
+    problems: Sequence[Problem],
+) -> list[Condition]:
+    conds = list(previous)
+    if problems:
+        conds = set_condition(
+            conds,
+            ConditionType.ACCEPTED,
+            "False",
+            Reason.INVALID_SPEC,
+            _clip("; ".join(map(str, problems))),
+            generation,
+            now,
+        )
+    conds = set_condition(
+        conds,
+        ConditionType.DATA_VALIDATED,
+        verdict.validated,
+        verdict.validated_reason,
+        verdict.message if verdict.validated != "True" else "dataset passed validation",
+        generation,
+        now,
+    )
+    phase = verdict.phase
+    active = phase in (Phase.RUNNING, Phase.EVALUATING)
+    conds = set_condition(
+        conds,
+        ConditionType.RUNNING,
+        "True" if active else "False",
+        verdict.reason,
+        verdict.message,
+        generation,
+        now,
+    )
+    for type_, true_in in (
+        (ConditionType.SUCCEEDED, Phase.SUCCEEDED),
+        (ConditionType.FAILED, Phase.FAILED),
+        (ConditionType.SUSPENDED, Phase.SUSPENDED),
+    ):
+        if phase is true_in:
+            conds = set_condition(conds, type_, "True", verdict.reason, verdict.message, generation, now)
+        elif find_condition(conds, type_) is not None:
+            conds = set_condition(conds, type_, "False", verdict.reason, verdict.message, generation, now)
+    return conds
+
+
+def observe(
+    ftj: Mapping[str, Any],
+    jobs: Sequence[Mapping[str, Any]],
+    pods: Sequence[Mapping[str, Any]],
+    now: datetime,
+    *,
+    problems: Sequence[Problem] = (),
+    desired_spec_hash: str | None = None,
+) -> Observation:
+    """The FineTuneJob's new status and the reconciler's next steps.
+
+    jobs/pods: every Job and pod labelled with this FineTuneJob's `kubetune.io/job-name`.
+    problems: preflight errors (warnings are ignored here). desired_spec_hash: the hash of the
+    children build_children would render now; a live training Job with another hash is recreated.
+    """
+    obj = FineTuneJob.model_validate(dict(ftj))
+    spec = obj.spec
+    previous = obj.status or FineTuneJobStatus()
+    generation_raw = obj.metadata.get("generation")
+    generation = generation_raw if isinstance(generation_raw, int) else None
+    status = previous.model_copy(deep=True)
+    status.observed_generation = generation
+
+    if previous.phase in (Phase.SUCCEEDED, Phase.FAILED):
+        # Terminal: Jobs may be gone (TTL), which must not restart anything; a training Job still
+        # running (the deletion that ended the run did not land) is deleted again.
+        leftovers = tuple(
+            j["metadata"]["name"]
+            for j in _training_jobs(jobs)
+            if not (_job_condition(j, "Complete") or _job_condition(j, "Failed"))
+        )
+        decisions = Decisions(
+            attempt=_current_attempt(jobs), counted_restarts=previous.restarts, delete_jobs=leftovers
+        )
+        return Observation(status, decisions)
+
+    errors = [p for p in problems if p.severity == "error"]
+    verdict = _decide(spec, status, jobs, pods, now, errors, desired_spec_hash, obj.metadata)
+    status.conditions = _conditions(previous.conditions, verdict, generation, now, errors)
+    status.phase = _phase_from_conditions(status.conditions)
+    if status.phase in (Phase.SUCCEEDED, Phase.FAILED) and status.completion_time is None:
+        status.completion_time = now
+    if status.phase in (Phase.RUNNING, Phase.EVALUATING):
+        status.progress = compute_progress(previous.progress, status.start_time, now)
+
+    events = list(verdict.extra_events)
+    if status.phase != previous.phase:
+        warning = status.phase is Phase.FAILED
+        events.append(
+            TransitionEvent(
+                "Warning" if warning else "Normal",
+                str(verdict.reason),
+                _clip(f"{status.phase.value}: {verdict.message}"),
+            )
+        )
+    decisions = Decisions(
+        attempt=verdict.decisions.get("attempt", _current_attempt(jobs)),
+        counted_restarts=status.restarts,
+        create_validation=verdict.decisions.get("create_validation", False),
+        create_training=verdict.decisions.get("create_training", False),
+        delete_jobs=tuple(verdict.decisions.get("delete_jobs", ())),
+        events=tuple(events),
+    )
+    return Observation(status, decisions)
+
+
+def _training_jobs(jobs: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    train = [j for j in jobs if j["metadata"].get("labels", {}).get(LABEL_ROLE) == ROLE_TRAIN]
+    return sorted(train, key=_attempt)
+
+
+def _current_attempt(jobs: Sequence[Mapping[str, Any]]) -> int:
+    train = _training_jobs(jobs)
+    return _attempt(train[-1]) if train else 0
+
+
+def _decide(
+    spec: FineTuneJobSpec,
+    status: FineTuneJobStatus,
+    jobs: Sequence[Mapping[str, Any]],
+    pods: Sequence[Mapping[str, Any]],
+    now: datetime,
+    errors: Sequence[Problem],
+    desired_hash: str | None,
+    meta: Mapping[str, Any],
+) -> _Verdict:
+    names = child_names(str(meta["name"]))
+    if errors:
+        return _Verdict(Phase.FAILED, Reason.INVALID_SPEC, _clip("; ".join(map(str, errors))))
+
+    # 1. Data validation gates everything.
+    validation = next((j for j in jobs if j["metadata"]["name"] == names.validation_job), None)
+    if validation is None:
+        return _Verdict(
+            Phase.PENDING,
+            Reason.PENDING,
+            "creating the data-validation Job",
+            decisions={"create_validation": True},
+            validated_reason=Reason.PENDING,
+        )
+    if _job_condition(validation, "Failed"):
+        vpods = [
+            p
+            for p in pods
+            if _owned_by(p, names.validation_job)
+            or p["metadata"].get("labels", {}).get(LABEL_ROLE) == ROLE_VALIDATE
+        ]
+        kind, reason, message = _classify(validation, vpods, VALIDATOR_CONTAINER)
+        if kind not in ("fatal", "deadline"):
+            # Disruptions are ignored by the validation Job's policy: what is left is retries spent.
+            reason = Reason.BACKOFF_LIMIT_EXCEEDED
+            message = f"data validation failed after retries: {message}"
+        message = _clip(message)
+        return _Verdict(
+            Phase.FAILED,
+            reason,
+            message,
+            validated="False",
+            validated_reason=Reason.INVALID_DATA if reason == Reason.INVALID_DATA else reason,
+        )
+    if not _job_condition(validation, "Complete"):
+        return _Verdict(
+            Phase.VALIDATING, Reason.VALIDATING, "validating the dataset", validated_reason=Reason.VALIDATING
+        )
+
+    verdict = _decide_training(spec, status, jobs, pods, now, desired_hash, names.training_job)
+    verdict.validated, verdict.validated_reason = "True", Reason.DATA_VALID
+    return verdict
+
+
+def _decide_training(
+    spec: FineTuneJobSpec,
+    status: FineTuneJobStatus,
+    jobs: Sequence[Mapping[str, Any]],
+    pods: Sequence[Mapping[str, Any]],
+    now: datetime,
+    desired_hash: str | None,
+    job_name: Callable[[int], str],
+) -> _Verdict:
+    train = _training_jobs(jobs)
+    current = train[-1] if train else None
+    attempt = _attempt(current) if current else 0
+    stale = tuple(j["metadata"]["name"] for j in train[:-1])
+    if current is not None:
+        recorded = int(current["metadata"].get("annotations", {}).get(ANNOTATION_RESTARTS, "0"))
+        status.restarts = max(status.restarts, recorded)
+    run = spec.run_policy
+    queued = bool(spec.resources.queue_name)
+    finished = current is not None and (
+        _job_condition(current, "Complete") or _job_condition(current, "Failed")
+    )
+
+    if run.suspend and not finished:
+        delete = stale + ((current["metadata"]["name"],) if queued and current is not None else ())
+        return _Verdict(
+            Phase.SUSPENDED,
+            Reason.SUSPENDED,
+            "runPolicy.suspend is set; checkpoints are kept",
+            decisions={"delete_jobs": delete, "attempt": attempt},
+        )
+    if current is None:
+        return _Verdict(
+            Phase.PENDING,
+            Reason.PENDING,
+            "creating the training Job",
+            decisions={"create_training": True, "attempt": attempt},
+        )
+    started = (current.get("status") or {}).get("startTime")
+    if status.start_time is None and started:
+        # The Job's startTime, not its creation: time queued in Kueue is not run time.
+        status.start_time = datetime.fromisoformat(started.replace("Z", "+00:00"))
+
+    deadline = run.active_deadline_seconds
+    if (
+        deadline
+        and status.start_time
+        and not finished
+        and now - status.start_time > timedelta(seconds=deadline)
+    ):
+        return _Verdict(
+            Phase.FAILED,
+            Reason.DEADLINE_EXCEEDED,
+            f"the run exceeded runPolicy.activeDeadlineSeconds={deadline} across restarts",
+            decisions={"delete_jobs": (*stale, current["metadata"]["name"]), "attempt": attempt},
+        )
+
+    job_pods = [p for p in pods if _owned_by(p, current["metadata"]["name"])]
+    if _job_condition(current, "Complete"):
+        return _succeeded(spec, status, current, job_pods, stale, attempt)
+    if _job_condition(current, "Failed"):
+        return _failed(spec, status, current, job_pods, stale, attempt, job_name)
+
+    job_hash = current["metadata"].get("annotations", {}).get(ANNOTATION_SPEC_HASH)
+    if desired_hash is not None and job_hash != desired_hash:
+        message = (
+            f"the pod template changed (spec hash {job_hash} -> {desired_hash}); "
+            "restarting from the last checkpoint"
+        )
+        return _Verdict(
+            Phase.PENDING,
+            Reason.GANG_RESTART,
+            message,
+            decisions={
+                "create_training": True,
+                "attempt": attempt + 1,
+                "delete_jobs": (*stale, current["metadata"]["name"]),
+            },
+            extra_events=[TransitionEvent("Normal", str(Reason.GANG_RESTART), message)],
+        )
+    base = {"attempt": attempt, "delete_jobs": stale}
+    unschedulable = _unschedulable(job_pods)
+    if unschedulable:
+        return _Verdict(Phase.PENDING, Reason.UNSCHEDULABLE, _clip(unschedulable), decisions=base)
+    if (current.get("spec") or {}).get("suspend"):
+        return _Verdict(
+            Phase.PENDING,
+            Reason.PENDING,
+            "waiting for Kueue admission" if queued else "training Job is suspended",
+            decisions=base,
+        )
+    running = [p for p in job_pods if (p.get("status") or {}).get("phase") == "Running"]
+    if not running:
+        return _Verdict(Phase.PENDING, Reason.PENDING, "training pods are starting", decisions=base)
+    progress = status.progress
+    if progress and progress.total_steps and progress.step >= progress.total_steps:
+        return _Verdict(
+            Phase.EVALUATING, Reason.EVALUATING, "training done; evaluating on the test split", decisions=base
+        )
+    nodes = spec.resources.nodes
+    return _Verdict(
+        Phase.RUNNING,
+        Reason.TRAINING,
+        f"{len(running)}/{nodes} training pods running (attempt {attempt})",
+        decisions=base,
+    )
+
+
+def _succeeded(
+    spec: FineTuneJobSpec,
+    status: FineTuneJobStatus,
+    job: Mapping[str, Any],
+    pods: Sequence[Mapping[str, Any]],
+    stale: tuple[str, ...],
+    attempt: int,
+) -> _Verdict:
+    rank0 = next((p for p in pods if _completion_index(p) == "0"), None)
+    term = _terminated(rank0, TRAINER_CONTAINER) if rank0 else None
+    result = parse_trainer_result(str(term.get("message") or "") if term else None)
+    message = "training and evaluation completed"
+    if result is not None:
+        status.metrics = result.metrics
+        status.artifacts = result.artifacts
+        status.lineage = result.lineage or Lineage()
+        if result.final_step is not None and status.progress is not None:
+            status.progress = status.progress.model_copy(update={"step": result.final_step})
+    else:
+        # The output layout is a contract, so the artifacts' locations are known without the result.
+        message += " (rank 0's result was not readable: metrics unknown, artifacts at the output layout)"
+        status.artifacts = status.artifacts or output_artifacts(spec)
+        status.lineage = status.lineage or Lineage()
+    if status.lineage.config_hash is None:
+        status.lineage.config_hash = job["metadata"].get("annotations", {}).get(ANNOTATION_SPEC_HASH)
+    if status.progress is not None:
+        status.progress = status.progress.model_copy(update={"percent": 100, "eta": "0s"})
+    return _Verdict(
+        Phase.SUCCEEDED, Reason.COMPLETED, message, decisions={"attempt": attempt, "delete_jobs": stale}
+    )
+
+
+def _failed(
+    spec: FineTuneJobSpec,
+    status: FineTuneJobStatus,
+    job: Mapping[str, Any],
+    pods: Sequence[Mapping[str, Any]],
+    stale: tuple[str, ...],
+    attempt: int,
+    job_name: Callable[[int], str],
+) -> _Verdict:
+    kind, reason, message = _classify(job, pods, TRAINER_CONTAINER)
+    message = _clip(message)
+    base = {"attempt": attempt, "delete_jobs": stale}
+    if kind in ("fatal", "deadline"):
+        return _Verdict(Phase.FAILED, reason, message, decisions=base)
+    limit = spec.run_policy.backoff_limit
+    # Counted from the failed Job's own record, so a pass repeated after a crash counts it once.
+    recorded = int(job["metadata"].get("annotations", {}).get(ANNOTATION_RESTARTS, "0"))
+    if kind == "retryable":
+        if recorded >= limit:
+            return _Verdict(
+                Phase.FAILED,
+                Reason.BACKOFF_LIMIT_EXCEEDED,
+                _clip(f"gang failed {recorded + 1} times (backoffLimit {limit}); last: {message}"),
+                decisions=base,
+            )
+        status.restarts = max(status.restarts, recorded + 1)
+        why = f"attempt {attempt} failed ({message}); gang restart {recorded + 1} of {limit}"
+    else:
+        why = f"attempt {attempt} was disrupted ({message}); gang restart not counted"
+    why = _clip(f"{why}, resuming from the last checkpoint as {job_name(attempt + 1)}")
+    return _Verdict(
+        Phase.PENDING,
+        Reason.GANG_RESTART,
+        why,
+        decisions={
+            "create_training": True,
+            "attempt": attempt + 1,
+            "delete_jobs": (*stale, job["metadata"]["name"]),
+        },
+        extra_events=[TransitionEvent("Warning", str(Reason.GANG_RESTART), why)],
+    )

@@ -1,0 +1,5 @@
+import sys
+
+from kubetune.trainer.cli import main
+
+sys.exit(main())

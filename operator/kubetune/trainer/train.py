@@ -1,0 +1,295 @@
+"""The `train` command: validate data, fine-tune with the HF Trainer, evaluate, export."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, EarlyStoppingCallback, Trainer, TrainingArguments
+
+from kubetune.api.finetunejob import EvalMetrics, Lineage, Method
+from kubetune.api.trainingconfig import MANIFEST_FILE, TrainerResult, TrainingConfig
+from kubetune.trainer.callbacks import ProgressCallback
+from kubetune.trainer.checkpoints import latest_checkpoint
+from kubetune.trainer.config import Topology, config_hash, load_deepspeed_config
+from kubetune.trainer.dataset import PaddingCollator, build_dataset
+from kubetune.trainer.errors import ConfigError
+from kubetune.trainer.evaluation import evaluation_metrics, generate_answers
+from kubetune.trainer.export import (
+    DATA_REPORT_FILE,
+    METRICS_FILE,
+    Layout,
+    artifacts_for,
+    manifest,
+    merge_adapter,
+    write_json,
+)
+from kubetune.trainer.precision import resolve_precision
+from kubetune.trainer.progress import ProgressReporter
+from kubetune.trainer.validate import load_tokenizer, prepare_data
+
+log = logging.getLogger(__name__)
+
+# Kept checkpoints: the newest for resuming, one more in case the newest was being rotated out.
+SAVE_TOTAL_LIMIT = 2
+
+
+@dataclass(frozen=True)
+class Hardware:
+    cuda: bool
+    bf16_supported: bool
+
+    @classmethod
+    def detect(cls) -> Hardware:
+        cuda = torch.cuda.is_available()
+        return cls(cuda=cuda, bf16_supported=cuda and torch.cuda.is_bf16_supported())
+
+
+def load_model(config: TrainingConfig, hardware: Hardware, precision: str) -> Any:
+    spec = config.spec
+    kwargs: dict[str, Any] = {"trust_remote_code": spec.base_model.trust_remote_code}
+    if spec.method is Method.QLORA:
+        if not hardware.cuda:
+            raise ConfigError("method qlora needs a CUDA GPU: bitsandbytes 4-bit kernels do not run on CPU")
+        try:
+            from transformers import BitsAndBytesConfig
+        except ImportError as exc:
+            raise ConfigError(f"method qlora needs bitsandbytes: {exc}") from None
+        compute = torch.bfloat16 if precision == "bf16" else torch.float16
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute,
+        )
+        kwargs["dtype"] = compute
+    else:
+        # Master weights in fp32; the Trainer's autocast gives bf16/fp16 compute.
+        kwargs["dtype"] = torch.float32
+    try:
+        model = AutoModelForCausalLM.from_pretrained(config.paths.base_model, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot load the base model from {config.paths.base_model}: {exc}") from None
+    lora = spec.effective_lora()
+    if lora is None:
+        return model
+    from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
+
+    if spec.method is Method.QLORA:
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=spec.hyperparameters.gradient_checkpointing
+        )
+    targets: list[str] | str = "all-linear" if lora.target_modules == ["all-linear"] else lora.target_modules
+    peft_config = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=targets,
+        task_type=TaskType.CAUSAL_LM,
+    )
+    try:
+        return get_peft_model(model, peft_config)
+    except ValueError as exc:
+        raise ConfigError(f"LoRA config does not fit the model: {exc}") from None
+
+
+def training_arguments(
+    config: TrainingConfig, layout: Layout, precision: str, hardware: Hardware, has_validation: bool
+) -> TrainingArguments:
+    spec = config.spec
+    hp = spec.hyperparameters
+    if hp.early_stopping_patience is not None and not has_validation:
+        raise ConfigError("earlyStoppingPatience needs a validation split (dataset.validationSplit > 0)")
+    eval_strategy = ("steps" if hp.eval_steps else "epoch") if has_validation else "no"
+    save_strategy = "steps" if hp.save_steps else "epoch"
+    save_steps = hp.save_steps
+    early = hp.early_stopping_patience is not None
+    if early:
+        # The best checkpoint can only be restored if checkpoints and evaluations line up.
+        save_strategy = eval_strategy
+        if hp.eval_steps and (save_steps is None or save_steps % hp.eval_steps):
+            log.info("early stopping: checkpointing every %d steps to match evaluations", hp.eval_steps)
+            save_steps = hp.eval_steps
+    deepspeed = config.paths.deepspeed_config
+    if deepspeed is not None:
+        zero = load_deepspeed_config(deepspeed).get("zero_optimization") or {}
+        stage = zero.get("stage", 0) if isinstance(zero, dict) else 0
+        log.info("DeepSpeed enabled with %s (ZeRO stage %s)", deepspeed, stage)
+    return TrainingArguments(
+        output_dir=str(layout.checkpoints),
+        num_train_epochs=hp.epochs,
+        learning_rate=hp.learning_rate,
+        per_device_train_batch_size=hp.per_device_batch_size,
+        per_device_eval_batch_size=hp.per_device_batch_size,
+        gradient_accumulation_steps=hp.gradient_accumulation_steps,
+        warmup_steps=hp.warmup_ratio if hp.warmup_ratio < 1 else 0.999,
+        weight_decay=hp.weight_decay,
+        max_grad_norm=hp.max_grad_norm,
+        lr_scheduler_type=hp.lr_scheduler,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=not hardware.cuda,
+        activation_checkpointing=hp.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if hp.gradient_checkpointing else None,
+        eval_strategy=eval_strategy,
+        eval_steps=hp.eval_steps,
+        save_strategy=save_strategy,
+        save_steps=save_steps or 500,
+        save_total_limit=SAVE_TOTAL_LIMIT,
+        load_best_model_at_end=early,
+        metric_for_best_model="eval_loss" if early else None,
+        greater_is_better=False if early else None,
+        logging_steps=hp.logging_steps,
+        logging_first_step=True,
+        include_num_input_tokens_seen="non_padding",
+        report_to="none",
+        disable_tqdm=True,
+        seed=spec.dataset.seed,
+        data_seed=spec.dataset.seed,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        ddp_find_unused_parameters=False if spec.method is not Method.FULL else None,
+        deepspeed=deepspeed,
+    )
+
+
+def run_training(config: TrainingConfig, config_path: Path, reporter: ProgressReporter) -> TrainerResult:
+    """Everything between the config and the result; raises TrainerError for fatal failures."""
+    topology = Topology.from_env()
+    hardware = Hardware.detect()
+    spec = config.spec
+    hp = spec.hyperparameters
+    layout = Layout(Path(config.paths.output_dir))
+    layout.root.mkdir(parents=True, exist_ok=True)
+
+    tokenizer = load_tokenizer(config)
+    prepared = prepare_data(config, tokenizer)
+    splits = prepared.splits
+    precision = resolve_precision(hp.precision, cuda=hardware.cuda, bf16_supported=hardware.bf16_supported)
+    args = training_arguments(config, layout, precision, hardware, has_validation=bool(splits.validation))
+    model = load_model(config, hardware, precision)
+    if hp.gradient_checkpointing and spec.effective_lora() is not None:
+        model.enable_input_require_grads()
+
+    max_length = spec.dataset.max_seq_length
+    train_dataset = build_dataset(tokenizer, splits.train, max_length=max_length, packing=hp.packing)
+    eval_dataset = (
+        build_dataset(tokenizer, splits.validation, max_length=max_length, packing=False)
+        if splits.validation
+        else None
+    )
+    progress = ProgressCallback(reporter)
+    callbacks: list[Any] = [progress]
+    if hp.early_stopping_patience is not None:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=hp.early_stopping_patience))
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        data_collator=PaddingCollator(tokenizer.pad_token_id),
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+
+    resume_from = latest_checkpoint(layout.checkpoints)
+    if resume_from is not None:
+        log.info("resuming from checkpoint %s", resume_from)
+    started = time.monotonic()
+    train_output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    train_seconds = time.monotonic() - started
+    log.info(
+        "training done: %d steps in %.1f s, loss %.4f",
+        trainer.state.global_step,
+        train_seconds,
+        train_output.training_loss,
+    )
+
+    is_lora = spec.effective_lora() is not None
+    save_dir = layout.adapter if is_lora else layout.model
+    trainer.save_model(str(save_dir))  # every rank: ZeRO-3 gathers the partitioned weights here
+
+    test_loss: float | None = None
+    if splits.test and "loss" in spec.evaluation.metrics:
+        test_dataset = build_dataset(tokenizer, splits.test, max_length=max_length, packing=False)
+        test_loss = float(trainer.evaluate(eval_dataset=test_dataset, metric_key_prefix="test")["test_loss"])
+    pairs: list[tuple[str, str]] = []
+    wants_generations = bool({"rouge", "bleu"} & set(spec.evaluation.metrics)) and bool(splits.test)
+    samples = splits.test[: spec.evaluation.max_samples]
+    zero3 = _zero3_enabled()
+    if wants_generations and (topology.is_main or zero3):
+        # Partitioned ZeRO-3 weights need every rank in each forward pass: all ranks generate in step.
+        pairs = generate_answers(
+            trainer.model, tokenizer, samples, synced_gpus=zero3 and topology.world_size > 1
+        )
+    metrics = evaluation_metrics(spec.evaluation.metrics, test_loss, pairs)
+
+    if not topology.is_main:
+        return TrainerResult(outcome="Succeeded", final_step=trainer.state.global_step)
+
+    tokenizer.save_pretrained(save_dir)
+    merged = is_lora and spec.output.merge_adapter
+    if merged:
+        merge_adapter(
+            config.paths.base_model,
+            layout.adapter,
+            layout.merged,
+            tokenizer,
+            spec.base_model.trust_remote_code,
+        )
+    artifacts = artifacts_for(config, adapter=is_lora, merged=merged, full=not is_lora)
+    checkpoint = latest_checkpoint(layout.checkpoints)
+    lineage = Lineage(
+        dataset_digest="sha256:" + prepared.report.sha256,
+        base_model_revision=spec.base_model.revision,
+        config_hash=config_hash(config_path),
+        checkpoint=str(checkpoint) if checkpoint else None,
+    )
+    training = {
+        "steps": trainer.state.global_step,
+        "resumedFrom": str(resume_from) if resume_from else None,
+        "precision": precision,
+        "trainLoss": train_output.training_loss,
+        "lossHistory": [{"step": step, "loss": loss} for step, loss in progress.loss_history],
+        "trainSeconds": round(train_seconds, 3),
+        "tokensSeen": trainer.state.num_input_tokens_seen,
+        "worldSize": topology.world_size,
+    }
+    write_json(layout.root / DATA_REPORT_FILE, prepared.report.to_dict())
+    write_json(
+        layout.root / METRICS_FILE,
+        {
+            **metrics.to_wire(),
+            "training": training,
+            "generations": [{"prediction": p, "reference": r} for p, r in pairs[:20]],
+        },
+    )
+    write_json(
+        layout.root / MANIFEST_FILE,
+        manifest(
+            config,
+            report=prepared.report,
+            metrics=metrics,
+            artifacts=artifacts,
+            lineage=lineage,
+            training=training,
+        ),
+    )
+    return TrainerResult(
+        outcome="Succeeded",
+        message=prepared.report.summary(),
+        metrics=metrics if metrics.to_wire() else EvalMetrics(),
+        artifacts=artifacts,
+        lineage=lineage,
+        final_step=trainer.state.global_step,
+    )
+
+
+def _zero3_enabled() -> bool:
+    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
+
+    return bool(is_deepspeed_zero3_enabled())

@@ -1,0 +1,222 @@
+"""The canary state machine, driven step by step with an injected clock."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from kubetune.analysis.evaluator import AnalysisOutcome, Verdict
+from kubetune.api.conditions import Reason
+from kubetune.api.modeldeployment import (
+    AnalysisResult,
+    Canary,
+    CanaryAnalysis,
+    CanaryStatus,
+    ModelSource,
+    Variant,
+)
+from kubetune.status.canary import CanaryOutcome, CanaryPlan, duration_seconds, plan_canary
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+ANALYSIS = CanaryAnalysis(prometheus_url="http://prom:9090", min_requests=10)
+
+
+def variant(name: str, replicas: int) -> Variant:
+    return Variant(name=name, model=ModelSource(uri="org/model"), replicas=replicas)
+
+
+def canary(**overrides: object) -> Canary:
+    base: dict[str, object] = {
+        "stable_variant": "stable",
+        "canary_variant": "canary",
+        "steps": [10, 25, 50, 100],
+        "interval": "1m",
+        "failure_limit": 2,
+        "max_surge": 1,
+        "analysis": ANALYSIS,
+    }
+    return Canary.model_validate({**base, **overrides})
+
+
+def outcome(verdict: Verdict, metric: str = "errorRate", value: float = 0.0) -> AnalysisOutcome:
+    result = AnalysisResult(
+        metric=metric,
+        query=f"q_{metric}",
+        value=value,
+        threshold=0.01,
+        samples=100,
+        passed=verdict is not Verdict.FAILED,
+    )
+    return AnalysisOutcome(verdict, (result,))
+
+
+def step(
+    spec: Canary,
+    status: CanaryStatus | None,
+    now: datetime,
+    verdict: Verdict | None = None,
+    ready: int = 10,
+    replicas: tuple[int, int] = (4, 4),
+    shared: bool = False,
+) -> CanaryPlan:
+    args = dict(
+        now=now,
+        canary_ready_replicas=ready,
+        shared_base=shared,
+    )
+    stable, cand = variant("stable", replicas[0]), variant("canary", replicas[1])
+    plan = plan_canary(spec, stable, cand, status, **args)  # type: ignore[arg-type]
+    if plan.analysis_due and verdict is not None:
+        plan = plan_canary(spec, stable, cand, status, analysis=outcome(verdict), **args)  # type: ignore[arg-type]
+    return plan
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("5m", 300), ("90s", 90), ("1h30m", 5400), ("1.5s", 1.5), ("250ms", 0.25)]
+)
+def test_duration_seconds(text: str, seconds: float) -> None:
+    assert duration_seconds(text) == seconds
+
+
+def test_healthy_canary_promotes_through_every_step() -> None:
+    spec = canary()
+    plan = step(spec, None, T0)
+    seen = [plan.status.weight]
+    now = T0
+    while plan.outcome is CanaryOutcome.PROGRESSING:
+        now += timedelta(minutes=1)
+        plan = step(spec, plan.status, now, Verdict.PASSED)
+        seen.append(plan.status.weight)
+    assert seen == [10, 25, 50, 100]
+    assert plan.outcome is CanaryOutcome.PROMOTED
+    assert plan.reason is Reason.PROMOTED
+    assert plan.weights == {"stable": 0, "canary": 100}
+    assert plan.replicas == {"stable": 0, "canary": 4}
+
+
+def test_analysis_waits_for_the_interval() -> None:
+    spec = canary()
+    started = step(spec, None, T0)
+    early = step(spec, started.status, T0 + timedelta(seconds=30), Verdict.FAILED)
+    assert not early.analysis_due
+    assert early.status == started.status
+    assert early.requeue_after_s == 30
+    due = step(spec, started.status, T0 + timedelta(seconds=61))
+    assert due.analysis_due
+    assert due.analysis_window_s == 61
+
+
+def test_failing_canary_rolls_back_after_failure_limit_with_query_and_value() -> None:
+    spec = canary()
+    plan = step(spec, None, T0)
+    plan = step(spec, plan.status, T0 + timedelta(minutes=1), Verdict.FAILED)
+    assert plan.outcome is CanaryOutcome.PROGRESSING
+    assert (plan.status.failures, plan.weights["canary"]) == (1, 10)
+    plan = plan_canary(
+        spec,
+        variant("stable", 4),
+        variant("canary", 4),
+        plan.status,
+        now=T0 + timedelta(minutes=2),
+        canary_ready_replicas=1,
+        analysis=outcome(Verdict.FAILED, value=0.2),
+    )
+    assert plan.outcome is CanaryOutcome.ROLLED_BACK
+    assert plan.reason is Reason.ANALYSIS_FAILED
+    assert plan.weights == {"stable": 100, "canary": 0}
+    assert plan.replicas == {"stable": 4, "canary": 0}
+    assert "errorRate=0.2 > 0.01" in plan.message
+    assert "q_errorRate" in plan.message
+    # Terminal: later passes keep it rolled back.
+    later = step(spec, plan.status, T0 + timedelta(hours=1), Verdict.PASSED)
+    assert later.outcome is CanaryOutcome.ROLLED_BACK
+    assert later.weights == {"stable": 100, "canary": 0}
+
+
+def test_a_pass_resets_the_failure_count() -> None:
+    spec = canary()
+    plan = step(spec, None, T0)
+    plan = step(spec, plan.status, T0 + timedelta(minutes=1), Verdict.FAILED)
+    plan = step(spec, plan.status, T0 + timedelta(minutes=2), Verdict.PASSED)
+    assert (plan.status.failures, plan.weights["canary"]) == (0, 25)
+
+
+def test_too_few_samples_neither_passes_nor_fails() -> None:
+    spec = canary()
+    plan = step(spec, None, T0)
+    plan = step(spec, plan.status, T0 + timedelta(minutes=1), Verdict.INCONCLUSIVE)
+    assert plan.outcome is CanaryOutcome.PROGRESSING
+    assert (plan.status.failures, plan.weights["canary"], plan.status.analyzed_at) == (
+        0,
+        10,
+        T0 + timedelta(minutes=1),
+    )
+
+
+def test_pause_holds_the_weight() -> None:
+    plan = step(canary(), None, T0)
+    paused = step(canary(pause=True), plan.status, T0 + timedelta(hours=1), Verdict.PASSED)
+    assert paused.outcome is CanaryOutcome.PAUSED
+    assert paused.reason is Reason.CANARY_PAUSED
+    assert paused.weights == {"stable": 90, "canary": 10}
+    assert not paused.analysis_due
+
+
+def test_time_based_canary_without_analysis() -> None:
+    spec = canary(analysis=None, steps=[50, 100])
+    plan = step(spec, None, T0)
+    plan = step(spec, plan.status, T0 + timedelta(minutes=1))
+    assert plan.outcome is CanaryOutcome.PROMOTED
+
+
+def test_weight_waits_for_canary_pods() -> None:
+    spec = canary()
+    plan = step(spec, None, T0, ready=0)
+    assert plan.weights == {"stable": 100, "canary": 0}
+    assert plan.replicas == {"stable": 4, "canary": 1}
+    assert "waiting for 1 ready canary replicas" in plan.message
+    plan = step(spec, plan.status, T0 + timedelta(seconds=10), ready=1)
+    assert plan.weights == {"stable": 90, "canary": 10}
+
+
+@pytest.mark.parametrize(
+    ("replicas", "max_surge", "expected"),
+    [
+        # weight 10 -> 25 -> 50 -> 100, replicas {stable, canary} while each step's weight applies
+        ((4, 4), 1, [(4, 1), (3, 1), (2, 2), (0, 4)]),
+        ((4, 4), 0, [(3, 1), (3, 1), (2, 2), (0, 4)]),
+        ((10, 10), 2, [(9, 1), (8, 3), (5, 5), (0, 10)]),
+        ((2, 1), 1, [(2, 1), (2, 1), (1, 1), (0, 1)]),
+    ],
+)
+def test_gpu_footprint_moves_with_weight_within_max_surge(
+    replicas: tuple[int, int], max_surge: int, expected: list[tuple[int, int]]
+) -> None:
+    spec = canary(max_surge=max_surge)
+    bound = max(replicas) + max_surge
+    plan = step(spec, None, T0, replicas=replicas)
+    now = T0
+    seen = []
+    while True:
+        sizes = (plan.replicas["stable"], plan.replicas["canary"])
+        assert sum(sizes) <= bound
+        seen.append(sizes)
+        if plan.outcome is not CanaryOutcome.PROGRESSING:
+            break
+        now += timedelta(minutes=1)
+        plan = step(spec, plan.status, now, Verdict.PASSED, replicas=replicas)
+    assert seen == expected
+
+
+def test_shared_base_adapters_move_weight_only() -> None:
+    spec = canary()
+    plan = step(spec, None, T0, ready=0, shared=True, replicas=(3, 3))
+    assert plan.weights == {"stable": 90, "canary": 10}
+    assert plan.replicas == {"stable": 3, "canary": 3}
+    now = T0
+    while plan.outcome is CanaryOutcome.PROGRESSING:
+        now += timedelta(minutes=1)
+        plan = step(spec, plan.status, now, Verdict.PASSED, ready=0, shared=True, replicas=(3, 3))
+        assert plan.replicas == {"stable": 3, "canary": 3}
+    assert plan.outcome is CanaryOutcome.PROMOTED

@@ -1,0 +1,136 @@
+"""Router children: config from the spec, restricted pods, settings, and the weights read back (tables)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from tests.serving.objects import model_deployment
+
+from kubetune.api.routerconfig import CONFIG_FILE_NAME, parse_router_config
+from kubetune.builders.common import LABEL_DEPLOYMENT, LABEL_ROLE
+from kubetune.builders.router import (
+    ANNOTATION_ROLLOUT,
+    RouterSettings,
+    build_router_children,
+    build_router_config,
+    build_router_deployment,
+    routed_weights,
+    router_config_of,
+    router_endpoint,
+    variant_upstream,
+)
+
+URI = {"uri": "pvc://models/base"}
+MDEP = model_deployment(
+    [
+        {"name": "stable", "model": URI, "weight": 70},
+        {"name": "lora", "model": URI, "adapters": [{"name": "legal", "uri": "pvc://a/legal"}], "weight": 30},
+    ],
+    traffic={"stickyHeader": "x-team"},
+)
+
+
+def kinds(children: list[dict[str, Any]]) -> list[str]:
+    return [c["kind"] for c in children]
+
+
+def test_config_lists_every_variant_with_its_service_and_model_rewrite() -> None:
+    config = build_router_config(MDEP, {"stable": 70, "lora": 30}, {"stable": True})
+    by_name = {v.name: v for v in config.variants}
+    assert by_name["stable"].endpoints == ("http://chat-vllm-stable.ml.svc:8000",)
+    assert by_name["stable"].served_model == "stable", "clients reach the variant by one name"
+    assert by_name["lora"].served_model is None, "a variant with adapters keeps the client's model"
+    assert (by_name["stable"].ready, by_name["lora"].ready) == (True, False)
+    assert config.sticky_header == "x-team"
+    assert variant_upstream(MDEP, "lora") == "http://chat-vllm-lora.ml.svc:8000"
+    assert router_endpoint(MDEP) == "http://chat-router.ml.svc:8080/v1"
+
+
+@pytest.mark.parametrize(
+    ("settings", "pod_monitor", "expected_kinds"),
+    [
+        (RouterSettings(replicas=2), False, ["ConfigMap", "Deployment", "Service", "PodDisruptionBudget"]),
+        (RouterSettings(replicas=1), False, ["ConfigMap", "Deployment", "Service"]),
+        (
+            RouterSettings(replicas=3, scrape_annotations=False),
+            True,
+            ["ConfigMap", "Deployment", "Service", "PodDisruptionBudget", "PodMonitor"],
+        ),
+    ],
+)
+def test_children_by_settings(settings: RouterSettings, pod_monitor: bool, expected_kinds: list[str]) -> None:
+    config = build_router_config(MDEP, {"stable": 100}, {"stable": True})
+    children = build_router_children(
+        MDEP, config, settings, pod_monitor=pod_monitor, annotations={ANNOTATION_ROLLOUT: "r1"}
+    )
+    assert kinds(children) == expected_kinds
+    for child in children:
+        meta = child["metadata"]
+        assert meta["name"] == "chat-router"
+        assert meta["labels"][LABEL_DEPLOYMENT] == "chat"
+        assert meta["labels"][LABEL_ROLE] == "router"
+        assert meta["ownerReferences"][0]["kind"] == "ModelDeployment"
+    configmap = children[0]
+    assert configmap["metadata"]["annotations"] == {ANNOTATION_ROLLOUT: "r1"}
+    assert parse_router_config(configmap["data"][CONFIG_FILE_NAME]) == config
+    deployment = children[1]
+    assert deployment["spec"]["replicas"] == settings.replicas
+    annotations = deployment["spec"]["template"]["metadata"].get("annotations", {})
+    assert ("prometheus.io/scrape" in annotations) == settings.scrape_annotations
+
+
+def test_deployment_is_restricted_and_mounts_the_config() -> None:
+    settings = RouterSettings(
+        image="registry.local/router:1.2.3", replicas=2, resources={"limits": {"cpu": "1"}}
+    )
+    deployment = build_router_deployment(MDEP, settings)
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["image"] == "registry.local/router:1.2.3"
+    assert container["resources"] == {"limits": {"cpu": "1"}}
+    assert container["args"][:2] == ["--config", "/etc/kubetune/router/router.json"]
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+        "readOnlyRootFilesystem": True,
+    }
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["automountServiceAccountToken"] is False
+    assert {"name": "config", "configMap": {"name": "chat-router"}} in pod["volumes"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert deployment["spec"]["selector"]["matchLabels"] == {
+        "kubetune.io/deployment": "chat",
+        "kubetune.io/role": "router",
+    }
+
+
+@pytest.mark.parametrize(
+    ("weights", "ready", "expected"),
+    [
+        ({"stable": 70, "lora": 30}, {"stable": True, "lora": True}, {"stable": 70, "lora": 30}),
+        ({"stable": 70, "lora": 30}, {"stable": True}, {"stable": 70, "lora": 0}),
+        ({"stable": 0, "lora": 100}, {"stable": False, "lora": True}, {"stable": 0, "lora": 100}),
+    ],
+)
+def test_weights_read_back_count_only_routable_variants(
+    weights: dict[str, int], ready: dict[str, bool], expected: dict[str, int]
+) -> None:
+    configmap = build_router_children(MDEP, build_router_config(MDEP, weights, ready), RouterSettings())[0]
+    assert routed_weights(router_config_of(configmap)) == expected
+
+
+@pytest.mark.parametrize(
+    "configmap",
+    [
+        None,
+        {"data": {}},
+        {"data": {CONFIG_FILE_NAME: "variants: []"}},
+        {"data": {CONFIG_FILE_NAME: "[1, 2]"}},
+    ],
+)
+def test_missing_or_invalid_config_reads_as_no_weights(configmap: dict[str, Any] | None) -> None:
+    assert routed_weights(router_config_of(configmap)) == {}

@@ -1,0 +1,413 @@
+"""Serving with running pods: smoke test before traffic, the router's split, the canary, the HTTPRoute.
+
+Pods run on a simulated GPU node (kwok's controller plays the kubelet: pods turn Running and Ready), so
+Deployments really become Available. The node is tainted and carries its own GPU product label, so only
+these tests' variants (which tolerate the taint and select the product) land on it. The smoke test runs
+against local fake OpenAI servers, named per variant with `kubetune.io/smoke-test-url-<variant>`.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import pytest
+from tests.integration.test_modeldeployment_reconcile import (
+    GOMOD,
+    established,
+    events,
+    get,
+    md,
+    variant_condition,
+)
+from tests.support.cluster import Kube
+from tests.support.operator import running_operator
+from tests.support.polling import eventually
+
+from kubetune.devcluster.kwok import KwokController, gpu_node
+from kubetune.reconcile import capabilities
+
+pytestmark = pytest.mark.cluster
+
+GPU_PRODUCT = "KWOK-TEST-GPU"
+TAINT = {"key": "kubetune.io/test-node", "value": "modeldeployment", "effect": "NoSchedule"}
+GATEWAY_API = "sigs.k8s.io/gateway-api@v1.4.1"
+HTTPROUTE_CRD = "config/crd/standard/gateway.networking.k8s.io_httproutes.yaml"
+ENV = {"KUBETUNE_CRD_CACHE_SECONDS": "0", "KUBETUNE_SMOKE_WAIT_SECONDS": "2"}
+
+
+class _Chat(BaseHTTPRequestHandler):
+    """OpenAI chat completions: a short answer ending with EOS, or (never_stop) one running to the budget."""
+
+    never_stop = False
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        budget = int(body.get("max_tokens") or 16)
+        text, finish, tokens = (
+            ("and then " * budget, "length", budget) if self.never_stop else ("Paris.", "stop", 3)
+        )
+        payload = json.dumps(
+            {
+                "id": "chatcmpl-test",
+                "object": "chat.completion",
+                "created": 0,
+                "model": body["model"],
+                "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
+                ],
+                "usage": {"prompt_tokens": 5, "completion_tokens": tokens, "total_tokens": tokens + 5},
+            }
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _NeverStops(_Chat):
+    never_stop = True
+
+
+@pytest.fixture(scope="module")
+def openai_servers() -> Iterator[dict[str, str]]:
+    """Two loopback OpenAI APIs: "good" answers and stops, "runaway" never emits EOS."""
+    servers = {"good": ThreadingHTTPServer(("127.0.0.1", 0), _Chat)}
+    servers["runaway"] = ThreadingHTTPServer(("127.0.0.1", 0), _NeverStops)
+    threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in servers.values()]
+    for thread in threads:
+        thread.start()
+    try:
+        yield {name: f"http://127.0.0.1:{s.server_address[1]}/v1" for name, s in servers.items()}
+    finally:
+        for server in servers.values():
+            server.shutdown()
+            server.server_close()
+
+
+@pytest.fixture(scope="module")
+def gpu_nodes(kube: Kube) -> Iterator[str]:
+    """A tainted simulated GPU node and the kwok controller that runs its pods."""
+    controller = KwokController(kubeconfig=kube.kubeconfig, workdir=Path(tempfile.mkdtemp(prefix="kwok-md-")))
+    node = gpu_node("md-test-gpu-node", gpus=8, gpu_type=GPU_PRODUCT)
+    node["spec"] = {"taints": [TAINT]}
+    controller.start()
+    try:
+        kube.kubectl("create", "-f", "-", input=json.dumps(node))
+        eventually(
+            lambda: any(
+                c["type"] == "Ready" and c["status"] == "True"
+                for c in (get_node(kube, node["metadata"]["name"]).get("status") or {}).get("conditions")
+                or []
+            ),
+            message="simulated node Ready",
+        )
+        yield node["metadata"]["name"]
+    finally:
+        kube.kubectl("delete", "node", node["metadata"]["name"], "--wait=false", check=False)
+        controller.stop()
+
+
+def get_node(kube: Kube, name: str) -> dict[str, Any]:
+    return dict(json.loads(kube.kubectl("get", "node", name, "-o", "json").stdout))
+
+
+def on_test_node(
+    name: str, weight: int = 0, replicas: int = 1, uri: str = "hf://Qwen/Qwen2.5-0.5B"
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "model": {"uri": uri},
+        "weight": weight,
+        "replicas": replicas,
+        "resources": {
+            "gpuType": GPU_PRODUCT,
+            "tolerations": [
+                {"key": TAINT["key"], "operator": "Equal", "value": TAINT["value"], "effect": "NoSchedule"}
+            ],
+        },
+    }
+
+
+def with_smoke_urls(obj: dict[str, Any], urls: dict[str, str]) -> dict[str, Any]:
+    obj["metadata"]["annotations"] = {f"kubetune.io/smoke-test-url-{v}": url for v, url in urls.items()}
+    return obj
+
+
+def router_variants(kube: Kube, name: str, namespace: str) -> dict[str, tuple[int, bool]]:
+    configmap = get(kube, "configmap", f"{name}-router", namespace)
+    if configmap is None:
+        return {}
+    config = json.loads(configmap["data"]["router.json"])
+    return {v["name"]: (v["weight"], v["ready"]) for v in config["variants"]}
+
+
+def test_smoke_test_gates_traffic_per_variant(
+    kube: Kube, namespace: str, gpu_nodes: str, openai_servers: dict[str, str]
+) -> None:
+    obj = md(
+        "ab",
+        [on_test_node("a", weight=60), on_test_node("b", weight=40)],
+        smokeTest={"prompts": ["Capital of France?"]},
+    )
+    kube.apply(with_smoke_urls(obj, {"a": openai_servers["good"], "b": openai_servers["runaway"]}), namespace)
+    with running_operator(kube, namespace, extra_env=ENV):
+        eventually(
+            lambda: router_variants(kube, "ab", namespace) == {"a": (60, True), "b": (40, False)},
+            timeout=90,
+            message="a in the split, b held out",
+        )
+        mdep = eventually(
+            lambda: (
+                (m := get(kube, "modeldeployment", "ab", namespace))
+                and (c := variant_condition(m, "b", "SmokeTestPassed"))
+                and c["status"] == "False"
+                and m.get("status", {}).get("weights") == "a=60,b=0"
+                and m
+            ),
+            timeout=60,
+            message="status after both smoke tests",
+        )
+    passed = variant_condition(mdep, "a", "SmokeTestPassed")
+    assert passed is not None
+    assert passed["status"] == "True", passed
+    failed = variant_condition(mdep, "b", "SmokeTestPassed")
+    assert failed is not None
+    assert failed["reason"] == "SmokeTestFailed"
+    assert 'prompt 1/1 "Capital of France?"' in failed["message"]
+    assert "never emitted EOS" in failed["message"]
+    assert variant_condition(mdep, "b", "Available")["status"] == "True"
+    status = mdep["status"]
+    assert status["readyVariants"] == "2/2"
+    assert status["phase"] == "Degraded"
+    assert {v["name"]: v["readyReplicas"] for v in status["variants"]} == {"a": 1, "b": 1}
+    warnings = [e for e in events(kube, namespace, "ab") if e["type"] == "Warning"]
+    assert any(e["reason"] == "SmokeTestFailed" and "variant b" in e["message"] for e in warnings), warnings
+
+
+def test_canary_steps_move_router_weights_and_replicas(
+    kube: Kube, namespace: str, gpu_nodes: str, openai_servers: dict[str, str]
+) -> None:
+    obj = md(
+        "cn",
+        [on_test_node("stable"), on_test_node("canary", uri="hf://Qwen/Qwen2.5-0.5B-Instruct")],
+        traffic={
+            "canary": {
+                "stableVariant": "stable",
+                "canaryVariant": "canary",
+                "steps": [50, 100],
+                "interval": "4s",
+            }
+        },
+    )
+    kube.apply(
+        with_smoke_urls(obj, {"stable": openai_servers["good"], "canary": openai_servers["good"]}), namespace
+    )
+    seen: list[dict[str, tuple[int, bool]]] = []
+
+    def weights_reach(expected: dict[str, tuple[int, bool]]) -> bool:
+        current = router_variants(kube, "cn", namespace)
+        if current and (not seen or seen[-1] != current):
+            seen.append(current)
+        if current != expected:
+            # Raised, so that a timeout reports where the rollout stood.
+            status = (get(kube, "modeldeployment", "cn", namespace) or {}).get("status")
+            raise AssertionError(f"router {current}, status {json.dumps(status)}")
+        return True
+
+    with running_operator(kube, namespace, extra_env=ENV):
+        eventually(
+            lambda: weights_reach({"stable": (50, True), "canary": (50, True)}),
+            timeout=90,
+            message="step 50%",
+        )
+        eventually(
+            lambda: weights_reach({"stable": (0, False), "canary": (100, True)}),
+            timeout=60,
+            message="promoted",
+        )
+        mdep = eventually(
+            lambda: (
+                (m := get(kube, "modeldeployment", "cn", namespace))
+                and any(
+                    c["type"] == "Promoted" and c["status"] == "True"
+                    for c in m["status"].get("conditions", [])
+                )
+                and m
+            ),
+            timeout=30,
+            message="Promoted condition",
+        )
+        eventually(
+            lambda: get(kube, "deployment", "cn-vllm-stable", namespace)["spec"]["replicas"] == 0,
+            message="stable scaled to zero after promotion",
+        )
+        # The stable variant has no pods on purpose now: that is not a degradation.
+        eventually(
+            lambda: get(kube, "modeldeployment", "cn", namespace)["status"]["phase"] == "Available",
+            message="phase Available after promotion",
+        )
+    # The stable variant never gave up weight before the canary's pod passed its smoke test.
+    assert seen[0]["canary"][0] == 0, seen
+    assert [s["canary"][0] for s in seen] == sorted(s["canary"][0] for s in seen), seen
+    status = mdep["status"]
+    assert status["canary"]["weight"] == 100
+    assert status["weights"] == "stable=0,canary=100"
+    rolled_back = next(c for c in status["conditions"] if c["type"] == "CanaryRolledBack")
+    assert rolled_back["status"] == "False"
+    reasons = [e["reason"] for e in events(kube, namespace, "cn")]
+    assert "CanaryStep" in reasons
+    assert "Promoted" in reasons
+
+
+@pytest.fixture
+def httproute_crd(kube: Kube) -> Iterator[None]:
+    path = GOMOD / GATEWAY_API / HTTPROUTE_CRD
+    assert path.exists(), (
+        f"{path} missing: run GOMODCACHE={GOMOD} GOFLAGS=-mod=mod go mod download {GATEWAY_API}"
+    )
+    kube.kubectl("apply", "--server-side", "--field-manager=test", "-f", str(path))
+    established(kube, "httproutes.gateway.networking.k8s.io")
+    try:
+        yield
+    finally:
+        kube.kubectl("delete", "-f", str(path), "--ignore-not-found", "--wait=true")
+        capabilities.clear_cache()
+
+
+def test_gateway_api_provider_renders_a_weighted_httproute(
+    kube: Kube, namespace: str, gpu_nodes: str, openai_servers: dict[str, str], httproute_crd: None
+) -> None:
+    obj = md(
+        "gw",
+        [on_test_node("a", weight=70), on_test_node("b", weight=30)],
+        traffic={"provider": "gateway-api", "gatewayParentRefs": [{"name": "public", "namespace": "infra"}]},
+    )
+    kube.apply(with_smoke_urls(obj, {"a": openai_servers["good"], "b": openai_servers["good"]}), namespace)
+    with running_operator(kube, namespace, extra_env=ENV):
+        mdep = eventually(
+            lambda: (
+                (m := get(kube, "modeldeployment", "gw", namespace))
+                and m.get("status", {}).get("weights") == "a=70,b=30"
+                and m
+            ),
+            timeout=90,
+            message="observed weights from the HTTPRoute",
+        )
+        route = get(kube, "httproute", "gw-router", namespace)
+    assert route is not None
+    assert route["spec"]["parentRefs"] == [
+        {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "public", "namespace": "infra"}
+    ]
+    backends = route["spec"]["rules"][0]["backendRefs"]
+    assert {(b["name"], b["port"], b["weight"]) for b in backends} == {
+        ("gw-vllm-a", 8000, 70),
+        ("gw-vllm-b", 8000, 30),
+    }
+    assert get(kube, "configmap", "gw-router", namespace) is None, "no router with the gateway-api provider"
+    assert get(kube, "deployment", "gw-router", namespace) is None
+    assert mdep["status"]["phase"] == "Available"
+
+
+class _Prometheus(BaseHTTPRequestHandler):
+    """Prometheus' instant-query API answering like a canary with 20% errors over 120 requests."""
+
+    def do_POST(self) -> None:
+        form = parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode())
+        query = form["query"][0]
+        value = "0.2" if 'code=~"5.."' in query else "120" if query.startswith("sum(increase(") else "50"
+        payload = json.dumps(
+            {
+                "status": "success",
+                "data": {"resultType": "vector", "result": [{"metric": {}, "value": [0, value]}]},
+            }
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def failing_canary_metrics() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Prometheus)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_failed_analysis_rolls_the_canary_back(
+    kube: Kube, namespace: str, gpu_nodes: str, openai_servers: dict[str, str], failing_canary_metrics: str
+) -> None:
+    canary = {
+        "stableVariant": "stable",
+        "canaryVariant": "canary",
+        "steps": [25, 100],
+        "interval": "2s",
+        "failureLimit": 1,
+        "analysis": {"prometheusUrl": failing_canary_metrics, "maxErrorRate": 0.01, "minRequests": 10},
+    }
+    obj = md(
+        "rb",
+        [on_test_node("stable"), on_test_node("canary", uri="hf://Qwen/Qwen2.5-0.5B-Instruct")],
+        traffic={"canary": canary},
+    )
+    kube.apply(
+        with_smoke_urls(obj, {"stable": openai_servers["good"], "canary": openai_servers["good"]}), namespace
+    )
+    with running_operator(kube, namespace, extra_env=ENV):
+        eventually(lambda: router_variants(kube, "rb", namespace).get("canary") == (25, True), timeout=90)
+        mdep = eventually(
+            lambda: (
+                (m := get(kube, "modeldeployment", "rb", namespace))
+                and any(
+                    c["type"] == "CanaryRolledBack" and c["status"] == "True"
+                    for c in m["status"].get("conditions", [])
+                )
+                and m
+            ),
+            timeout=60,
+            message="CanaryRolledBack",
+        )
+        eventually(
+            lambda: router_variants(kube, "rb", namespace) == {"stable": (100, True), "canary": (0, False)},
+            message="all traffic back on stable",
+        )
+        eventually(
+            lambda: get(kube, "deployment", "rb-vllm-canary", namespace)["spec"]["replicas"] == 0,
+            message="canary scaled to zero",
+        )
+        eventually(
+            lambda: get(kube, "modeldeployment", "rb", namespace)["status"]["phase"] == "Available",
+            message="phase Available on the stable variant after the rollback",
+        )
+    condition = next(c for c in mdep["status"]["conditions"] if c["type"] == "CanaryRolledBack")
+    assert condition["reason"] == "AnalysisFailed"
+    assert "errorRate=0.2 > 0.01 over 120 requests" in condition["message"]
+    assert (
+        'kubetune_router_requests_total{code=~"5.."' in condition["message"]
+        or "query:" in condition["message"]
+    )
+    assert mdep["status"]["canary"]["lastAnalysis"][0]["value"] == 0.2
+    warnings = [e for e in events(kube, namespace, "rb") if e["type"] == "Warning"]
+    assert any(e["reason"] == "AnalysisFailed" and "errorRate=0.2" in e["message"] for e in warnings), (
+        warnings
+    )

@@ -1,0 +1,1 @@
+"""ModelDeployment serving: resolution, gate, smoke test, status, real vLLM on CPU."""

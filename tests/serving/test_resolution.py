@@ -1,0 +1,223 @@
+"""resolve_variant_model: what a variant serves, from a URI or a FineTuneJob's artifacts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from tests.serving.objects import finetunejob, variant
+
+from kubetune.api.conditions import Reason
+from kubetune.api.finetunejob import FineTuneJob
+from kubetune.serving.resolution import (
+    LoraModule,
+    ResolutionState,
+    referenced_finetunejobs,
+    resolve_variant_model,
+    served_model_name,
+)
+
+MERGED = {"mergedModelUri": "pvc://out/sft/merged", "adapterUri": "pvc://out/sft/adapter"}
+ADAPTER_ONLY = {"adapterUri": "pvc://out/sft/adapter", "baseModelUri": "pvc://models/qwen"}
+LINEAGE = {"datasetDigest": "sha256:abc", "baseModelRevision": "r1", "configHash": "c0ffee"}
+FROM_JOB = {"model": {"finetuneJobRef": {"name": "sft"}}}
+
+
+@pytest.mark.parametrize(
+    ("fields", "jobs", "state", "reason", "model_uri", "modules", "message_part"),
+    [
+        pytest.param(
+            {"model": {"uri": "pvc://models/base"}},
+            {},
+            ResolutionState.READY,
+            Reason.MODEL_RESOLVED,
+            "pvc://models/base",
+            (),
+            "pvc://models/base",
+            id="plain-uri",
+        ),
+        pytest.param(
+            FROM_JOB,
+            {"sft": finetunejob("sft", "Succeeded", artifacts=MERGED, lineage=LINEAGE)},
+            ResolutionState.READY,
+            Reason.MODEL_RESOLVED,
+            "pvc://out/sft/merged",
+            (),
+            "merged",
+            id="job-merged-model-preferred",
+        ),
+        pytest.param(
+            FROM_JOB,
+            {"sft": finetunejob("sft", "Succeeded", artifacts=ADAPTER_ONLY, rank=32)},
+            ResolutionState.READY,
+            Reason.MODEL_RESOLVED,
+            "pvc://models/qwen",
+            (LoraModule("a", "pvc://out/sft/adapter", 32),),
+            "a=pvc://out/sft/adapter",
+            id="job-adapter-on-its-base",
+        ),
+        pytest.param(
+            FROM_JOB,
+            {"sft": finetunejob("sft", "Running")},
+            ResolutionState.WAITING,
+            Reason.WAITING_FOR_FINETUNE_JOB,
+            None,
+            (),
+            "sft is Running",
+            id="job-running-waits",
+        ),
+        pytest.param(
+            FROM_JOB,
+            {"sft": finetunejob("sft", None)},
+            ResolutionState.WAITING,
+            Reason.WAITING_FOR_FINETUNE_JOB,
+            None,
+            (),
+            "sft is Pending",
+            id="job-without-status-waits",
+        ),
+        pytest.param(
+            FROM_JOB,
+            {"sft": finetunejob("sft", "Succeeded")},
+            ResolutionState.WAITING,
+            Reason.WAITING_FOR_FINETUNE_JOB,
+            None,
+            (),
+            "has not published",
+            id="succeeded-no-artifacts-yet",
+        ),
+        pytest.param(
+            FROM_JOB,
+            {"sft": finetunejob("sft", "Failed", failed_message="OOM on rank 3")},
+            ResolutionState.FAILED,
+            Reason.FINETUNE_JOB_FAILED,
+            None,
+            (),
+            "failed: OOM on rank 3",
+            id="job-failed-carries-its-message",
+        ),
+        pytest.param(
+            FROM_JOB,
+            {},
+            ResolutionState.NOT_FOUND,
+            Reason.FINETUNE_JOB_NOT_FOUND,
+            None,
+            (),
+            "sft does not exist",
+            id="job-missing",
+        ),
+        pytest.param(
+            FROM_JOB,
+            {"sft": None},
+            ResolutionState.NOT_FOUND,
+            Reason.FINETUNE_JOB_NOT_FOUND,
+            None,
+            (),
+            "does not exist",
+            id="job-none",
+        ),
+        pytest.param(
+            {
+                "adapters": [
+                    {"name": "x", "uri": "pvc://ad/x"},
+                    {"name": "y", "finetuneJobRef": {"name": "sft"}},
+                ]
+            },
+            {"sft": finetunejob("sft", "Succeeded", artifacts=ADAPTER_ONLY)},
+            ResolutionState.READY,
+            Reason.MODEL_RESOLVED,
+            "pvc://models/base",
+            (LoraModule("x", "pvc://ad/x"), LoraModule("y", "pvc://out/sft/adapter", 16)),
+            "y=",
+            id="two-adapters",
+        ),
+        pytest.param(
+            {"adapters": [{"name": "y", "finetuneJobRef": {"name": "full"}}]},
+            {
+                "full": finetunejob(
+                    "full", "Succeeded", artifacts={"mergedModelUri": "pvc://o/m"}, method="full"
+                )
+            },
+            ResolutionState.FAILED,
+            Reason.FINETUNE_JOB_FAILED,
+            None,
+            (),
+            "no adapter artifact",
+            id="adapter-from-full-finetune-fails",
+        ),
+        pytest.param(
+            {**FROM_JOB, "adapters": [{"name": "y", "finetuneJobRef": {"name": "gone"}}]},
+            {"sft": finetunejob("sft", "Failed")},
+            ResolutionState.FAILED,
+            Reason.FINETUNE_JOB_FAILED,
+            None,
+            (),
+            "gone does not exist",
+            id="worst-problem-wins-all-listed",
+        ),
+    ],
+)
+def test_resolve(
+    fields: dict[str, Any],
+    jobs: dict[str, Any],
+    state: ResolutionState,
+    reason: Reason,
+    model_uri: str | None,
+    modules: tuple[LoraModule, ...],
+    message_part: str,
+) -> None:
+    resolution = resolve_variant_model(variant("a", **fields), jobs)
+    assert resolution.state is state
+    assert resolution.reason is reason
+    assert resolution.model_uri == model_uri
+    assert resolution.lora_modules == modules
+    assert message_part in resolution.message
+    assert resolution.ready is (state is ResolutionState.READY)
+
+
+def test_lineage_and_metrics_are_carried() -> None:
+    job = finetunejob("sft", "Succeeded", artifacts=MERGED, lineage=LINEAGE, metrics={"evalLoss": 1.5})
+    resolution = resolve_variant_model(variant("a", **FROM_JOB), {"sft": job})
+    assert resolution.lineage == {"finetuneJob": "sft", **LINEAGE}
+    assert resolution.metrics is not None
+    assert resolution.metrics.eval_loss == 1.5
+
+
+def test_adapter_job_lineage_is_prefixed_and_its_metrics_judge_the_variant() -> None:
+    job = finetunejob("sft", "Succeeded", artifacts=ADAPTER_ONLY, lineage=LINEAGE, metrics={"rougeL": 0.4})
+    resolution = resolve_variant_model(
+        variant("a", adapters=[{"name": "y", "finetuneJobRef": {"name": "sft"}}]), {"sft": job}
+    )
+    assert resolution.lineage["adapters.y.configHash"] == "c0ffee"
+    assert resolution.metrics is not None
+    assert resolution.metrics.rouge_l == 0.4
+
+
+def test_typed_finetunejob_is_accepted() -> None:
+    job = FineTuneJob.model_validate(finetunejob("sft", "Succeeded", artifacts=MERGED))
+    assert resolve_variant_model(variant("a", **FROM_JOB), {"sft": job}).model_uri == "pvc://out/sft/merged"
+
+
+def test_failed_condition_wins_over_a_stale_phase() -> None:
+    job = finetunejob("sft", "Running", failed_message="deadline")
+    assert resolve_variant_model(variant("a", **FROM_JOB), {"sft": job}).state is ResolutionState.FAILED
+
+
+@pytest.mark.parametrize(
+    ("artifacts", "expected"),
+    [(MERGED, "a"), (ADAPTER_ONLY, "a-base")],
+    ids=["merged-serves-variant-name", "adapter-takes-variant-name"],
+)
+def test_served_model_name(artifacts: dict[str, str], expected: str) -> None:
+    v = variant("a", **FROM_JOB)
+    resolution = resolve_variant_model(v, {"sft": finetunejob("sft", "Succeeded", artifacts=artifacts)})
+    assert served_model_name(v, resolution) == expected
+
+
+def test_referenced_finetunejobs() -> None:
+    v = variant(
+        "a",
+        **FROM_JOB,
+        adapters=[{"name": "y", "finetuneJobRef": {"name": "b"}}, {"name": "z", "uri": "pvc://x/y"}],
+    )
+    assert referenced_finetunejobs(v) == ["b", "sft"]

@@ -1,0 +1,256 @@
+"""The progress contract: what rank 0 sends, how often, and over which HTTP request."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from kubetune.api.finetunejob import FineTuneJobStatus
+from kubetune.api.trainingconfig import ProgressTarget
+from kubetune.trainer.progress import (
+    PROGRESS_FILE_ENV,
+    FileReporter,
+    KubeStatusReporter,
+    NoopReporter,
+    ProgressUpdate,
+    RecordingReporter,
+    ThrottledReporter,
+    build_reporter,
+    discover_credentials,
+    in_cluster_credentials,
+    kubeconfig_credentials,
+)
+
+UPDATE = ProgressUpdate(
+    step=30,
+    total_steps=120,
+    epoch=0.75,
+    loss=1.25,
+    eval_loss=1.5,
+    learning_rate=2e-4,
+    tokens_per_second=812.5,
+    updated_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+)
+EXPECTED_STATUS = {
+    "step": 30,
+    "totalSteps": 120,
+    "epoch": 0.75,
+    "loss": 1.25,
+    "evalLoss": 1.5,
+    "learningRate": 2e-4,
+    "tokensPerSecond": 812.5,
+    "updatedAt": "2026-01-02T03:04:05Z",
+}
+
+
+def test_update_serialises_to_the_status_progress_fields() -> None:
+    assert UPDATE.to_status() == EXPECTED_STATUS
+    # What the operator will read back validates against the API model.
+    status = FineTuneJobStatus.model_validate({"progress": EXPECTED_STATUS})
+    assert status.progress is not None
+    assert status.progress.step == 30
+
+
+def test_partial_update_leaves_unknown_fields_out() -> None:
+    assert ProgressUpdate(step=1).to_status() == {"step": 1}
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize(
+    ("times", "sent_steps"),
+    [
+        ([0, 1, 2, 3], [0]),  # within one interval only the first goes out
+        ([0, 5, 10], [0, 1, 2]),  # exactly one interval apart: all sent
+        ([0, 4.9, 5.0], [0, 2]),
+    ],
+)
+def test_throttle_sends_at_most_one_report_per_interval(times: list[float], sent_steps: list[int]) -> None:
+    clock, inner = FakeClock(), RecordingReporter()
+    reporter = ThrottledReporter(inner, min_interval=5, clock=clock)
+    for step, at in enumerate(times):
+        clock.now = at
+        reporter.report(ProgressUpdate(step=step))
+    assert [u.step for u in inner.updates] == sent_steps
+
+
+def test_throttle_flush_sends_the_last_held_back_update() -> None:
+    clock, inner = FakeClock(), RecordingReporter()
+    reporter = ThrottledReporter(inner, min_interval=5, clock=clock)
+    for step in range(4):
+        reporter.report(ProgressUpdate(step=step))
+    reporter.close()
+    assert [u.step for u in inner.updates] == [0, 3]
+
+
+@pytest.mark.parametrize(
+    ("rank", "enabled", "expected"),
+    [
+        (0, True, ThrottledReporter),
+        (1, True, NoopReporter),
+        (3, True, NoopReporter),
+        (0, False, NoopReporter),
+    ],
+)
+def test_only_rank_zero_with_progress_enabled_reports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rank: int, enabled: bool, expected: type
+) -> None:
+    monkeypatch.setenv(PROGRESS_FILE_ENV, str(tmp_path / "progress.jsonl"))
+    target = ProgressTarget(enabled=enabled, namespace="ns", name="job")
+    assert type(build_reporter(target, rank)) is expected
+
+
+def test_file_reporter_writes_one_line_per_update_with_the_rank(tmp_path: Path) -> None:
+    path = tmp_path / "progress.jsonl"
+    reporter = FileReporter(path, rank=0)
+    reporter.report(UPDATE)
+    reporter.report(ProgressUpdate(step=31))
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert lines == [{"rank": 0, **EXPECTED_STATUS}, {"rank": 0, "step": 31}]
+
+
+class FakeApiServer:
+    """Records requests like a kube-apiserver's status endpoint would receive them."""
+
+    def __init__(self, status: int = 200) -> None:
+        self.requests: list[dict[str, Any]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_PATCH(self) -> None:
+                length = int(self.headers["Content-Length"])
+                outer.requests.append(
+                    {
+                        "path": self.path,
+                        "content_type": self.headers["Content-Type"],
+                        "authorization": self.headers.get("Authorization"),
+                        "body": json.loads(self.rfile.read(length)),
+                    }
+                )
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> FakeApiServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def api_server() -> Iterator[FakeApiServer]:
+    with FakeApiServer() as server:
+        yield server
+
+
+def _kubeconfig(tmp_path: Path, server: str, user: dict[str, Any]) -> Path:
+    path = tmp_path / "kubeconfig"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "test",
+                "contexts": [{"name": "test", "context": {"cluster": "c", "user": "u"}}],
+                "clusters": [{"name": "c", "cluster": {"server": server}}],
+                "users": [{"name": "u", "user": user}],
+            }
+        )
+    )
+    return path
+
+
+def test_kube_reporter_merge_patches_the_status_subresource(
+    tmp_path: Path, api_server: FakeApiServer
+) -> None:
+    credentials = kubeconfig_credentials(_kubeconfig(tmp_path, api_server.url, {"token": "s3cret"}))
+    KubeStatusReporter(credentials, "team-a", "sft-1").report(UPDATE)
+
+    assert api_server.requests == [
+        {
+            "path": "/apis/kubetune.io/v1alpha1/namespaces/team-a/finetunejobs/sft-1/status",
+            "content_type": "application/merge-patch+json",
+            "authorization": "Bearer s3cret",
+            "body": {"status": {"progress": EXPECTED_STATUS}},
+        }
+    ]
+
+
+def test_kube_reporter_survives_an_unreachable_or_failing_server(tmp_path: Path) -> None:
+    with FakeApiServer(status=403) as forbidden:
+        credentials = kubeconfig_credentials(_kubeconfig(tmp_path, forbidden.url, {}))
+        KubeStatusReporter(credentials, "ns", "job").report(UPDATE)  # logged, not raised
+        assert len(forbidden.requests) == 1
+    unreachable = kubeconfig_credentials(_kubeconfig(tmp_path, "http://127.0.0.1:9", {}))
+    KubeStatusReporter(unreachable, "ns", "job").report(UPDATE)
+
+
+def test_kubeconfig_with_inline_certificates_builds_a_tls_context(tmp_path: Path) -> None:
+    from tests.trainer.tls import self_signed  # cryptography: only this test needs it
+
+    cert_pem, key_pem = self_signed()
+    user = {
+        "client-certificate-data": base64.b64encode(cert_pem).decode(),
+        "client-key-data": base64.b64encode(key_pem).decode(),
+    }
+    path = _kubeconfig(tmp_path, "https://127.0.0.1:6443", user)
+    document = yaml.safe_load(path.read_text())
+    document["clusters"][0]["cluster"]["certificate-authority-data"] = base64.b64encode(cert_pem).decode()
+    path.write_text(yaml.safe_dump(document))
+
+    credentials = kubeconfig_credentials(path)
+
+    assert credentials.server == "https://127.0.0.1:6443"
+    assert credentials.ssl_context is not None
+    assert credentials.ssl_context.get_ca_certs()[0]["subject"] == ((("commonName", "kubetune-test"),),)
+
+
+def test_service_account_is_preferred_over_kubeconfig(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.trainer.tls import self_signed
+
+    cert_pem, _ = self_signed()
+    (tmp_path / "token").write_text("sa-token\n")
+    (tmp_path / "ca.crt").write_bytes(cert_pem)
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+
+    credentials = in_cluster_credentials(tmp_path)
+
+    assert credentials is not None
+    assert (credentials.server, credentials.token) == ("https://10.96.0.1:443", "sa-token")
+
+
+def test_no_credentials_anywhere_means_no_reporting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.delenv(PROGRESS_FILE_ENV, raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
+    assert discover_credentials() is None
+    assert type(build_reporter(ProgressTarget(namespace="ns", name="job"), 0)) is NoopReporter
