@@ -139,18 +139,55 @@ def up(watch_seconds: float) -> int:
     return 0
 
 
+def _snapshot() -> str:
+    """The pipeline's state without ages, so only real changes are printed."""
+    resources = kubectl("get", "kubetune", "-n", "default", check=False, capture=True).stdout
+    pods = kubectl(
+        "get",
+        "pods",
+        "-n",
+        "default",
+        "--sort-by=.metadata.creationTimestamp",
+        "-o",
+        "custom-columns=POD:.metadata.name,PHASE:.status.phase,NODE:.spec.nodeName,"
+        "GPUS:.spec.containers[0].resources.limits.nvidia\\.com/gpu",
+        check=False,
+        capture=True,
+    ).stdout
+    lines = [line.rsplit(None, 1)[0] if line.split() else line for line in resources.splitlines()]
+    return "\n".join(lines) + "\n\n" + pods.rstrip()
+
+
+def _promoted() -> bool:
+    out = kubectl(
+        "get",
+        "modeldeployment",
+        "quickstart",
+        "-n",
+        "default",
+        "-o",
+        "jsonpath={.status.conditions[?(@.type=='Promoted')].status}",
+        check=False,
+        capture=True,
+    ).stdout
+    return out.strip() == "True"
+
+
 def _watch(seconds: float) -> None:
     deadline = time.monotonic() + seconds
     last = ""
-    while True:
-        out = kubectl(
-            "get", "kubetune,jobs,pods", "-n", "default", "-o", "wide", check=False, capture=True
-        ).stdout
+    while time.monotonic() < deadline:
+        out = _snapshot()
         if out != last:
             print(time.strftime("%H:%M:%S"), "-" * 60)
-            print(out.rstrip())
+            print(out)
             last = out
-        if time.monotonic() > deadline:
+        if _promoted():
+            final = _snapshot()
+            if final != last:
+                print(time.strftime("%H:%M:%S"), "-" * 60)
+                print(final)
+            print("\n==> canary promoted: the fine-tuned variant takes all traffic")
             return
         time.sleep(2)
 
@@ -162,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     up_cmd.add_argument(
         "--watch",
         type=float,
-        default=float(os.environ.get("KUBETUNE_DEV_WATCH", "60")),
+        default=float(os.environ.get("KUBETUNE_DEV_WATCH", "240")),
         help="seconds to print the pipeline moving (default %(default)s)",
     )
     sub.add_parser("down", help="stop it")

@@ -550,3 +550,17 @@ async def test_suspend_and_resume(
         assert condition(resumed, "Suspended")["status"] == "False"
         assert resumed["status"]["restarts"] == 0
         assert await training_jobs(client, namespace, "pause") == ["pause-train-r0"]
+
+
+async def test_child_status_changes_reconcile_the_parent_without_waiting_for_resync(
+    kube: Kube, namespace: str, client: KubeClient, kubelet: FakeKubelet
+) -> None:
+    """With a 10-minute resync, only the Job watch can move the FineTuneJob along this quickly."""
+    kube.apply(dataset_config_map(GOOD_DATA), namespace)
+    kube.apply(ftj_manifest("prompt"), namespace)
+    with running_operator(kube, namespace, resync_seconds=600.0):
+        await pass_validation(client, namespace, "prompt")
+        await wait_job(client, namespace, "prompt-train-r0")
+        await start_gang(client, namespace, "prompt-train-r0", 2)
+        running = await wait_phase(client, namespace, "prompt", "Running")
+        assert condition(running, "DataValidated")["status"] == "True"

@@ -4,7 +4,9 @@ The stage files under kwok_stages/ are kwok v0.8.0's own (kustomize/stage: node
 fast + heartbeat, pod general; Apache-2.0), copied so no network is needed: pods
 get scheduled by the real kube-scheduler, turn Running/Ready, and Job-owned pods
 complete after the delay in their `pod-complete.stage.kwok.x-k8s.io/delay`
-annotation.
+annotation. One change: a completing `trainer` container leaves a fixed TrainerResult
+as its termination message, standing in for rank 0's real report (metrics for the
+eval gate), since kwok runs no containers.
 """
 
 from __future__ import annotations

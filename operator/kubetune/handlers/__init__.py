@@ -3,6 +3,6 @@
 Importing this package registers every handler (`kopf run -m kubetune.handlers`).
 """
 
-from kubetune.handlers import finetunejob, lifecycle, modeldeployment
+from kubetune.handlers import children, finetunejob, lifecycle, modeldeployment
 
-__all__ = ["finetunejob", "lifecycle", "modeldeployment"]
+__all__ = ["children", "finetunejob", "lifecycle", "modeldeployment"]

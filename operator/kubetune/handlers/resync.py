@@ -23,6 +23,7 @@ RESYNC = "resync"  # the context reconcilers get on periodic passes (they may do
 
 _latest: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}
 _reconcilers: dict[str, runtime.Reconciler] = {}
+_trigger_gate = asyncio.Semaphore(64)
 
 
 def register(kind: str, reconciler: runtime.Reconciler) -> None:
@@ -47,6 +48,13 @@ async def _one(kind: str, body: dict[str, Any], memo: kopf.Memo, gate: asyncio.S
             log.debug("resync of %s %s: %s", kind, body["metadata"]["name"], exc)
         except Exception:
             log.exception("resync of %s %s failed", kind, body["metadata"]["name"])
+
+
+async def trigger(kind: str, namespace: str, name: str, memo: kopf.Memo) -> None:
+    """Reconcile one object now, from its latest cached body (no-op if it is not watched)."""
+    body = _latest.get(kind, {}).get((namespace, name))
+    if body is not None:
+        await _one(kind, body, memo, _trigger_gate)
 
 
 async def loop(memo: kopf.Memo, interval: float, concurrency: int = 16) -> None:

@@ -550,7 +550,7 @@ def _succeeded(
     message = "training and evaluation completed"
     if result is not None:
         status.metrics = result.metrics
-        status.artifacts = result.artifacts
+        status.artifacts = result.artifacts or output_artifacts(spec)
         status.lineage = result.lineage or Lineage()
         if result.final_step is not None and status.progress is not None:
             status.progress = status.progress.model_copy(update={"step": result.final_step})
