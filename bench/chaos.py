@@ -81,7 +81,7 @@ async def converged(cluster: SimCluster, names: list[str]) -> tuple[bool, list[s
     return not problems, problems
 
 
-async def run(objects: int, kill_every: float, timeout: float) -> int:
+async def run(objects: int, kill_every: float, chaos_seconds: float, timeout: float) -> int:
     cluster = SimCluster(controllers=False)
     cluster.start()
     log: list[str] = []
@@ -95,8 +95,8 @@ async def run(objects: int, kill_every: float, timeout: float) -> int:
         await create_all(client, names)
         await client.close()
         log.append(f"{time.monotonic() - began:6.1f}s all {objects} FineTuneJobs created")
-        # Keep killing for a while after creation, then let the last operator converge.
-        await asyncio.sleep(3 * kill_every)
+        # Keep killing while the operator works through the backlog, then let the last one converge.
+        await asyncio.sleep(max(0.0, chaos_seconds - (time.monotonic() - began)))
         stop.set()
         await chaos
         if cluster.operator is None or cluster.operator.poll() is not None:
@@ -151,9 +151,10 @@ def main() -> int:
     )
     parser.add_argument("--objects", type=int, default=1000)
     parser.add_argument("--kill-every", type=float, default=5.0)
+    parser.add_argument("--chaos-seconds", type=float, default=40.0, help="how long to keep killing")
     parser.add_argument("--timeout", type=float, default=600.0)
     args = parser.parse_args()
-    return asyncio.run(run(args.objects, args.kill_every, args.timeout))
+    return asyncio.run(run(args.objects, args.kill_every, args.chaos_seconds, args.timeout))
 
 
 if __name__ == "__main__":
