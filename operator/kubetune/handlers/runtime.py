@@ -32,6 +32,7 @@ Reconciler = Callable[[KubeClient, dict[str, Any], datetime, Any], Awaitable[Out
 
 _locks: defaultdict[tuple[str, str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
 _phases: dict[tuple[str, str, str], str] = {}
+_written: set[tuple[str, str, str]] = set()  # objects this process has reconciled (and maybe written)
 
 
 def configure(settings: kopf.OperatorSettings) -> None:
@@ -110,9 +111,18 @@ async def run(
         result = "ok"
         try:
             obj = dict(body)
+            if key in _written:
+                # The body may predate our own last status write (a cached or queued event):
+                # reconciling it would repeat a transition and its Event. Read it fresh.
+                fresh = await client.get(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
+                if fresh is None:
+                    result = "gone"
+                    return
+                obj = fresh
             when = now()
             outcome = await reconcile(client, obj, when, context)
             await write_status(client, obj, outcome.status)
+            _written.add(key)
             for event in outcome.events:
                 await post_event(client, obj, event, when)
             phase = str(outcome.status.get("phase") or "Unknown")
@@ -146,3 +156,4 @@ def forget(kind: str, namespace: str, name: str) -> None:
     if phase is not None:
         OBJECTS.labels(kind, phase).dec()
     _locks.pop(key, None)
+    _written.discard(key)
