@@ -221,3 +221,25 @@ def test_referenced_finetunejobs() -> None:
         adapters=[{"name": "y", "finetuneJobRef": {"name": "b"}}, {"name": "z", "uri": "pvc://x/y"}],
     )
     assert referenced_finetunejobs(v) == ["b", "sft"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        (FROM_JOB, ("What is 2+2?", "Say hi.")),
+        (
+            {
+                "model": {"uri": "pvc://models/qwen"},
+                "adapters": [{"name": "y", "finetuneJobRef": {"name": "sft"}}],
+            },
+            ("What is 2+2?", "Say hi."),
+        ),
+        ({"model": {"uri": "pvc://models/qwen"}}, ()),
+    ],
+    ids=["merged-from-job", "adapter-from-job", "plain-uri"],
+)
+def test_held_out_prompts_of_the_job_are_carried(fields: dict[str, Any], expected: tuple[str, ...]) -> None:
+    job = finetunejob("sft", "Succeeded", artifacts={**MERGED, **ADAPTER_ONLY})
+    job["status"]["testPrompts"] = ["What is 2+2?", "Say hi."]
+    resolution = resolve_variant_model(variant("a", **fields), {"sft": job})
+    assert resolution.test_prompts == expected

@@ -633,3 +633,27 @@ def test_compute_progress(
 def test_parse_trainer_result(message: str | None, outcome: str | None) -> None:
     parsed = parse_trainer_result(message)
     assert (parsed.outcome if parsed else None) == outcome
+
+
+def test_held_out_prompts_of_the_trainer_result_land_in_status() -> None:
+    """Rank 0 reports a few test-split prompts; the smoke test of a variant serving the output uses them."""
+    job = training(state=("Complete", "CompletionsReached", ""))
+    rank0 = pod(
+        job,
+        0,
+        "Succeeded",
+        exit_code=0,
+        message=result(outcome="Succeeded", testPrompts=["What is 2+2?", "Say hi."]),
+    )
+    obs = observe(ftj(status={"phase": "Running"}), [VALID, job], [rank0], NOW)
+    assert obs.status.phase is Phase.SUCCEEDED
+    assert obs.status.test_prompts == ["What is 2+2?", "Say hi."]
+
+
+def test_success_without_readable_result_points_at_the_output_layout() -> None:
+    job = training(state=("Complete", "", ""))
+    obs = observe(ftj(), [VALID, job], [], NOW)
+    assert obs.status.artifacts is not None
+    assert obs.status.artifacts.manifest_uri is not None
+    assert obs.status.artifacts.manifest_uri.endswith("/kubetune-manifest.json")
+    assert obs.status.test_prompts == []

@@ -373,6 +373,12 @@ class FineTuneJobStatus(KubeModel):
     metrics: EvalMetrics | None = Field(default=None, description="Final evaluation metrics.")
     artifacts: Artifacts | None = Field(default=None, description="Exported artifacts.")
     lineage: Lineage | None = Field(default=None, description="Provenance of the artifacts.")
+    test_prompts: list[str] = Field(
+        default_factory=list,
+        max_length=8,
+        description="Held-out user prompts (test split) the serving smoke test sends by default.",
+        json_schema_extra={"items": {"type": "string", "maxLength": 1024}},
+    )
 
 
 class FineTuneJob(KubeModel):

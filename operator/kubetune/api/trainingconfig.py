@@ -77,6 +77,9 @@ class TrainerResult(KubeModel):
     artifacts: Artifacts | None = Field(default=None, description="Exported artifact URIs.")
     lineage: Lineage | None = Field(default=None, description="Provenance.")
     final_step: int | None = Field(default=None, description="Last optimizer step.")
+    test_prompts: list[str] | None = Field(
+        default=None, description="A few held-out user prompts, for the serving smoke test."
+    )
 
 
 def output_artifacts(spec: FineTuneJobSpec) -> Artifacts:

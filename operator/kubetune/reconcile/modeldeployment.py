@@ -253,7 +253,15 @@ async def reconcile(client: KubeClient, obj: dict[str, Any], now: datetime, cont
     for variant in spec.variants:
         before = previous_conditions[variant.name]
         deployment = applied.get(variant.name) or observed.get(variant.name)
-        verdict = await _smoke(obj, spec, variant, applied.get(variant.name), keys.get(variant.name), before)
+        verdict = await _smoke(
+            obj,
+            spec,
+            variant,
+            applied.get(variant.name),
+            keys.get(variant.name),
+            before,
+            resolutions[variant.name].test_prompts,
+        )
         one = variant_status(
             variant,
             deployment,
@@ -346,6 +354,7 @@ async def _smoke(
     deployment: Mapping[str, Any] | None,
     key: str | None,
     before: Sequence[Condition],
+    test_prompts: Sequence[str] = (),
 ) -> SmokeVerdict | None:
     """None keeps the cached verdict; a pending verdict until the current containers have been tested."""
     if deployment is None or key is None or not spec.smoke_test.enabled:
@@ -361,6 +370,6 @@ async def _smoke(
         key,
         smoke.base_url(mdep, variant.name, variant_endpoint(mdep, variant.name)),
         variant.name,
-        smoke_prompts(spec.smoke_test),
+        smoke_prompts(spec.smoke_test, test_prompts),
         spec.smoke_test,
     )

@@ -46,6 +46,7 @@ class Resolution:
     lora_modules: tuple[LoraModule, ...] = ()
     lineage: Mapping[str, str] = field(default_factory=dict)
     metrics: EvalMetrics | None = None
+    test_prompts: tuple[str, ...] = ()  # the FineTuneJob's held-out prompts, for the smoke test
 
     @property
     def ready(self) -> bool:
@@ -75,6 +76,7 @@ class _JobView:
     metrics: EvalMetrics | None
     base_model_uri: str | None
     lora_rank: int | None
+    test_prompts: tuple[str, ...] = ()
 
 
 def _status_dict(job: FineTuneJobLike) -> Mapping[str, Any]:
@@ -124,6 +126,7 @@ def _view(name: str, job: FineTuneJobLike) -> _JobView:
         metrics=_parse_part(EvalMetrics, status.get("metrics")),
         base_model_uri=artifacts.base_model_uri or (spec.get("baseModel") or {}).get("uri"),
         lora_rank=lora_rank,
+        test_prompts=tuple(str(p) for p in status.get("testPrompts") or ()),
     )
 
 
@@ -190,6 +193,7 @@ def resolve_variant_model(variant: Variant, finetunejobs: Mapping[str, FineTuneJ
     modules: list[LoraModule] = []
     lineage: dict[str, str] = {}
     metrics: EvalMetrics | None = None
+    test_prompts: tuple[str, ...] = ()
 
     source = variant.model
     if source.finetune_job_ref is not None:
@@ -198,6 +202,7 @@ def resolve_variant_model(variant: Variant, finetunejobs: Mapping[str, FineTuneJ
             model_uri, modules = _model_from_job(variant, view)
             lineage.update(lineage_map(view.name, view.lineage))
             metrics = view.metrics
+            test_prompts = view.test_prompts
         except _Unresolved as exc:
             problems.append(exc)
     else:
@@ -224,6 +229,7 @@ def resolve_variant_model(variant: Variant, finetunejobs: Mapping[str, FineTuneJ
             )
             continue
         modules.append(LoraModule(adapter.name, view.artifacts.adapter_uri, view.lora_rank))
+        test_prompts = test_prompts or view.test_prompts
         lineage.update(lineage_map(view.name, view.lineage, prefix=f"adapters.{adapter.name}."))
         adapter_metrics.append(view.metrics)
 
@@ -244,6 +250,7 @@ def resolve_variant_model(variant: Variant, finetunejobs: Mapping[str, FineTuneJ
         lora_modules=tuple(modules),
         lineage=lineage,
         metrics=metrics,
+        test_prompts=test_prompts,
     )
 
 

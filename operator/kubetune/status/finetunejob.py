@@ -552,6 +552,8 @@ def _succeeded(
         status.metrics = result.metrics
         status.artifacts = result.artifacts or output_artifacts(spec)
         status.lineage = result.lineage or Lineage()
+        if result.test_prompts:
+            status.test_prompts = list(result.test_prompts[:8])
         if result.final_step is not None and status.progress is not None:
             status.progress = status.progress.model_copy(update={"step": result.final_step})
     else:

@@ -16,6 +16,7 @@ from kubetune.api.trainingconfig import MANIFEST_FILE, TrainerResult, TrainingCo
 from kubetune.trainer.callbacks import ProgressCallback
 from kubetune.trainer.checkpoints import latest_checkpoint
 from kubetune.trainer.config import Topology, config_hash, load_deepspeed_config
+from kubetune.trainer.data.prompts import held_out_prompts
 from kubetune.trainer.dataset import PaddingCollator, build_dataset
 from kubetune.trainer.errors import ConfigError
 from kubetune.trainer.evaluation import evaluation_metrics, generate_answers
@@ -286,6 +287,7 @@ def run_training(config: TrainingConfig, config_path: Path, reporter: ProgressRe
         artifacts=artifacts,
         lineage=lineage,
         final_step=trainer.state.global_step,
+        test_prompts=held_out_prompts(splits.test) or None,
     )
 
 
