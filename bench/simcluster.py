@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from kubetune.builders.common import LABEL_JOB, LABEL_ROLE
-from kubetune.devcluster.controlplane import ControlPlane, find_binary
+from kubetune.devcluster.controlplane import ControlPlane, run_kubectl
 from kubetune.devcluster.kwok import KwokController, gpu_nodes
 from kubetune.kube.client import USER_AGENT, KubeClient, load_credentials
 
@@ -72,14 +72,7 @@ class SimCluster:
 
     def kubectl(self, *args: str, input: str | None = None) -> str:
         assert self.plane is not None
-        proc = subprocess.run(
-            [str(find_binary("kubectl")), *args],
-            input=input,
-            text=True,
-            capture_output=True,
-            env=self.plane.kubectl_env(),
-            check=False,
-        )
+        proc = run_kubectl(self.plane.kubeconfig, *args, input=input)
         if proc.returncode != 0:
             raise RuntimeError(f"kubectl {' '.join(args)}: {proc.stderr}")
         return proc.stdout

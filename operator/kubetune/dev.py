@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from kubetune.devcluster.controlplane import ControlPlane, find_binary
+from kubetune.devcluster.controlplane import ControlPlane, run_kubectl
 from kubetune.devcluster.kwok import KwokController, dev_volume, gpu_nodes
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,15 +37,10 @@ DEV_OVERRIDES = json.dumps(
 def kubectl(
     *args: str, check: bool = True, capture: bool = False, input: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "KUBECONFIG": str(KUBECONFIG)}
-    return subprocess.run(
-        [str(find_binary("kubectl")), *args],
-        env=env,
-        check=check,
-        text=True,
-        capture_output=capture,
-        input=input,
-    )
+    proc = run_kubectl(KUBECONFIG, *args, input=input, capture=capture, timeout=300)
+    if check:
+        proc.check_returncode()
+    return proc
 
 
 def _alive(pid: int) -> bool:

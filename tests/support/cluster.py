@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from kubetune.devcluster.controlplane import ControlPlane, find_binary
+from kubetune.devcluster.controlplane import ControlPlane, run_kubectl
 
 REPO = Path(__file__).resolve().parents[2]
 CRDS = REPO / "crds"
@@ -30,15 +29,7 @@ class Kube:
     def kubectl(
         self, *args: str, input: str | None = None, check: bool = True, kubeconfig: Path | None = None
     ) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "KUBECONFIG": str(kubeconfig or self.kubeconfig)}
-        proc = subprocess.run(
-            [str(find_binary("kubectl")), *args],
-            input=input,
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=120,
-        )
+        proc = run_kubectl(kubeconfig or self.kubeconfig, *args, input=input)
         if check and proc.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
         return proc

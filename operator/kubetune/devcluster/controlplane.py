@@ -51,6 +51,21 @@ def find_binary(name: str) -> Path:
     return path
 
 
+def run_kubectl(
+    kubeconfig: Path, *args: str, input: str | None = None, capture: bool = True, timeout: float = 120.0
+) -> subprocess.CompletedProcess[str]:
+    """The Go-built kubectl against `kubeconfig`; the caller decides what a non-zero exit means."""
+    return subprocess.run(
+        [str(find_binary("kubectl")), *args],
+        input=input,
+        capture_output=capture,
+        text=True,
+        env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+        timeout=timeout,
+        check=False,
+    )
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -397,6 +412,3 @@ class ControlPlane:
             self.stop_process(name)
         if remove:
             shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def kubectl_env(self) -> dict[str, str]:
-        return {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
