@@ -12,3 +12,9 @@ RECONCILE_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 OBJECTS = Gauge("kubetune_objects", "Objects by kind and phase, as last reconciled.", ["kind", "phase"])
+SYNTHETIC_REQUESTS = Counter(
+    "kubetune_synthetic_requests_total",
+    "Synthetic canary-analysis requests sent, by variant and HTTP status (error: no response; "
+    "skipped: too many still in flight).",
+    ["variant", "result"],
+)

@@ -22,6 +22,7 @@ from kubetune.analysis.prometheus import PrometheusClient
 from kubetune.analysis.run import analyze
 from kubetune.api.modeldeployment import Canary, CanaryAnalysis, CanaryStatus, ModelSource, Variant
 from kubetune.api.routerconfig import RouterConfig, RouterVariant
+from kubetune.serving.synthetic import SyntheticLoad, generate
 from kubetune.status.canary import CanaryOutcome, CanaryPlan, plan_canary
 
 pytestmark = pytest.mark.slow
@@ -119,11 +120,38 @@ async def drive_traffic(harness: RouterHarness, stop: asyncio.Event) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
+async def trickle_with_synthetic_fill(harness: RouterHarness, stop: asyncio.Event) -> None:
+    """One user request every 2 s (never 20 in a 4 s window) plus the operator's synthetic generator."""
+    load = SyntheticLoad(
+        url=harness.url + "/v1",
+        variants=("stable", "canary"),
+        prompts=("eval one", "eval two"),
+        requests_per_second=10,
+    )
+    generator = asyncio.create_task(generate(load, harness.session))
+    try:
+        await trickle(harness, stop)
+    finally:
+        generator.cancel()
+        await asyncio.gather(generator, return_exceptions=True)
+
+
+async def trickle(harness: RouterHarness, stop: asyncio.Event) -> None:
+    index = 0
+    while not stop.is_set():
+        await harness.chat(headers={"x-user-id": f"user-{index}"})
+        index += 1
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=2)
+
+
 async def run_canary(
     tmp_path: Path,
     canary_backend: FakeOpenAI,
     analysis: CanaryAnalysis,
     on_plan: Callable[[CanaryPlan], None],
+    traffic: Callable[[RouterHarness, asyncio.Event], Coroutine[Any, Any, None]] = drive_traffic,
+    deadline_s: float = 240,
 ) -> CanaryPlan:
     stable_backend = await FakeOpenAI("stable", latency_s=0.005).start()
     await canary_backend.start()
@@ -145,20 +173,24 @@ async def run_canary(
             variants=(
                 RouterVariant(name="stable", weight=weights["stable"], endpoints=(stable_backend.url,)),
                 RouterVariant(name="canary", weight=weights["canary"], endpoints=(canary_backend.url,)),
-            )
+            ),
+            model_deployment="chat",
         )
 
     harness = await start_router(router_config({"stable": 100, "canary": 0}), tmp_path / "router.json")
     stop = asyncio.Event()
-    traffic = asyncio.create_task(drive_traffic(harness, stop))
+    driver = asyncio.create_task(traffic(harness, stop))
     try:
         async with prometheus(f"127.0.0.1:{harness.server.port}", tmp_path) as prom_url:
             client = PrometheusClient(prom_url, harness.session)
             status: CanaryStatus | None = None
             loop = asyncio.get_running_loop()
-            deadline = loop.time() + 240
+            deadline = loop.time() + deadline_s
+            last: CanaryPlan | None = None
             while True:
-                assert loop.time() < deadline, f"canary stuck at {status}"
+                if loop.time() > deadline:
+                    assert last is not None, "no plan before the deadline"
+                    return last
                 now = datetime.now(UTC)
                 args: dict[str, Any] = {"now": now, "canary_ready_replicas": 1, "shared_base": True}
                 plan = plan_canary(spec, *variants, status, **args)
@@ -169,7 +201,8 @@ async def run_canary(
                         canary="canary",
                         stable="stable",
                         window_s=plan.analysis_window_s,
-                        labels={"job": JOB},
+                        # As the operator filters: the router's own constant label.
+                        labels={"job": JOB, "model_deployment": "chat"},
                     )
                     plan = plan_canary(spec, *variants, status, analysis=result, **args)
                 on_plan(plan)
@@ -180,13 +213,13 @@ async def run_canary(
                         return await harness.loaded_weights() == weights
 
                     await aeventually(applied, interval=0.05, message="router did not load the weights")
-                status = plan.status
+                status, last = plan.status, plan
                 if plan.outcome is not CanaryOutcome.PROGRESSING:
                     return plan
                 await asyncio.sleep(0.25)
     finally:
         stop.set()
-        await traffic
+        await driver
         await harness.session.close()
         await harness.server.close()
         await stable_backend.close()
@@ -240,3 +273,38 @@ async def test_healthy_canary_promotes_through_all_steps(tmp_path: Path) -> None
     checked = {r.metric for r in plan.status.last_analysis}
     assert {"errorRate", "p95LatencyMs", "ttftP95Ms"} <= checked
     assert all(r.passed and r.samples >= 20 for r in plan.status.last_analysis if r.metric == "errorRate")
+
+
+LOW_TRAFFIC = CanaryAnalysis(prometheus_url="http://unused", max_error_rate=0.01, min_requests=20)
+
+
+async def test_low_traffic_canary_waits_for_samples(tmp_path: Path) -> None:
+    """The control for the next test: a trickle of users alone never gives a verdict."""
+    plans: list[CanaryPlan] = []
+    plan = await run_canary(
+        tmp_path, FakeOpenAI("canary", latency_s=0.005), LOW_TRAFFIC, plans.append, trickle, deadline_s=20
+    )
+    assert plan.outcome is CanaryOutcome.PROGRESSING
+    assert plan.weights == {"stable": 90, "canary": 10}
+    waiting = [p for p in plans if "of 20 requests for a verdict" in p.message]
+    assert waiting, [p.message for p in plans]
+
+
+async def test_synthetic_traffic_fills_a_low_traffic_canary_to_promotion(tmp_path: Path) -> None:
+    canary_backend = FakeOpenAI("canary", latency_s=0.005)
+    weights_seen: list[int] = []
+    plan = await run_canary(
+        tmp_path,
+        canary_backend,
+        LOW_TRAFFIC,
+        lambda p: weights_seen.append(p.weights["canary"]),
+        trickle_with_synthetic_fill,
+    )
+    assert plan.outcome is CanaryOutcome.PROMOTED, plan.message
+    assert sorted(set(weights_seen)) == [10, 25, 50, 100]
+    (error_rate,) = [r for r in plan.status.last_analysis if r.metric == "errorRate"]
+    assert error_rate.samples >= 20
+    # The samples came from the held-out prompts, pinned and marked by the generator.
+    synthetic = [r for r in canary_backend.requests if r["body"]["messages"][0]["content"].startswith("eval")]
+    assert len(synthetic) >= 20
+    assert all(r["body"]["stream"] is True for r in synthetic)

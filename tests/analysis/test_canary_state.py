@@ -211,12 +211,16 @@ def test_gpu_footprint_moves_with_weight_within_max_surge(
 
 def test_shared_base_adapters_move_weight_only() -> None:
     spec = canary()
-    plan = step(spec, None, T0, ready=0, shared=True, replicas=(3, 3))
+    # Until one pod of the shared base is ready (and its smoke test passed), no weight moves.
+    waiting = step(spec, None, T0, ready=0, shared=True, replicas=(3, 3))
+    assert waiting.weights == {"stable": 100, "canary": 0}
+    assert waiting.replicas == {"stable": 3, "canary": 3}
+    plan = step(spec, None, T0, ready=1, shared=True, replicas=(3, 3))
     assert plan.weights == {"stable": 90, "canary": 10}
     assert plan.replicas == {"stable": 3, "canary": 3}
     now = T0
     while plan.outcome is CanaryOutcome.PROGRESSING:
         now += timedelta(minutes=1)
-        plan = step(spec, plan.status, now, Verdict.PASSED, ready=0, shared=True, replicas=(3, 3))
+        plan = step(spec, plan.status, now, Verdict.PASSED, ready=1, shared=True, replicas=(3, 3))
         assert plan.replicas == {"stable": 3, "canary": 3}
     assert plan.outcome is CanaryOutcome.PROMOTED

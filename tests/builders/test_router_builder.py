@@ -134,3 +134,25 @@ def test_weights_read_back_count_only_routable_variants(
 )
 def test_missing_or_invalid_config_reads_as_no_weights(configmap: dict[str, Any] | None) -> None:
     assert routed_weights(router_config_of(configmap)) == {}
+
+
+def test_served_by_variants_route_to_their_hosts_pods_under_the_adapter_name() -> None:
+    mdep = model_deployment(
+        [
+            {
+                "name": "base",
+                "model": URI,
+                "adapters": [{"name": "a1", "uri": "pvc://a/1"}, {"name": "a2", "uri": "pvc://a/2"}],
+            },
+            {"name": "v1", "servedBy": {"variant": "base", "adapter": "a1"}, "weight": 80},
+            {"name": "v2", "servedBy": {"variant": "base", "adapter": "a2"}, "weight": 20},
+        ]
+    )
+    config = build_router_config(mdep, {"v1": 80, "v2": 20}, {"base": True, "v1": True, "v2": True})
+    by_name = {v.name: v for v in config.variants}
+    host = "http://chat-vllm-base.ml.svc:8000"
+    assert [(by_name[n].endpoints, by_name[n].served_model, by_name[n].weight) for n in ("v1", "v2")] == [
+        ((host,), "a1", 80),
+        ((host,), "a2", 20),
+    ]
+    assert by_name["base"].weight == 0

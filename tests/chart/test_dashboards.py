@@ -105,3 +105,16 @@ def test_every_query_parses(name: str, tmp_path: Path) -> None:
     exprs = [expand_grafana(e) for p in load(name)["panels"] for e in queries(p)]
     result = check_expressions(exprs, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_router_panels_show_user_traffic_of_the_selected_deployment() -> None:
+    """Synthetic analysis requests are labelled source="synthetic": user-facing panels leave them out."""
+    dashboard = load("kubetune-serving.json")
+    router_queries = [q for panel in dashboard["panels"] for q in queries(panel) if "kubetune_router_" in q]
+    assert router_queries
+    for query in router_queries:
+        for selector in query.split("kubetune_router_")[1:]:
+            assert 'source="user"' in selector.split("}")[0], query
+            assert 'model_deployment=~"$deployment"' in selector.split("}")[0], query
+    variables = [v["name"] for v in dashboard["templating"]["list"]]
+    assert variables.index("namespace") < variables.index("deployment") < variables.index("variant")

@@ -225,9 +225,16 @@ def test_networkpolicy_and_custom_images(rendered: dict[str, Rendered]) -> None:
             ],
         }
     ]
-    api, dns, extra = policy["egress"]
+    api, dns, serving, extra = policy["egress"]
     assert api == {"ports": [{"port": 6443, "protocol": "TCP"}], "to": [{"ipBlock": {"cidr": "10.0.0.1/32"}}]}
     assert {(p["port"], p["protocol"]) for p in dns["ports"]} == {(53, "UDP"), (53, "TCP")}
+    # Smoke tests reach vLLM pods, synthetic canary traffic the routers, in any namespace.
+    assert {p["port"] for p in serving["ports"]} == {8000, 8080}
+    (peer,) = serving["to"]
+    assert peer["namespaceSelector"] == {}
+    assert peer["podSelector"]["matchExpressions"] == [
+        {"key": "kubetune.io/role", "operator": "In", "values": ["vllm", "router"]}
+    ]
     assert extra["ports"] == [{"port": 9090, "protocol": "TCP"}]
 
     operator = container(chart)

@@ -36,6 +36,19 @@ VALID_MDEP: dict[str, Any] = {
     },
 }
 CANARY = {"stableVariant": "a", "canaryVariant": "b", "steps": [10, 50, 100]}
+VALID_SHARED_BASE: dict[str, Any] = {
+    **VALID_MDEP,
+    "spec": {
+        "variants": [
+            {
+                "name": "base",
+                "model": {"uri": "Qwen/Qwen2.5-0.5B"},
+                "adapters": [{"name": "x", "uri": "pvc://a/x"}],
+            },
+            {"name": "a", "servedBy": {"variant": "base", "adapter": "x"}, "weight": 100},
+        ]
+    },
+}
 
 
 def mutate(base: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
@@ -150,6 +163,36 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
         mutate(VALID_MDEP, "spec.traffic", {"provider": "istio"}),
         "spec.traffic.provider",
     ),
+    (
+        "servedBy with a model too",
+        mutate(VALID_SHARED_BASE, "spec.variants.1.model", {"uri": "a/b"}),
+        'spec.variants[1]: Invalid value: "object": set exactly one of model or servedBy',
+    ),
+    (
+        "variant with neither model nor servedBy",
+        mutate(VALID_SHARED_BASE, "spec.variants.1.servedBy", DELETE),
+        "set exactly one of model or servedBy",
+    ),
+    (
+        "servedBy with adapters of its own",
+        mutate(VALID_SHARED_BASE, "spec.variants.1.adapters", [{"name": "y", "uri": "pvc://a/y"}]),
+        "spec.variants[1].adapters",
+    ),
+    (
+        "servedBy names an unknown adapter",
+        mutate(VALID_SHARED_BASE, "spec.variants.1.servedBy.adapter", "nope"),
+        "spec.variants: Invalid value",
+    ),
+    (
+        "servedBy names a variant without pods",
+        mutate(VALID_SHARED_BASE, "spec.variants.1.servedBy.variant", "a"),
+        "servedBy must name a variant with its own model",
+    ),
+    (
+        "servedBy behind an HTTPRoute",
+        mutate(VALID_SHARED_BASE, "spec.traffic", {"provider": "gateway-api"}),
+        "spec.traffic.provider",
+    ),
 ]
 
 
@@ -173,7 +216,8 @@ def test_invalid_specs_are_rejected_naming_the_field(
 
 def test_valid_base_manifests_are_accepted(kube: Kube, namespace: str) -> None:
     """Guards the table above: each case fails for its mutation, not for a broken base."""
-    for manifest in (VALID_FTJ, VALID_MDEP, mutate(VALID_MDEP, "spec.traffic", {"canary": CANARY})):
+    with_canary = mutate(VALID_MDEP, "spec.traffic", {"canary": CANARY})
+    for manifest in (VALID_FTJ, VALID_MDEP, with_canary, VALID_SHARED_BASE):
         kube.kubectl("create", "--dry-run=server", "-n", namespace, "-f", "-", input=yaml.safe_dump(manifest))
 
 

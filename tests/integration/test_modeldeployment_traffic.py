@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -270,6 +271,81 @@ def test_canary_steps_move_router_weights_and_replicas(
     assert "Promoted" in reasons
 
 
+def test_adapter_variants_on_a_shared_base_roll_out_by_weight_alone(
+    kube: Kube, namespace: str, gpu_nodes: str, openai_servers: dict[str, str]
+) -> None:
+    """Two servedBy variants in one base's pods: the canary moves router weight and nothing else.
+
+    The resync is ten minutes, so only the reconciler's own requeue (the step interval) can move the
+    canary from 50% to 100% within the test's timeout.
+    """
+    base = on_test_node("base", replicas=2)
+    base["adapters"] = [
+        {"name": "a1", "uri": "hf://org/adapter-1"},
+        {"name": "a2", "uri": "hf://org/adapter-2"},
+    ]
+    obj = md(
+        "sb",
+        [
+            base,
+            {"name": "v1", "servedBy": {"variant": "base", "adapter": "a1"}},
+            {"name": "v2", "servedBy": {"variant": "base", "adapter": "a2"}},
+        ],
+        traffic={
+            "canary": {"stableVariant": "v1", "canaryVariant": "v2", "steps": [50, 100], "interval": "3s"}
+        },
+    )
+    good = openai_servers["good"]
+    kube.apply(with_smoke_urls(obj, {"base": good, "v1": good, "v2": good}), namespace)
+    serving = "kubetune.io/deployment=sb,kubetune.io/role=vllm"
+
+    def serving_deployments() -> list[dict[str, Any]]:
+        out = kube.kubectl("get", "deployments", "-n", namespace, "-l", serving, "-o", "json").stdout
+        return list(json.loads(out)["items"])
+
+    with running_operator(kube, namespace, resync_seconds=600, extra_env=ENV):
+        eventually(
+            lambda: (
+                router_variants(kube, "sb", namespace)
+                == {"base": (0, True), "v1": (50, True), "v2": (50, True)}
+            ),
+            timeout=90,
+            message="step 50%",
+        )
+        (at_first_step,) = serving_deployments()
+        eventually(
+            lambda: (
+                router_variants(kube, "sb", namespace)
+                == {"base": (0, True), "v1": (0, True), "v2": (100, True)}
+            ),
+            timeout=30,
+            message="promoted by the requeue after the 3 s interval (the resync is 600 s)",
+        )
+        mdep = eventually(
+            lambda: (
+                (m := get(kube, "modeldeployment", "sb", namespace))
+                and any(c["type"] == "Promoted" and c["status"] == "True" for c in m["status"]["conditions"])
+                and m
+            ),
+            timeout=30,
+            message="Promoted condition",
+        )
+        (after,) = serving_deployments()
+    # One set of pods throughout: no canary Deployment, the base neither resized nor re-templated.
+    assert after["metadata"]["name"] == "sb-vllm-base"
+    assert after["spec"]["replicas"] == 2
+    assert after["metadata"]["generation"] == at_first_step["metadata"]["generation"]
+    config = json.loads(get(kube, "configmap", "sb-router", namespace)["data"]["router.json"])  # type: ignore[index]
+    routed = {v["name"]: (v["endpoints"], v.get("servedModel")) for v in config["variants"]}
+    host = [f"http://sb-vllm-base.{namespace}.svc:8000"]
+    assert routed["v1"] == (host, "a1")
+    assert routed["v2"] == (host, "a2")
+    by_name = {v["name"]: v for v in mdep["status"]["variants"]}
+    assert by_name["v2"]["readyReplicas"] == 2
+    assert by_name["v2"]["modelUri"] == "hf://org/adapter-2"
+    assert variant_condition(mdep, "v2", "SmokeTestPassed")["status"] == "True"  # type: ignore[index]
+
+
 @pytest.fixture
 def httproute_crd(kube: Kube) -> Iterator[None]:
     path = GOMOD / GATEWAY_API / HTTPROUTE_CRD
@@ -342,6 +418,30 @@ class _Prometheus(BaseHTTPRequestHandler):
         pass
 
 
+class _RecordingRouter(_Chat):
+    """Stands in for the router: answers like a backend and records who asked for which variant."""
+
+    seen: list[tuple[str | None, str | None]] = []
+
+    def do_POST(self) -> None:
+        self.seen.append((self.headers.get("x-kubetune-variant"), self.headers.get("x-kubetune-synthetic")))
+        super().do_POST()
+
+
+@pytest.fixture
+def recording_router() -> Iterator[tuple[str, list[tuple[str | None, str | None]]]]:
+    seen: list[tuple[str | None, str | None]] = []
+    handler = type("Recorder", (_RecordingRouter,), {"seen": seen})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.fixture
 def failing_canary_metrics() -> Iterator[str]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Prometheus)
@@ -355,24 +455,35 @@ def failing_canary_metrics() -> Iterator[str]:
 
 
 def test_failed_analysis_rolls_the_canary_back(
-    kube: Kube, namespace: str, gpu_nodes: str, openai_servers: dict[str, str], failing_canary_metrics: str
+    kube: Kube,
+    namespace: str,
+    gpu_nodes: str,
+    openai_servers: dict[str, str],
+    failing_canary_metrics: str,
+    recording_router: tuple[str, list[tuple[str | None, str | None]]],
 ) -> None:
+    router_url, synthetic_seen = recording_router
     canary = {
         "stableVariant": "stable",
         "canaryVariant": "canary",
         "steps": [25, 100],
         "interval": "2s",
         "failureLimit": 1,
-        "analysis": {"prometheusUrl": failing_canary_metrics, "maxErrorRate": 0.01, "minRequests": 10},
+        "analysis": {
+            "prometheusUrl": failing_canary_metrics,
+            "maxErrorRate": 0.01,
+            "minRequests": 10,
+            "syntheticTraffic": {"enabled": True, "requestsPerSecond": 5},
+        },
     }
     obj = md(
         "rb",
         [on_test_node("stable"), on_test_node("canary", uri="hf://Qwen/Qwen2.5-0.5B-Instruct")],
         traffic={"canary": canary},
     )
-    kube.apply(
-        with_smoke_urls(obj, {"stable": openai_servers["good"], "canary": openai_servers["good"]}), namespace
-    )
+    with_smoke_urls(obj, {"stable": openai_servers["good"], "canary": openai_servers["good"]})
+    obj["metadata"]["annotations"]["kubetune.io/synthetic-traffic-url"] = router_url
+    kube.apply(obj, namespace)
     with running_operator(kube, namespace, extra_env=ENV):
         eventually(lambda: router_variants(kube, "rb", namespace).get("canary") == (25, True), timeout=90)
         mdep = eventually(
@@ -399,6 +510,13 @@ def test_failed_analysis_rolls_the_canary_back(
             lambda: get(kube, "modeldeployment", "rb", namespace)["status"]["phase"] == "Available",
             message="phase Available on the stable variant after the rollback",
         )
+        # While the canary was analysed the operator sent marked requests pinned to both variants;
+        # a rolled-back canary needs no samples, so they stopped.
+        sent = len(synthetic_seen)
+        time.sleep(2)
+        assert len(synthetic_seen) == sent
+    assert {variant for variant, _ in synthetic_seen} == {"stable", "canary"}
+    assert {marker for _, marker in synthetic_seen} == {"1"}
     condition = next(c for c in mdep["status"]["conditions"] if c["type"] == "CanaryRolledBack")
     assert condition["reason"] == "AnalysisFailed"
     assert "errorRate=0.2 > 0.01 over 120 requests" in condition["message"]

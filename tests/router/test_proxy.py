@@ -210,3 +210,20 @@ async def test_upstream_dying_mid_stream_truncates_and_counts_502(
     text = await harness.metrics()
     assert 'kubetune_router_requests_total{code="502",source="user",variant="stable"} 1.0' in text
     assert 'kubetune_router_upstream_errors_total{kind="stream",variant="stable"} 1.0' in text
+
+
+async def test_series_carry_the_model_deployment_and_the_traffic_source(
+    backend: BackendFactory, router: RouterFactory
+) -> None:
+    a, b = await backend("stable"), await backend("canary")
+    config = two_variants(a.url, b.url, 100, 0).model_copy(update={"model_deployment": "chat"})
+    harness = await router(config)
+    await harness.chat({"x-user-id": "u1"})
+    status, _, served_by = await harness.chat({"x-kubetune-variant": "canary", "x-kubetune-synthetic": "1"})
+    assert (status, served_by) == (200, "canary")
+    text = await harness.metrics()
+    requests = 'kubetune_router_requests_total{code="200",model_deployment="chat",'
+    assert requests + 'source="user",variant="stable"} 1.0' in text
+    assert requests + 'source="synthetic",variant="canary"} 1.0' in text
+    assert 'kubetune_router_variant_weight{model_deployment="chat",variant="stable"} 100.0' in text
+    assert 'source="user",variant="canary"' not in text

@@ -13,7 +13,7 @@ from tests.serving.objects import UID, finetunejob
 from kubetune.api.modeldeployment import ModelDeployment
 from kubetune.builders.modeldeployment import build_variant_children
 from kubetune.serving.metrics import REQUIRED_VLLM_METRICS, exposed_metric_names, missing_metrics
-from kubetune.serving.resolution import referenced_finetunejobs, resolve_variant_model
+from kubetune.serving.resolution import referenced_finetunejobs, resolve_variants
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((REPO / "examples").glob("modeldeployment-*.yaml"))
@@ -21,11 +21,12 @@ CHART = REPO / "charts" / "kubetune"
 VLLM_NAME = re.compile(r"vllm:[a-z0-9_:]+")
 
 
-def test_both_examples_exist() -> None:
+def test_examples_exist() -> None:
     assert [p.name for p in EXAMPLES] == [
         "modeldeployment-from-finetunejob.yaml",
         "modeldeployment-gateway.yaml",
         "modeldeployment-lora-adapters.yaml",
+        "modeldeployment-shared-base-canary.yaml",
     ]
 
 
@@ -34,19 +35,21 @@ def test_example_validates_and_renders(path: Path) -> None:
     obj: dict[str, Any] = yaml.safe_load(path.read_text())
     mdep = ModelDeployment.model_validate(obj)
     obj["metadata"] |= {"namespace": "default", "uid": UID}
+    jobs = {
+        name: finetunejob(
+            name,
+            "Succeeded",
+            artifacts={"adapterUri": f"pvc://out/{name}/adapter", "baseModelUri": "pvc://models/base"},
+        )
+        for variant in mdep.spec.variants
+        for name in referenced_finetunejobs(variant)
+    }
+    resolutions = resolve_variants(mdep.spec.variants, jobs)
     for variant in mdep.spec.variants:
-        jobs = {
-            name: finetunejob(
-                name,
-                "Succeeded",
-                artifacts={"adapterUri": f"pvc://out/{name}/adapter", "baseModelUri": "pvc://models/base"},
-            )
-            for name in referenced_finetunejobs(variant)
-        }
-        resolution = resolve_variant_model(variant, jobs)
-        assert resolution.ready, resolution.message
-        kinds = [c["kind"] for c in build_variant_children(obj, variant, resolution)]
-        assert kinds[:2] == ["Deployment", "Service"]
+        assert resolutions[variant.name].ready, resolutions[variant.name].message
+        if variant.served_by is None:
+            kinds = [c["kind"] for c in build_variant_children(obj, variant, resolutions[variant.name])]
+            assert kinds[:2] == ["Deployment", "Service"]
 
 
 def chart_vllm_names() -> set[str]:

@@ -9,11 +9,13 @@ from tests.serving.objects import finetunejob, variant
 
 from kubetune.api.conditions import Reason
 from kubetune.api.finetunejob import FineTuneJob
+from kubetune.api.modeldeployment import Variant
 from kubetune.serving.resolution import (
     LoraModule,
     ResolutionState,
     referenced_finetunejobs,
     resolve_variant_model,
+    resolve_variants,
     served_model_name,
 )
 
@@ -243,3 +245,38 @@ def test_held_out_prompts_of_the_job_are_carried(fields: dict[str, Any], expecte
     job["status"]["testPrompts"] = ["What is 2+2?", "Say hi."]
     resolution = resolve_variant_model(variant("a", **fields), {"sft": job})
     assert resolution.test_prompts == expected
+
+
+SHARED_BASE = [
+    variant(
+        "base",
+        adapters=[
+            {"name": "support-v1", "uri": "pvc://adapters/v1"},
+            {"name": "support-v2", "finetuneJobRef": {"name": "sft"}},
+        ],
+    ),
+    Variant.model_validate({"name": "v1", "servedBy": {"variant": "base", "adapter": "support-v1"}}),
+    Variant.model_validate({"name": "v2", "servedBy": {"variant": "base", "adapter": "support-v2"}}),
+]
+
+
+def test_served_by_variant_is_its_hosts_adapter_judged_by_the_adapters_job() -> None:
+    job = finetunejob("sft", "Succeeded", artifacts=ADAPTER_ONLY, lineage=LINEAGE, metrics={"rougeL": 0.6})
+    resolutions = resolve_variants(SHARED_BASE, {"sft": job})
+    assert resolutions["base"].ready
+    v1, v2 = resolutions["v1"], resolutions["v2"]
+    assert (v1.model_uri, v1.lora_modules, v1.metrics) == ("pvc://adapters/v1", (), None)
+    assert v2.model_uri == "pvc://out/sft/adapter"
+    assert v2.metrics is not None
+    assert v2.metrics.rouge_l == 0.6
+    assert v2.lineage == {"finetuneJob": "sft", **LINEAGE}
+    assert "in variant base's pods" in v2.message
+
+
+def test_served_by_variant_waits_with_its_host() -> None:
+    resolutions = resolve_variants(SHARED_BASE, {"sft": finetunejob("sft", "Running")})
+    assert resolutions["base"].state is ResolutionState.WAITING
+    # v1's own adapter is a URI, but its pods are the host's: it waits too, saying why.
+    assert resolutions["v1"].state is ResolutionState.WAITING
+    assert resolutions["v1"].message.startswith("served by variant base: FineTuneJob sft is Running")
+    assert referenced_finetunejobs(SHARED_BASE[1]) == []

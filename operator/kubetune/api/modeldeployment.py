@@ -153,11 +153,40 @@ class Autoscaling(KubeModel):
     )
 
 
+class ServedBy(KubeModel):
+    """One of another variant's LoRA adapters, taking traffic as a variant of its own."""
+
+    variant: str = Field(max_length=40, description="The variant whose vLLM pods load the adapter.")
+    adapter: str = Field(max_length=63, description="Name of one of that variant's `adapters`.")
+
+
 class Variant(KubeModel):
-    """One servable model: a vLLM Deployment and Service, or adapters on a shared base."""
+    """One servable model: a vLLM Deployment and Service, or an adapter in another variant's pods."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("has(self.model) != has(self.servedBy)", "set exactly one of model or servedBy"),
+                cel(
+                    "!has(self.servedBy) || !has(self.adapters) || size(self.adapters) == 0",
+                    "a variant served by another variant's pods has no adapters of its own",
+                    fieldPath=".adapters",
+                ),
+            ]
+        }
+    )
 
     name: str = Field(max_length=40, pattern=DNS_LABEL_PATTERN, description="Variant name (DNS label).")
-    model: ModelSource = Field(description="What to serve.")
+    model: ModelSource | None = Field(
+        default=None, description="What to serve in this variant's own vLLM pods."
+    )
+    served_by: ServedBy | None = Field(
+        default=None,
+        description=(
+            "Serve one of another variant's adapters instead of pods of its own: the router rewrites "
+            "`model` to the adapter, and a canary between variants on one base moves weight only."
+        ),
+    )
     adapters: list[Adapter] = Field(
         default_factory=list,
         max_length=32,
@@ -299,6 +328,18 @@ DEPLOYMENT_RULES: list[JsonValue] = [
         "traffic.canary.stableVariant and canaryVariant must name two different variants",
         fieldPath=".traffic.canary",
     ),
+    cel(
+        "self.variants.all(v, !has(v.servedBy) || self.variants.exists(h, h.name == v.servedBy.variant && "
+        "has(h.model) && has(h.adapters) && h.adapters.exists(a, a.name == v.servedBy.adapter)))",
+        "servedBy must name a variant with its own model and one of that variant's adapters",
+        fieldPath=".variants",
+    ),
+    cel(
+        "!has(self.traffic) || self.traffic.provider != 'gateway-api' || "
+        "self.variants.all(v, !has(v.servedBy))",
+        "servedBy variants need traffic.provider router: an HTTPRoute cannot rewrite the request's model",
+        fieldPath=".traffic.provider",
+    ),
 ]
 
 
@@ -317,6 +358,13 @@ class ModelDeploymentSpec(KubeModel):
     smoke_test: SmokeTest = Field(default_factory=SmokeTest, description="Pre-traffic smoke test.")
     metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Prometheus integration.")
     image: ImageOverrides | None = Field(default=None, description="vLLM image override.")
+
+    def pods_of(self, variant_name: str) -> str:
+        """The variant whose vLLM pods serve `variant_name`: itself, or the one it is servedBy."""
+        for variant in self.variants:
+            if variant.name == variant_name and variant.served_by is not None:
+                return variant.served_by.variant
+        return variant_name
 
 
 class Phase(StrEnum):

@@ -76,6 +76,11 @@ class RouterConfig(KubeModel):
     model_config = ConfigDict(frozen=True)
 
     variants: tuple[RouterVariant, ...] = Field(min_length=1, max_length=16, description="Traffic targets.")
+    model_deployment: str | None = Field(
+        default=None,
+        max_length=253,
+        description="The ModelDeployment this router fronts: a constant model_deployment label on metrics.",
+    )
     sticky_header: str | None = Field(
         default="x-user-id",
         max_length=128,

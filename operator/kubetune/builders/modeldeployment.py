@@ -133,7 +133,7 @@ def _secret_env(name: str, secret: str, key: str, *, optional: bool = False) -> 
 
 def _credential_env(variant: Variant, uris: list[StorageUri]) -> list[dict[str, Any]]:
     """HF token or AWS keys from variant.model.secretRef (the Secret conventions of FineTuneJob)."""
-    ref = variant.model.secret_ref
+    ref = variant.model.secret_ref if variant.model is not None else None
     if ref is None:
         return []
     env: list[dict[str, Any]] = []

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from kubetune.api.common import GROUP
-from kubetune.api.modeldeployment import ModelDeploymentSpec
+from kubetune.api.modeldeployment import ModelDeploymentSpec, Variant
 from kubetune.api.routerconfig import CONFIG_FILE_NAME, RouterConfig, RouterVariant, parse_router_config
 from kubetune.builders.common import (
     LABEL_DEPLOYMENT,
@@ -101,6 +101,12 @@ def _meta(mdep: Mapping[str, Any], annotations: Mapping[str, str] | None = None)
     )
 
 
+def _served_model(variant: Variant) -> str | None:
+    if variant.served_by is not None:
+        return variant.served_by.adapter
+    return None if variant.adapters else variant.name
+
+
 def build_router_config(
     mdep: Mapping[str, Any], weights: Mapping[str, int], ready: Mapping[str, bool]
 ) -> RouterConfig:
@@ -109,20 +115,22 @@ def build_router_config(
     A variant without its own adapters is always asked for by its name (the name vLLM serves it under,
     base or fine-tuned adapter), so the router rewrites `model`: clients send one model name whichever
     variant they land on. A variant that serves extra adapters keeps the client's `model`, which picks
-    the adapter.
+    the adapter. A servedBy variant is its adapter's name in its host's pods.
     """
     spec = ModelDeploymentSpec.model_validate(mdep["spec"])
     variants = tuple(
         RouterVariant(
             name=v.name,
             weight=weights.get(v.name, 0),
-            endpoints=(variant_upstream(mdep, v.name),),
-            served_model=None if v.adapters else v.name,
+            endpoints=(variant_upstream(mdep, spec.pods_of(v.name)),),
+            served_model=_served_model(v),
             ready=ready.get(v.name, False),
         )
         for v in spec.variants
     )
-    return RouterConfig(variants=variants, sticky_header=spec.traffic.sticky_header)
+    return RouterConfig(
+        variants=variants, sticky_header=spec.traffic.sticky_header, model_deployment=_name(mdep)
+    )
 
 
 def build_router_configmap(
@@ -229,7 +237,7 @@ def build_router_pdb(mdep: Mapping[str, Any], settings: RouterSettings) -> Manif
 
 
 def build_router_pod_monitor(mdep: Mapping[str, Any]) -> Manifest:
-    """Scrape the routers; their series gain `model_deployment` like vLLM's (analysis filters on it)."""
+    """Scrape the routers (their series carry `model_deployment` themselves, from the config)."""
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PodMonitor",
@@ -241,13 +249,6 @@ def build_router_pod_monitor(mdep: Mapping[str, Any]) -> Manifest:
                     "port": PORT_NAME,
                     "path": "/metrics",
                     "interval": "15s",
-                    "relabelings": [
-                        {
-                            "sourceLabels": ["__meta_kubernetes_pod_label_kubetune_io_deployment"],
-                            "targetLabel": "model_deployment",
-                            "action": "replace",
-                        }
-                    ],
                 }
             ],
         },

@@ -9,7 +9,7 @@ import kopf
 from kubetune.api.common import GROUP, VERSION
 from kubetune.api.modeldeployment import KIND, PLURAL
 from kubetune.handlers import resync, runtime
-from kubetune.reconcile import modeldeployment
+from kubetune.reconcile import modeldeployment, synthetic
 
 resync.register(KIND, modeldeployment.reconcile)
 
@@ -24,8 +24,11 @@ async def reconcile_modeldeployment(body: kopf.Body, memo: kopf.Memo, **_: Any) 
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
 async def forget_modeldeployment(name: str, namespace: str | None, **_: Any) -> None:
     runtime.forget(KIND, namespace or "", name)
+    synthetic.stop(namespace or "", name)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def cache_modeldeployment(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
     resync.remember(KIND, event.get("type"), body)
+    if event.get("type") == "DELETED":
+        synthetic.stop(body["metadata"]["namespace"], body["metadata"]["name"])

@@ -57,6 +57,9 @@ async def trigger(kind: str, namespace: str, name: str, memo: kopf.Memo) -> None
         await _one(kind, body, memo, _trigger_gate)
 
 
+runtime.set_requeue_hook(trigger)
+
+
 async def loop(memo: kopf.Memo, interval: float, concurrency: int = 16) -> None:
     gate = asyncio.Semaphore(concurrency)
     while True:

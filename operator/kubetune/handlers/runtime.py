@@ -13,7 +13,7 @@ import logging
 import os
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,10 +29,40 @@ from kubetune.reconcile.common import Event, Outcome, write_status
 log = logging.getLogger("kubetune")
 
 Reconciler = Callable[[KubeClient, dict[str, Any], datetime, Any], Awaitable[Outcome]]
+RequeueHook = Callable[[str, str, str, kopf.Memo], Coroutine[Any, Any, None]]
+"""Runs a pass for (kind, namespace, name) when a requested requeue falls due."""
+MIN_REQUEUE_S = 0.5
 
 _locks: defaultdict[tuple[str, str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
 _phases: dict[tuple[str, str, str], str] = {}
 _written: set[tuple[str, str, str]] = set()  # objects this process has reconciled (and maybe written)
+_requeues: dict[tuple[str, str, str], asyncio.TimerHandle] = {}
+_requeue_hook: RequeueHook | None = None
+_background: set[asyncio.Task[None]] = set()
+
+
+def set_requeue_hook(hook: RequeueHook) -> None:
+    global _requeue_hook
+    _requeue_hook = hook
+
+
+def _schedule_requeue(key: tuple[str, str, str], delay_s: float | None, memo: kopf.Memo) -> None:
+    """One pending requeue per object: the latest pass's request replaces any earlier one."""
+    previous = _requeues.pop(key, None)
+    if previous is not None:
+        previous.cancel()
+    hook = _requeue_hook
+    if delay_s is None or hook is None:
+        return
+    loop = asyncio.get_running_loop()
+
+    def fire() -> None:
+        _requeues.pop(key, None)
+        task = loop.create_task(hook(*key, memo))
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+
+    _requeues[key] = loop.call_later(max(MIN_REQUEUE_S, delay_s), fire)
 
 
 def configure(settings: kopf.OperatorSettings) -> None:
@@ -123,6 +153,7 @@ async def run(
             outcome = await reconcile(client, obj, when, context)
             await write_status(client, obj, outcome.status)
             _written.add(key)
+            _schedule_requeue(key, outcome.requeue_after_s, memo)
             for event in outcome.events:
                 await post_event(client, obj, event, when)
             phase = str(outcome.status.get("phase") or "Unknown")
@@ -157,3 +188,6 @@ def forget(kind: str, namespace: str, name: str) -> None:
         OBJECTS.labels(kind, phase).dec()
     _locks.pop(key, None)
     _written.discard(key)
+    timer = _requeues.pop(key, None)
+    if timer is not None:
+        timer.cancel()

@@ -25,6 +25,8 @@ from kubetune.serving.resolution import Resolution
 from kubetune.status.canary import CanaryOutcome, CanaryPlan, plan_canary
 from kubetune.status.conditions import set_condition
 
+PROMETHEUS_RETRY_S = 30.0
+
 
 @dataclass(frozen=True)
 class CanaryPass:
@@ -63,7 +65,9 @@ async def run_canary(
     previous: CanaryStatus | None,
     *,
     canary_ready_replicas: int,
+    shared_base: bool = False,
     namespace: str,
+    deployment: str,
     now: datetime,
 ) -> CanaryPass:
     canary = spec.traffic.canary
@@ -79,6 +83,7 @@ async def run_canary(
             previous,
             now=now,
             canary_ready_replicas=canary_ready_replicas,
+            shared_base=shared_base,
             analysis=analysis,
         )
 
@@ -92,7 +97,8 @@ async def run_canary(
                     canary=candidate.name,
                     stable=stable.name,
                     window_s=plan.analysis_window_s,
-                    labels={"namespace": namespace},
+                    # The router labels its own series with its ModelDeployment (scrape-independent).
+                    labels={"namespace": namespace, "model_deployment": deployment},
                 )
         except PrometheusError as exc:
             plan = CanaryPlan(
@@ -102,7 +108,7 @@ async def run_canary(
                 outcome=plan.outcome,
                 reason=plan.reason,
                 message=f"analysis could not run, retrying (no failure counted): {exc}",
-                requeue_after_s=plan.requeue_after_s,
+                requeue_after_s=PROMETHEUS_RETRY_S,
             )
         else:
             plan = planned(outcome)

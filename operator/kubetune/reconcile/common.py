@@ -18,10 +18,15 @@ class Event:
 
 @dataclass
 class Outcome:
-    """Result of one pass: the full new status and the Events to post."""
+    """Result of one pass: the full new status, the Events to post, and when to look again.
+
+    `requeue_after_s`: a decision falls due then (a canary step, a smoke test finishing) that no watch
+    event would announce; without it the object waits for the periodic resync.
+    """
 
     status: dict[str, Any]
     events: list[Event] = field(default_factory=list)
+    requeue_after_s: float | None = None
 
 
 def merge_patch(current: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> dict[str, Any] | None:

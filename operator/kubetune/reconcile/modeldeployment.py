@@ -37,14 +37,14 @@ from kubetune.builders.modeldeployment import (
     variant_endpoint,
 )
 from kubetune.kube.client import KubeClient
-from kubetune.reconcile import smoke
+from kubetune.reconcile import smoke, synthetic
 from kubetune.reconcile.accept import accepted, parse_spec
 from kubetune.reconcile.canary import canary_conditions, rollout_id, run_canary
 from kubetune.reconcile.capabilities import Capabilities, detect
 from kubetune.reconcile.common import Event, Outcome
 from kubetune.reconcile.traffic import PreviousTraffic, apply_traffic, previous_traffic
 from kubetune.serving.gate import GateVerdict, evaluate_gate
-from kubetune.serving.resolution import Resolution, referenced_finetunejobs, resolve_variant_model
+from kubetune.serving.resolution import Resolution, referenced_finetunejobs, resolve_variants
 from kubetune.serving.smoke import SmokeVerdict, smoke_prompts
 from kubetune.status.canary import CanaryPlan
 from kubetune.status.conditions import find_condition
@@ -74,6 +74,7 @@ _EVENT_CONDITIONS = (
     ConditionType.AVAILABLE,
     ConditionType.SMOKE_TEST_PASSED,
 )
+SMOKE_POLL_S = 3.0
 _WARNING_REASONS = {*TERMINAL_REASONS, Reason.PROGRESS_DEADLINE_EXCEEDED, Reason.FINETUNE_JOB_NOT_FOUND}
 
 # Children applied by the last pass per object (by uid): pruning lists every kind, so it runs only
@@ -180,18 +181,19 @@ async def reconcile(client: KubeClient, obj: dict[str, Any], now: datetime, cont
     spec, problem = parse_spec(ModelDeploymentSpec, obj)
     previous_status.conditions = accepted(previous_status.conditions, generation, now, problem=problem)
     if spec is None:
+        synthetic.stop(namespace, name)
         return _invalid(previous_status, generation, problem)
     events: list[Event] = []
     if previous_status.phase is None:
         events.append(Event("Normal", Reason.ACCEPTED, "ModelDeployment accepted"))
 
     jobs = await _finetunejobs(client, namespace, spec.variants)
-    resolutions = {v.name: resolve_variant_model(v, jobs) for v in spec.variants}
+    resolutions = resolve_variants(spec.variants, jobs)
     gates = _gates(spec, resolutions)
     caps = await detect(client)
     pod_monitor = caps.pod_monitor and spec.metrics.pod_monitor
 
-    observed = {
+    own_deployments = {
         (d["metadata"].get("labels") or {}).get(LABEL_VARIANT): d
         for d in await client.list(
             "apps/v1",
@@ -200,12 +202,19 @@ async def reconcile(client: KubeClient, obj: dict[str, Any], now: datetime, cont
             label_selector=f"{LABEL_DEPLOYMENT}={name},kubetune.io/role={ROLE_SERVING}",
         )
     }
+    # Each variant's pods: its own Deployment, or its host's for a servedBy variant.
+    observed = {
+        v.name: own_deployments[spec.pods_of(v.name)]
+        for v in spec.variants
+        if spec.pods_of(v.name) in own_deployments
+    }
 
     # Render every variant that may roll out; the smoke-test cache key depends on the rendering.
     rendered: dict[str, list[Manifest]] = {}
     keys: dict[str, str] = {}
     for variant in spec.variants:
-        if not (resolutions[variant.name].ready and gates[variant.name].passed):
+        usable = resolutions[variant.name].ready and gates[variant.name].passed
+        if variant.served_by is not None or not usable:
             continue
         children = build_variant_children(
             obj,
@@ -219,6 +228,12 @@ async def reconcile(client: KubeClient, obj: dict[str, Any], now: datetime, cont
         )
         rendered[variant.name] = children
         keys[variant.name] = smoke.smoke_key(variant, resolutions[variant.name], children[0])
+    # An adapter variant is tested in its host's pods: its verdict is about the host's containers too.
+    for variant in spec.variants:
+        host = spec.pods_of(variant.name)
+        usable = resolutions[variant.name].ready and gates[variant.name].passed
+        if variant.served_by is not None and usable and host in rendered:
+            keys[variant.name] = smoke.smoke_key(variant, resolutions[variant.name], rendered[host][0])
     previous_conditions = {v.name: previous_variant_conditions(obj, v.name) for v in spec.variants}
 
     traffic_before = await previous_traffic(client, obj, spec, caps)
@@ -231,9 +246,13 @@ async def reconcile(client: KubeClient, obj: dict[str, Any], now: datetime, cont
         keys,
         previous_conditions,
         namespace,
+        name,
         now,
     )
     events += canary_events
+    synthetic.ensure(
+        namespace, name, synthetic.desired_load(obj, spec, plan, _analysis_prompts(spec, resolutions))
+    )
 
     applied: dict[str, dict[str, Any]] = {}
     keep: set[tuple[str, str]] = set()
@@ -244,6 +263,9 @@ async def reconcile(client: KubeClient, obj: dict[str, Any], now: datetime, cont
             keep.add((child["kind"], child["metadata"]["name"]))
             if child["kind"] == "Deployment":
                 applied[variant_name] = stored
+    for variant in spec.variants:
+        if variant.served_by is not None and spec.pods_of(variant.name) in applied:
+            applied[variant.name] = applied[spec.pods_of(variant.name)]
     if pod_monitor:
         monitor = build_pod_monitor(obj)
         await client.apply(monitor)
@@ -270,7 +292,7 @@ async def reconcile(client: KubeClient, obj: dict[str, Any], now: datetime, cont
             verdict,
             previous_conditions=before,
             smoke_test=spec.smoke_test,
-            endpoint=variant_endpoint(obj, variant.name),
+            endpoint=variant_endpoint(obj, spec.pods_of(variant.name)),
             generation=generation,
             now=now,
         )
@@ -307,7 +329,26 @@ async def reconcile(client: KubeClient, obj: dict[str, Any], now: datetime, cont
     # Fields that no longer apply (a canary removed from the spec) are deleted by the merge patch.
     for key in (obj.get("status") or {}).keys() - wire.keys():
         wire[key] = None
-    return Outcome(status=wire, events=events)
+    return Outcome(status=wire, events=events, requeue_after_s=_requeue_after(plan, namespace, name))
+
+
+def _requeue_after(plan: CanaryPlan | None, namespace: str, name: str) -> float | None:
+    """The next canary decision, or soon while a smoke test runs (its verdict gates traffic)."""
+    due = [plan.requeue_after_s] if plan is not None and plan.requeue_after_s is not None else []
+    if smoke.running(namespace, name):
+        due.append(SMOKE_POLL_S)
+    return min(due, default=None)
+
+
+def _analysis_prompts(spec: ModelDeploymentSpec, resolutions: Mapping[str, Resolution]) -> tuple[str, ...]:
+    """Held-out prompts of the canary's FineTuneJob, else of the stable variant's."""
+    canary = spec.traffic.canary
+    if canary is None:
+        return ()
+    for variant in (canary.canary_variant, canary.stable_variant):
+        if resolutions[variant].test_prompts:
+            return resolutions[variant].test_prompts
+    return ()
 
 
 def _prometheus_url(spec: ModelDeploymentSpec) -> str | None:
@@ -321,10 +362,11 @@ async def _canary(
     resolutions: Mapping[str, Resolution],
     previous_status: ModelDeploymentStatus,
     traffic_before: PreviousTraffic,
-    observed: Mapping[str | None, dict[str, Any]],
+    observed: Mapping[str, dict[str, Any]],
     keys: Mapping[str, str],
     previous_conditions: Mapping[str, list[Condition]],
     namespace: str,
+    deployment_name: str,
     now: datetime,
 ) -> tuple[CanaryPlan | None, list[Event]]:
     canary = spec.traffic.canary
@@ -343,7 +385,15 @@ async def _canary(
         passed = candidate in keys
     deployment = observed.get(candidate)
     ready = DeploymentView.of(deployment).ready if deployment is not None and passed else 0
-    result = await run_canary(spec, previous, canary_ready_replicas=ready, namespace=namespace, now=now)
+    result = await run_canary(
+        spec,
+        previous,
+        canary_ready_replicas=ready,
+        shared_base=spec.pods_of(canary.stable_variant) == spec.pods_of(candidate),
+        namespace=namespace,
+        deployment=deployment_name,
+        now=now,
+    )
     return result.plan, result.events
 
 
@@ -365,11 +415,13 @@ async def _smoke(
     if not (view.rolled_out and view.desired >= 1):
         return SmokeVerdict.pending("runs when the variant's current pods are rolled out and Available")
     meta = mdep["metadata"]
+    host = spec.pods_of(variant.name)
+    served_name = variant.served_by.adapter if variant.served_by is not None else variant.name
     return await smoke.smoke_verdict(
         (meta["namespace"], meta["name"], variant.name),
         key,
-        smoke.base_url(mdep, variant.name, variant_endpoint(mdep, variant.name)),
-        variant.name,
+        smoke.base_url(mdep, variant.name, variant_endpoint(mdep, host)),
+        served_name,
         smoke_prompts(spec.smoke_test, test_prompts),
         spec.smoke_test,
     )

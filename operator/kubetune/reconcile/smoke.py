@@ -45,6 +45,11 @@ def _timeout_s() -> float:
     return float(os.environ.get("KUBETUNE_SMOKE_TIMEOUT_SECONDS", "300"))
 
 
+def running(namespace: str, name: str) -> bool:
+    """Whether a smoke test of any of this ModelDeployment's variants is under way."""
+    return any(key[:2] == (namespace, name) for key in _tasks)
+
+
 def smoke_key(variant: Variant, resolution: Resolution, deployment: Manifest) -> str:
     """What a verdict is about: the artifact served under the variant's name and the containers."""
     pod = deployment["spec"]["template"]["spec"]

@@ -34,7 +34,7 @@ def create_app(
     metrics: RouterMetrics | None = None,
 ) -> web.Application:
     """Build the router. `source` hot-reloads the config; `policy` defaults to weighted sticky routing."""
-    metrics = metrics if metrics is not None else RouterMetrics()
+    metrics = metrics if metrics is not None else RouterMetrics(model_deployment=config.model_deployment)
     state = RouterState(config, metrics)
     # The configured limit is enforced per request (it may change on reload); this is only the ceiling.
     app = web.Application(client_max_size=MAX_BODY_CEILING)
@@ -89,7 +89,9 @@ async def _client_session(app: web.Application) -> AsyncIterator[None]:
 def _watch(source: FileConfigSource, state: RouterState) -> Callable[[web.Application], AsyncIterator[None]]:
     async def run(_: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(
-            source.poll(state.install, lambda result: state.metrics.reloads.labels(result).inc())
+            source.poll(
+                state.install, lambda result: state.metrics.labels(state.metrics.reloads, result).inc()
+            )
         )
         yield
         task.cancel()

@@ -127,7 +127,7 @@ class ProxyHandler:
         snapshot = state.snapshot()
         source = SOURCE_SYNTHETIC if request.headers.get(config.synthetic_header) else SOURCE_USER
         for target in snapshot.skipped:
-            self._metrics.skipped.labels(target.name).inc()
+            self._metrics.labels(self._metrics.skipped, target.name).inc()
         try:
             body = await _read_body(request, config.max_body_bytes)
             decision = await self._policy.route(
@@ -138,10 +138,10 @@ class ProxyHandler:
                 ),
             )
         except BodyTooLarge:
-            self._metrics.routing_errors.labels("413").inc()
+            self._metrics.labels(self._metrics.routing_errors, "413").inc()
             return _error(413, f"request body exceeds {config.max_body_bytes} bytes", "request_too_large")
         except RoutingError as exc:
-            self._metrics.routing_errors.labels(str(exc.status)).inc()
+            self._metrics.labels(self._metrics.routing_errors, str(exc.status)).inc()
             return _error(exc.status, exc.message, "routing_error")
         return await self._forward(request, body, decision.order, config, source, started)
 
@@ -187,12 +187,12 @@ class ProxyHandler:
             except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
                 series.in_flight.dec()
                 # A slow upstream is not a dead one: no cooldown, but try the next candidate.
-                self._metrics.upstream_errors.labels(target.name, "timeout").inc()
+                self._metrics.labels(self._metrics.upstream_errors, target.name, "timeout").inc()
                 failure_status, failure_message = 504, f"upstream {target.name} timed out: {exc!r}"
                 continue
             except aiohttp.ClientError as exc:
                 series.in_flight.dec()
-                self._metrics.upstream_errors.labels(target.name, "connect").inc()
+                self._metrics.labels(self._metrics.upstream_errors, target.name, "connect").inc()
                 self._state.endpoint_failed(target, attempt.endpoint)
                 failure_status, failure_message = 502, f"upstream {target.name} unreachable: {exc!r}"
                 continue
@@ -283,7 +283,7 @@ class ProxyHandler:
     def _cut(self, target: VariantTarget, source: str, started: float, exc: BaseException) -> web.Response:
         """An upstream that failed after answering: counted as 502 for analysis, never retried."""
         log.warning("upstream %s failed mid-response: %r", target.name, exc)
-        self._metrics.upstream_errors.labels(target.name, "stream").inc()
+        self._metrics.labels(self._metrics.upstream_errors, target.name, "stream").inc()
         self._metrics.count_request(target.name, 502, source)
         self._metrics.series(target.name, source).duration.observe(time.perf_counter() - started)
         return _error(502, f"upstream {target.name} failed mid-response", "upstream_error")

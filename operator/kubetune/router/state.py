@@ -77,8 +77,8 @@ class RouterState:
             total=t.total_s, sock_connect=t.connect_s, sock_read=t.read_s
         )
         for gone in old_names - {v.name for v in config.variants}:
-            self.metrics.weight.remove(gone)
-            self.metrics.ready.remove(gone)
+            self.metrics.remove(self.metrics.weight, gone)
+            self.metrics.remove(self.metrics.ready, gone)
         self._rebuild()
 
     def snapshot(self) -> RoutingSnapshot:
@@ -106,5 +106,5 @@ class RouterState:
         self._snapshot = RoutingSnapshot.from_config(self.config, down)
         self._recheck_at = self.health.next_recovery()
         for target in self._snapshot.variants:
-            self.metrics.weight.labels(target.name).set(target.weight)
-            self.metrics.ready.labels(target.name).set(1 if target.routable else 0)
+            self.metrics.labels(self.metrics.weight, target.name).set(target.weight)
+            self.metrics.labels(self.metrics.ready, target.name).set(1 if target.routable else 0)

@@ -7,7 +7,8 @@ variant (so clients always reach the fine-tuned model by the variant's name).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -196,6 +197,8 @@ def resolve_variant_model(variant: Variant, finetunejobs: Mapping[str, FineTuneJ
     test_prompts: tuple[str, ...] = ()
 
     source = variant.model
+    if source is None:
+        raise ValueError(f"variant {variant.name} has no model: resolve it with resolve_variants")
     if source.finetune_job_ref is not None:
         try:
             view = _succeeded_job(source.finetune_job_ref.name, finetunejobs)
@@ -254,10 +257,75 @@ def resolve_variant_model(variant: Variant, finetunejobs: Mapping[str, FineTuneJ
     )
 
 
+def _resolve_served_by(
+    variant: Variant,
+    host: Variant,
+    host_resolution: Resolution,
+    finetunejobs: Mapping[str, FineTuneJobLike | None],
+) -> Resolution:
+    """An adapter in the host variant's pods: ready when the host is; judged by the adapter's own job."""
+    assert variant.served_by is not None
+    adapter_name = variant.served_by.adapter
+    if not host_resolution.ready:
+        return dataclasses.replace(
+            host_resolution,
+            message=f"served by variant {host.name}: {host_resolution.message}",
+            model_uri=None,
+            lora_modules=(),
+        )
+    module = next((m for m in host_resolution.lora_modules if m.name == adapter_name), None)
+    adapter = next((a for a in host.adapters if a.name == adapter_name), None)
+    if module is None or adapter is None:  # the CRD's CEL rule makes this unreachable through the API
+        return Resolution(
+            ResolutionState.FAILED,
+            Reason.INVALID_SPEC,
+            f"variant {host.name} has no adapter {adapter_name}",
+        )
+    lineage: dict[str, str] = {}
+    metrics: EvalMetrics | None = None
+    test_prompts: tuple[str, ...] = ()
+    if adapter.finetune_job_ref is not None:
+        job = finetunejobs.get(adapter.finetune_job_ref.name)
+        if job is not None:
+            view = _view(adapter.finetune_job_ref.name, job)
+            lineage = lineage_map(view.name, view.lineage)
+            metrics, test_prompts = view.metrics, view.test_prompts
+    return Resolution(
+        ResolutionState.READY,
+        Reason.MODEL_RESOLVED,
+        f"serving adapter {adapter_name}={module.uri} in variant {host.name}'s pods",
+        model_uri=module.uri,
+        lineage=lineage,
+        metrics=metrics,
+        test_prompts=test_prompts,
+    )
+
+
+def resolve_variants(
+    variants: Sequence[Variant], finetunejobs: Mapping[str, FineTuneJobLike | None]
+) -> dict[str, Resolution]:
+    """Every variant's resolution; a servedBy variant follows its host's."""
+    by_name = {v.name: v for v in variants}
+    result = {v.name: resolve_variant_model(v, finetunejobs) for v in variants if v.served_by is None}
+    for variant in variants:
+        if variant.served_by is None:
+            continue
+        host = by_name.get(variant.served_by.variant)
+        if host is None or host.served_by is not None:
+            result[variant.name] = Resolution(
+                ResolutionState.FAILED,
+                Reason.INVALID_SPEC,
+                f"servedBy.variant {variant.served_by.variant} is not a variant with its own model",
+            )
+            continue
+        result[variant.name] = _resolve_served_by(variant, host, result[host.name], finetunejobs)
+    return result
+
+
 def referenced_finetunejobs(variant: Variant) -> list[str]:
     """FineTuneJob names a variant depends on (what the reconciler must read)."""
     names = []
-    if variant.model.finetune_job_ref is not None:
+    if variant.model is not None and variant.model.finetune_job_ref is not None:
         names.append(variant.model.finetune_job_ref.name)
     names.extend(a.finetune_job_ref.name for a in variant.adapters if a.finetune_job_ref is not None)
     return sorted(set(names))

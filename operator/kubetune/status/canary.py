@@ -170,7 +170,8 @@ def plan_canary(
         )
 
     if st.weight < target:
-        needed = 0 if shared_base else _size(canary_spec, stable, candidate, st.weight, target).canary
+        # On a shared base the host's pods serve both: one ready (and smoke-tested) pod is enough.
+        needed = 1 if shared_base else _size(canary_spec, stable, candidate, st.weight, target).canary
         if canary_ready_replicas < needed:
             return plan(
                 st,

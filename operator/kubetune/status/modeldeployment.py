@@ -190,6 +190,8 @@ def variant_status(
         )
 
     model_uri = view.model_uri if view is not None else None
+    if variant.served_by is not None and view is not None:
+        model_uri = resolution.model_uri  # the host's annotation names its base; this variant is the adapter
     return VariantStatus(
         name=variant.name,
         ready_replicas=view.ready if view else 0,
