@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -9,6 +10,7 @@ from tests.serving.objects import model_deployment
 
 from kubetune.api.conditions import Reason
 from kubetune.api.modeldeployment import CanaryStatus, ModelDeploymentSpec
+from kubetune.reconcile import modeldeployment, smoke, synthetic
 from kubetune.reconcile.smoke import SMOKE_URL_OVERRIDE_ENV
 from kubetune.reconcile.synthetic import SYNTHETIC_URL_ANNOTATION, desired_load
 from kubetune.serving.smoke import DEFAULT_PROMPTS
@@ -115,3 +117,20 @@ def test_requests_are_pinned_marked_and_streamed() -> None:
         "stream": True,
     }
     assert load.max_in_flight == 10
+
+
+async def test_a_deleted_model_deployment_stops_its_generator_and_smoke_tests() -> None:
+    load = SyntheticLoad(url="http://127.0.0.1:9/v1", variants=("a",), prompts=("p",), requests_per_second=1)
+    synthetic.ensure("ml", "chat", load)
+    synthetic.ensure("ml", "chat", load)  # a repeated pass keeps the running generator
+    generator = synthetic._generators[("ml", "chat")][1]
+    assert synthetic.active("ml", "chat") == load
+    never = asyncio.get_running_loop().create_future()
+    smoke._tasks[("ml", "chat", "a")] = ("key", asyncio.ensure_future(never))
+    assert smoke.running("ml", "chat")
+    modeldeployment.forget("ml", "chat", "uid-1")
+    assert synthetic.active("ml", "chat") is None
+    assert not smoke.running("ml", "chat")
+    await asyncio.sleep(0)
+    assert generator.cancelled() or generator.done()
+    assert never.cancelled()

@@ -21,11 +21,11 @@ async def reconcile_finetunejob(body: kopf.Body, memo: kopf.Memo, **_: Any) -> N
     await runtime.run(KIND, finetunejob.reconcile, body, memo, None)
 
 
-@kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
-async def forget_finetunejob(name: str, namespace: str | None, **_: Any) -> None:
-    runtime.forget(KIND, namespace or "", name)
-
-
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def cache_finetunejob(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
     resync.remember(KIND, event.get("type"), body)
+    if event.get("type") == "DELETED":
+        # The watch's DELETED event, not an on.delete handler: those need a finalizer to be sure to run.
+        meta = body["metadata"]
+        runtime.forget(KIND, meta["namespace"], meta["name"])
+        finetunejob.forget(meta["uid"])

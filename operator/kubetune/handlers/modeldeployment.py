@@ -9,7 +9,7 @@ import kopf
 from kubetune.api.common import GROUP, VERSION
 from kubetune.api.modeldeployment import KIND, PLURAL
 from kubetune.handlers import resync, runtime
-from kubetune.reconcile import modeldeployment, synthetic
+from kubetune.reconcile import modeldeployment
 
 resync.register(KIND, modeldeployment.reconcile)
 
@@ -21,14 +21,11 @@ async def reconcile_modeldeployment(body: kopf.Body, memo: kopf.Memo, **_: Any) 
     await runtime.run(KIND, modeldeployment.reconcile, body, memo, None)
 
 
-@kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
-async def forget_modeldeployment(name: str, namespace: str | None, **_: Any) -> None:
-    runtime.forget(KIND, namespace or "", name)
-    synthetic.stop(namespace or "", name)
-
-
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def cache_modeldeployment(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
     resync.remember(KIND, event.get("type"), body)
     if event.get("type") == "DELETED":
-        synthetic.stop(body["metadata"]["namespace"], body["metadata"]["name"])
+        # The watch's DELETED event, not an on.delete handler: those need a finalizer to be sure to run.
+        meta = body["metadata"]
+        runtime.forget(KIND, meta["namespace"], meta["name"])
+        modeldeployment.forget(meta["namespace"], meta["name"], meta["uid"])

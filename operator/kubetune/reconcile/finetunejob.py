@@ -45,6 +45,11 @@ _node_capacity: tuple[float, dict[str, int] | None] = (0.0, None)
 _applied_at: dict[str, float] = {}
 
 
+def forget(uid: str) -> None:
+    """Drop what this process remembers of a deleted FineTuneJob."""
+    _applied_at.pop(uid, None)
+
+
 async def gpu_capacity_by_type(client: KubeClient) -> dict[str, int] | None:
     """Largest allocatable nvidia.com/gpu per node, by GPU product; cached for a minute."""
     global _node_capacity

@@ -82,6 +82,13 @@ _WARNING_REASONS = {*TERMINAL_REASONS, Reason.PROGRESS_DEADLINE_EXCEEDED, Reason
 _applied: dict[str, frozenset[tuple[str, str]]] = {}
 
 
+def forget(namespace: str, name: str, uid: str) -> None:
+    """Drop what this process holds for a deleted ModelDeployment: records, smoke tests, synthetic load."""
+    _applied.pop(uid, None)
+    smoke.cancel(namespace, name)
+    synthetic.stop(namespace, name)
+
+
 def _invalid(status: ModelDeploymentStatus, generation: int | None, problem: str) -> Outcome:
     events = [] if status.phase == Phase.FAILED else [Event("Warning", Reason.INVALID_SPEC, problem)]
     status.phase = Phase.FAILED

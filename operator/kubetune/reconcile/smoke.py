@@ -50,6 +50,12 @@ def running(namespace: str, name: str) -> bool:
     return any(key[:2] == (namespace, name) for key in _tasks)
 
 
+def cancel(namespace: str, name: str) -> None:
+    """Stop this ModelDeployment's smoke tests (it was deleted)."""
+    for key in [k for k in _tasks if k[:2] == (namespace, name)]:
+        _tasks.pop(key)[1].cancel()
+
+
 def smoke_key(variant: Variant, resolution: Resolution, deployment: Manifest) -> str:
     """What a verdict is about: the artifact served under the variant's name and the containers."""
     pod = deployment["spec"]["template"]["spec"]

@@ -24,6 +24,7 @@ from kubetune.metrics import SYNTHETIC_REQUESTS
 
 log = logging.getLogger("kubetune.synthetic")
 REQUEST_TIMEOUT_S = 120.0
+MAX_IN_FLIGHT = 256
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class SyntheticLoad:
     @property
     def max_in_flight(self) -> int:
         """Enough for ten seconds of slow responses; beyond that, sending more only piles up."""
-        return max(4, math.ceil(self.requests_per_second * len(self.variants) * 10))
+        return min(MAX_IN_FLIGHT, max(4, math.ceil(self.requests_per_second * len(self.variants) * 10)))
 
 
 def request_body(load: SyntheticLoad, variant: str, prompt: str) -> dict[str, object]:
@@ -78,7 +79,7 @@ async def _send(session: aiohttp.ClientSession, load: SyntheticLoad, variant: st
 async def generate(load: SyntheticLoad, session: aiohttp.ClientSession | None = None) -> None:
     """Send until cancelled: one request per variant every 1/rate seconds, prompts in turn."""
     own_session = session is None
-    active = session or aiohttp.ClientSession()
+    active = session or aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=load.max_in_flight))
     prompts = itertools.cycle(load.prompts)
     in_flight: set[asyncio.Task[None]] = set()
     gate = asyncio.Semaphore(load.max_in_flight)
@@ -96,7 +97,8 @@ async def generate(load: SyntheticLoad, session: aiohttp.ClientSession | None = 
                 in_flight.add(task)
                 task.add_done_callback(in_flight.discard)
                 task.add_done_callback(lambda _: gate.release())
-            next_at += period
+            # Keep the rate, but after a stall (a blocked loop) resume at it rather than bursting to catch up.
+            next_at = max(next_at + period, loop.time() - period)
             await asyncio.sleep(max(0.0, next_at - loop.time()))
     finally:
         for task in in_flight:
