@@ -231,6 +231,24 @@ async def test_children_progress_and_success(
         assert config.spec == FineTuneJobSpec.model_validate(obj["spec"])
         assert (config.progress.namespace, config.progress.name) == (namespace, "llama")
 
+        owned = [c for c in await children(client, namespace, "llama") if c["kind"] != "Pod"]
+        assert sorted((c["kind"], c["metadata"]["name"]) for c in owned) == [
+            ("ConfigMap", "llama-config"),
+            ("Job", "llama-validate"),
+            ("ServiceAccount", "llama-trainer"),
+        ], "the training Job, its rendezvous Service and its status RBAC wait for data validation"
+        for child in owned:
+            assert owner_of(child) == [expected_owner], child["metadata"]["name"]
+            labels = child["metadata"]["labels"]
+            assert labels["app.kubernetes.io/managed-by"] == "kubetune-operator", child["metadata"]["name"]
+            assert labels["kubetune.io/job-name"] == "llama", child["metadata"]["name"]
+
+        # The validation pod runs the real validator on the real dataset ConfigMap.
+        code, message = await validate_for_real(client, namespace, "llama", tmp_path / "validate")
+        assert code == 0, message
+
+        train = await wait_job(client, namespace, "llama-train-r0")
+        assert owner_of(train) == [expected_owner]
         service = await client.get("v1", "Service", namespace, "llama-workers")
         assert service is not None
         assert service["spec"]["clusterIP"] == "None"
@@ -253,27 +271,14 @@ async def test_children_progress_and_success(
         ]
         assert await client.get("v1", "ServiceAccount", namespace, "llama-trainer") is not None
 
-        owned = [c for c in await children(client, namespace, "llama") if c["kind"] != "Pod"]
-        assert sorted((c["kind"], c["metadata"]["name"]) for c in owned) == [
-            ("ConfigMap", "llama-config"),
-            ("Job", "llama-validate"),
-            ("Role", "llama-trainer"),
-            ("RoleBinding", "llama-trainer"),
-            ("Service", "llama-workers"),
-            ("ServiceAccount", "llama-trainer"),
-        ], "the training Job must wait for data validation"
-        for child in owned:
-            assert owner_of(child) == [expected_owner], child["metadata"]["name"]
-            labels = child["metadata"]["labels"]
-            assert labels["app.kubernetes.io/managed-by"] == "kubetune-operator", child["metadata"]["name"]
-            assert labels["kubetune.io/job-name"] == "llama", child["metadata"]["name"]
-
-        # The validation pod runs the real validator on the real dataset ConfigMap.
-        code, message = await validate_for_real(client, namespace, "llama", tmp_path / "validate")
-        assert code == 0, message
-
-        train = await wait_job(client, namespace, "llama-train-r0")
-        assert owner_of(train) == [expected_owner]
+        for kind, api, child in (
+            ("Service", "v1", "llama-workers"),
+            ("Role", "rbac.authorization.k8s.io/v1", "llama-trainer"),
+            ("RoleBinding", "rbac.authorization.k8s.io/v1", "llama-trainer"),
+        ):
+            stored = await client.get(api, kind, namespace, child)
+            assert stored is not None
+            assert owner_of(stored) == [expected_owner], child
         assert train["metadata"]["labels"]["kubetune.io/job-name"] == "llama"
         assert train["spec"]["completionMode"] == "Indexed"
         assert train["spec"]["parallelism"] == train["spec"]["completions"] == 2

@@ -125,6 +125,14 @@ class FineTuneJobChildren:
         """Everything but the Jobs, in apply order (apply on every pass; all mutable)."""
         return [self.config_map, self.service, self.service_account, self.role, self.role_binding]
 
+    def for_validation(self) -> list[Manifest]:
+        """What the validation Job needs: its config and its (token-less) ServiceAccount.
+
+        The rendezvous Service and the status-writing Role/RoleBinding wait for training: a job whose
+        data fails validation never gets them, and the first child appears after two writes, not five.
+        """
+        return [self.config_map, self.service_account]
+
     def all(self) -> list[Manifest]:
         return [*self.shared(), self.validation_job, self.training_job]
 

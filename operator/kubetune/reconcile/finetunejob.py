@@ -115,18 +115,25 @@ def _run_policy_patch(job: dict[str, Any], spec: FineTuneJobSpec) -> dict[str, A
 
 
 def _shared_children_due(
-    obj: dict[str, Any], jobs: list[dict[str, Any]], spec_hash: str, *, resync: bool
+    obj: dict[str, Any], jobs: list[dict[str, Any]], spec_hash: str, *, resync: bool, training: bool
 ) -> bool:
-    """Apply ConfigMap/Service/RBAC when a Job of this spec is missing, or on a periodic resync.
+    """Apply the stage's ConfigMap/Service/RBAC when its Job of this spec is missing, or on a resync.
 
-    A Job carrying the current spec hash proves an earlier pass applied them (they are applied
-    together); re-applying on every event would cost five writes per pass for nothing. Drift
-    (someone deleted the ConfigMap) is repaired by the resync pass at most every FULL_APPLY_SECONDS.
+    A Job of the stage carrying the current spec hash proves an earlier pass applied them (they are
+    applied before it); re-applying on every event would cost up to five writes per pass for nothing.
+    Drift (someone deleted the ConfigMap) is repaired by the resync pass at most every FULL_APPLY_SECONDS.
     """
-    if not any(j["metadata"].get("annotations", {}).get(ANNOTATION_SPEC_HASH) == spec_hash for j in jobs):
+    stage_jobs = [j for j in jobs if not training or _role(j) == ROLE_TRAIN]
+    if not any(
+        j["metadata"].get("annotations", {}).get(ANNOTATION_SPEC_HASH) == spec_hash for j in stage_jobs
+    ):
         return True
     last = _applied_at.get(obj["metadata"]["uid"], 0.0)
     return resync and time.monotonic() - last > FULL_APPLY_SECONDS
+
+
+def _role(job: dict[str, Any]) -> str | None:
+    return (job["metadata"].get("labels") or {}).get(LABEL_ROLE)
 
 
 def _invalid(
@@ -163,10 +170,9 @@ async def reconcile(client: KubeClient, obj: dict[str, Any], now: datetime, cont
         desired = None
 
     selector = f"{LABEL_JOB}={job_label_value(name)}"
-    jobs, pods = await asyncio.gather(
-        client.list("batch/v1", "Job", namespace, label_selector=selector),
-        client.list("v1", "Pod", namespace, label_selector=selector),
-    )
+    jobs = await client.list("batch/v1", "Job", namespace, label_selector=selector)
+    # Pods only matter through their Jobs (failure reasons, gang state): a job with none has none to read.
+    pods = await client.list("v1", "Pod", namespace, label_selector=selector) if jobs else []
     observed = dict(obj, status=status.to_wire())
     observation = observe(
         observed, jobs, pods, now, problems=problems, desired_spec_hash=desired.spec_hash if desired else None
@@ -177,8 +183,10 @@ async def reconcile(client: KubeClient, obj: dict[str, Any], now: datetime, cont
 
     if desired is not None and new_status.phase not in (Phase.SUCCEEDED, Phase.FAILED):
         writes: list[Coroutine[Any, Any, Any]] = []
-        if _shared_children_due(obj, jobs, desired.spec_hash, resync=context == RESYNC):
-            writes.extend(client.apply(manifest) for manifest in desired.shared())
+        training = decisions.create_training or any(_role(j) == ROLE_TRAIN for j in jobs)
+        if _shared_children_due(obj, jobs, desired.spec_hash, resync=context == RESYNC, training=training):
+            stage = desired.shared() if training else desired.for_validation()
+            writes.extend(client.apply(manifest) for manifest in stage)
             _applied_at[meta["uid"]] = time.monotonic()
         if decisions.create_validation:
             writes.append(client.ensure(desired.validation_job))
