@@ -28,8 +28,8 @@ OPERATOR_RULES: tuple[Rule, ...] = (
     Rule(
         "kubetune.io",
         ("finetunejobs", "modeldeployments"),
-        (*READ, "patch"),
-        "watch our resources; kopf keeps its progress in annotations",
+        READ,
+        "watch our resources (never written: no annotations, no finalizers, no spec)",
     ),
     Rule(
         "kubetune.io",

@@ -73,6 +73,18 @@ def test_accepted_condition_and_restart_is_a_no_op(kube: Kube, namespace: str) -
     after = kube.get("finetunejob", "skeleton", namespace)
     assert condition(after, "Accepted") == cond, "a restart must not rewrite conditions"
     assert after["spec"] == spec_before, "the operator must never write spec"
+    for kind in ("finetunejob", "modeldeployment"):
+        shown = kube.kubectl("get", kind, "skeleton", "-n", namespace, "-o", "json", "--show-managed-fields")
+        meta = json.loads(shown.stdout)["metadata"]
+        # Only status is ever written (RBAC grants no patch on the objects themselves): no kopf
+        # bookkeeping annotations, no finalizer that would block deletion while the operator is down.
+        assert "finalizers" not in meta, meta
+        assert not [a for a in meta.get("annotations") or {} if a.startswith("kubetune.io/")], meta
+        writes = {
+            (m["manager"], m.get("subresource")) for m in meta["managedFields"] if m["manager"] != "test"
+        }
+        assert writes, meta["managedFields"]
+        assert {subresource for _, subresource in writes} == {"status"}, writes
     before = Counter(event_keys(events_before))
     after = Counter(event_keys(events(kube, namespace, "skeleton")))
     # New transitions may legitimately happen meanwhile; an Event seen before must not be posted again.

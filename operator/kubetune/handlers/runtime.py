@@ -4,6 +4,12 @@ The wrapper serialises passes per object, times them, writes the status the
 reconciler computed (only if it changed), posts its Events and translates
 errors at this single edge: API conflicts and 5xx → retry soon; invalid specs →
 permanent (the reconciler already recorded a condition).
+
+Passes are driven by watch events (`on_event`), child changes, requested requeues
+and the periodic resync. kopf's create/update/resume handlers are not used: they
+keep their bookkeeping in annotations on the user's object, which costs a PATCH
+per change and would need `patch` on the resource itself. Without them the
+operator writes nothing but `status`, and its RBAC says so.
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ _locks: defaultdict[tuple[str, str, str], asyncio.Lock] = defaultdict(asyncio.Lo
 _phases: dict[tuple[str, str, str], str] = {}
 _written: set[tuple[str, str, str]] = set()  # objects this process has reconciled (and maybe written)
 _requeues: dict[tuple[str, str, str], asyncio.TimerHandle] = {}
+_handled: dict[tuple[str, str, str], tuple[str, int | None]] = {}  # (uid, generation) last reconciled
+UNEXPECTED_ERROR_RETRY_S = 30.0
 _requeue_hook: RequeueHook | None = None
 _background: set[asyncio.Task[None]] = set()
 
@@ -66,11 +74,7 @@ def _schedule_requeue(key: tuple[str, str, str], delay_s: float | None, memo: ko
 
 
 def configure(settings: kopf.OperatorSettings) -> None:
-    """kopf settings: progress in annotations (our status schema stays strict), no log-to-Event spam."""
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
-    )
+    """kopf settings: no log-to-Event spam, long watches, bounded concurrency."""
     settings.posting.enabled = False
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
@@ -153,6 +157,7 @@ async def run(
             outcome = await reconcile(client, obj, when, context)
             await write_status(client, obj, outcome.status)
             _written.add(key)
+            _handled[key] = (obj["metadata"].get("uid"), obj["metadata"].get("generation"))
             _schedule_requeue(key, outcome.requeue_after_s, memo)
             for event in outcome.events:
                 await post_event(client, obj, event, when)
@@ -181,8 +186,39 @@ async def run(
             RECONCILE_SECONDS.labels(kind).observe(time.perf_counter() - started)
 
 
+def spec_unhandled(kind: str, body: Mapping[str, Any]) -> bool:
+    """Whether this process has not reconciled this object at its current generation.
+
+    True on first sight (the watch's initial listing after a start: kopf's "resume") and after every
+    spec change (a new generation). Status writes, ours and rank 0's, leave the generation alone.
+    """
+    meta = body["metadata"]
+    key = (kind, meta["namespace"], meta["name"])
+    return _handled.get(key) != (meta.get("uid"), meta.get("generation"))
+
+
+async def on_event(kind: str, reconcile: Reconciler, body: Mapping[str, Any], memo: kopf.Memo) -> None:
+    """A watch event: reconcile a spec this process has not handled yet.
+
+    kopf does not retry event handlers, so a failed pass is retried here, through a requeue.
+    """
+    if not spec_unhandled(kind, body):
+        return
+    meta = body["metadata"]
+    key = (kind, meta["namespace"], meta["name"])
+    try:
+        await run(kind, reconcile, body, memo, None)
+    except kopf.TemporaryError as exc:
+        log.info("%s %s/%s: %s; retrying", kind, meta["namespace"], meta["name"], exc)
+        _schedule_requeue(key, float(exc.delay or 2), memo)
+    except Exception:
+        log.exception("%s %s/%s: reconcile failed; retrying", kind, meta["namespace"], meta["name"])
+        _schedule_requeue(key, UNEXPECTED_ERROR_RETRY_S, memo)
+
+
 def forget(kind: str, namespace: str, name: str) -> None:
     key = (kind, namespace, name)
+    _handled.pop(key, None)
     phase = _phases.pop(key, None)
     if phase is not None:
         OBJECTS.labels(kind, phase).dec()
