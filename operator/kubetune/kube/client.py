@@ -165,7 +165,10 @@ def load_credentials(kubeconfig: str | None = None) -> Credentials:
 class KubeClient:
     """Async client for the handful of verbs the operator uses."""
 
-    def __init__(self, credentials: Credentials, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self, credentials: Credentials, *, timeout: float = 30.0, user_agent: str = USER_AGENT
+    ) -> None:
+        self.user_agent = user_agent
         self.credentials = credentials
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
@@ -193,7 +196,7 @@ class KubeClient:
         content_type: str = "application/json",
         params: Mapping[str, str] | None = None,
     ) -> Any:
-        headers = {**self.credentials.headers(), "Accept": "application/json", "User-Agent": USER_AGENT}
+        headers = {**self.credentials.headers(), "Accept": "application/json", "User-Agent": self.user_agent}
         data = None
         if body is not None:
             headers["Content-Type"] = content_type
