@@ -16,6 +16,7 @@ from kubetune.api.modeldeployment import (
     ModelSource,
     Variant,
 )
+from kubetune.reconcile.canary import canary_events
 from kubetune.status.canary import CanaryOutcome, CanaryPlan, duration_seconds, plan_canary
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -161,6 +162,33 @@ def test_pause_holds_the_weight() -> None:
     assert paused.reason is Reason.CANARY_PAUSED
     assert paused.weights == {"stable": 90, "canary": 10}
     assert not paused.analysis_due
+
+
+def test_abort_rolls_back_at_once_and_clearing_it_starts_over() -> None:
+    plan = step(canary(), None, T0)
+    plan = step(canary(), plan.status, T0 + timedelta(minutes=1), Verdict.PASSED)
+    assert plan.weights == {"stable": 75, "canary": 25}
+    aborted = step(canary(abort=True), plan.status, T0 + timedelta(minutes=2), Verdict.PASSED)
+    assert aborted.outcome is CanaryOutcome.ROLLED_BACK
+    assert aborted.reason is Reason.CANARY_ABORTED
+    assert aborted.weights == {"stable": 100, "canary": 0}
+    assert aborted.replicas == {"stable": 4, "canary": 0}
+    assert not aborted.analysis_due
+    assert "spec.traffic.canary.abort" in aborted.message
+    # Still aborted on later passes, then retried from the first step once the flag is cleared.
+    again = step(canary(abort=True), aborted.status, T0 + timedelta(minutes=3), Verdict.PASSED)
+    assert again.weights == {"stable": 100, "canary": 0}
+    retried = step(canary(), again.status, T0 + timedelta(minutes=4))
+    assert retried.outcome is CanaryOutcome.PROGRESSING
+    assert (retried.status.step, retried.weights["canary"]) == (1, 10)
+
+
+def test_abort_event_names_the_reason() -> None:
+    before = step(canary(), None, T0).status
+    aborted = step(canary(abort=True), before, T0 + timedelta(minutes=1))
+    (event,) = canary_events(aborted, before, "canary")
+    assert (event.type, event.reason) == ("Warning", Reason.CANARY_ABORTED)
+    assert canary_events(step(canary(abort=True), aborted.status, T0), aborted.status, "canary") == []
 
 
 def test_time_based_canary_without_analysis() -> None:

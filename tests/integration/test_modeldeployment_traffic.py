@@ -271,6 +271,14 @@ def test_canary_steps_move_router_weights_and_replicas(
     assert "Promoted" in reasons
 
 
+def true_condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
+    """The ModelDeployment's own condition `type_` when it is True, else None (for eventually)."""
+    for c in (obj or {}).get("status", {}).get("conditions", []):
+        if c["type"] == type_ and c["status"] == "True":
+            return dict(c)
+    return None
+
+
 def test_adapter_variants_on_a_shared_base_roll_out_by_weight_alone(
     kube: Kube, namespace: str, gpu_nodes: str, openai_servers: dict[str, str]
 ) -> None:
@@ -331,6 +339,36 @@ def test_adapter_variants_on_a_shared_base_roll_out_by_weight_alone(
             message="Promoted condition",
         )
         (after,) = serving_deployments()
+        # An SRE aborts (a spec edit, as GitOps would apply it): traffic goes back to v1 at once,
+        # through the watch event of the new generation (the resync is ten minutes away).
+        kube.kubectl(
+            "patch",
+            "modeldeployment",
+            "sb",
+            "-n",
+            namespace,
+            "--type=merge",
+            "-p",
+            json.dumps({"spec": {"traffic": {"canary": {"abort": True}}}}),
+        )
+        eventually(
+            lambda: (
+                router_variants(kube, "sb", namespace)
+                == {"base": (0, True), "v1": (100, True), "v2": (0, True)}
+            ),
+            timeout=30,
+            message="abort: all traffic back on v1",
+        )
+        aborted = eventually(
+            lambda: true_condition(get(kube, "modeldeployment", "sb", namespace), "CanaryRolledBack"),
+            timeout=30,
+            message="CanaryRolledBack",
+        )
+        assert (aborted["status"], aborted["reason"]) == ("True", "CanaryAborted")
+        assert "CanaryAborted" in [e["reason"] for e in events(kube, namespace, "sb")]
+        assert serving_deployments()[0]["spec"]["replicas"] == 2, (
+            "a shared base is never scaled by the canary"
+        )
     # One set of pods throughout: no canary Deployment, the base neither resized nor re-templated.
     assert after["metadata"]["name"] == "sb-vllm-base"
     assert after["spec"]["replicas"] == 2

@@ -55,6 +55,7 @@ class Reason(StrEnum):
     ROLLOUT_COMPLETE = "RolloutComplete"
     CANARY_STEP = "CanaryStep"
     CANARY_PAUSED = "CanaryPaused"
+    CANARY_ABORTED = "CanaryAborted"
     ANALYSIS_FAILED = "AnalysisFailed"
     PROMOTED = "Promoted"
     PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"

@@ -261,6 +261,13 @@ class Canary(KubeModel):
     failure_limit: int = Field(default=2, ge=1, le=100, description="Failed analyses before rollback.")
     max_surge: int = Field(default=1, ge=0, le=100, description="Extra pods allowed while weight moves.")
     pause: bool = Field(default=False, description="Hold at the current step.")
+    abort: bool = Field(
+        default=False,
+        description=(
+            "Roll back now: all traffic to the stable variant, canary pods scaled to zero. "
+            "Setting it back to false starts the rollout over from the first step."
+        ),
+    )
     analysis: CanaryAnalysis | None = Field(default=None, description="Metric checks; none means time-based.")
 
 

@@ -112,16 +112,16 @@ async def run_canary(
             )
         else:
             plan = planned(outcome)
-    return CanaryPass(plan, _events(plan, previous, candidate.name))
+    return CanaryPass(plan, canary_events(plan, previous, candidate.name))
 
 
-def _events(plan: CanaryPlan, previous: CanaryStatus | None, candidate: str) -> list[Event]:
+def canary_events(plan: CanaryPlan, previous: CanaryStatus | None, candidate: str) -> list[Event]:
     before = previous or CanaryStatus()
     after = plan.status
     events: list[Event] = []
     if plan.outcome is CanaryOutcome.ROLLED_BACK:
         if before.failures < after.failures or before.weight != 0:
-            events.append(Event("Warning", Reason.ANALYSIS_FAILED, plan.message))
+            events.append(Event("Warning", plan.reason, plan.message))
         return events
     if after.failures > before.failures:
         events.append(Event("Warning", Reason.ANALYSIS_FAILED, plan.message))

@@ -149,6 +149,14 @@ def plan_canary(
             requeue_after_s=requeue_after_s,
         )
 
+    if canary_spec.abort:
+        # Reset, not just zero weight: clearing `abort` retries the rollout from its first step.
+        return plan(
+            CanaryStatus(),
+            CanaryOutcome.ROLLED_BACK,
+            Reason.CANARY_ABORTED,
+            f"aborted by spec.traffic.canary.abort: all traffic to {stable.name}",
+        )
     if st.failures >= canary_spec.failure_limit:
         return plan(
             st,
