@@ -26,7 +26,6 @@ import os
 import pstats
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,8 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from kubetune.devcluster.controlplane import free_port, terminate
 
 REPO = Path(__file__).resolve().parent.parent
 VLLM_ROUTER = Path.home() / ".cache/kubetune/bench-venv/bin/vllm-router"
@@ -81,12 +82,6 @@ def ensure_vllm_router() -> str | None:
         if done.returncode != 0:
             return f"{' '.join(step)} failed: {(done.stderr or done.stdout)[-2000:]}"
     return None if VLLM_ROUTER.exists() else f"vllm-router=={VLLM_ROUTER_VERSION} installed no {VLLM_ROUTER}"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def nginx_quote(text: str) -> str:
@@ -216,12 +211,7 @@ def started(name: str, argv: list[str], workdir: Path, ready_url: str) -> Iterat
         wait_http(ready_url, process, log)
         yield Service(name, process, log)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        terminate(process)
 
 
 @dataclass

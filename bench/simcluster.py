@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -19,7 +18,7 @@ from typing import Any
 import yaml
 
 from kubetune.builders.common import LABEL_JOB, LABEL_ROLE
-from kubetune.devcluster.controlplane import ControlPlane, run_kubectl
+from kubetune.devcluster.controlplane import ControlPlane, operator_command, run_kubectl
 from kubetune.devcluster.kwok import KwokController, gpu_nodes
 from kubetune.kube.client import USER_AGENT, KubeClient, load_credentials
 
@@ -82,18 +81,7 @@ class SimCluster:
         env = {**os.environ, "KUBECONFIG": str(self.plane.kubeconfig), "KUBETUNE_RESYNC_SECONDS": "60"}
         log = (self.workdir / "operator.log").open("ab")
         self.operator = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "kubetune.cli",
-                "operator",
-                "--namespace",
-                NAMESPACE,
-                "--metrics-port",
-                "0",
-                "--liveness",
-                "http://127.0.0.1:0/healthz",
-            ],
+            operator_command(NAMESPACE),
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,

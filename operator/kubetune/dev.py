@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from kubetune.devcluster.controlplane import ControlPlane, run_kubectl
+from kubetune.devcluster.controlplane import ControlPlane, operator_command, run_kubectl
 from kubetune.devcluster.kwok import KwokController, dev_volume, gpu_nodes
 
 REPO = Path(__file__).resolve().parents[2]
@@ -100,16 +100,7 @@ def up(watch_seconds: float) -> int:
     log = (STATE_DIR / "operator.log").open("ab")
     env = {**os.environ, "KUBECONFIG": str(KUBECONFIG), "KUBETUNE_RESYNC_SECONDS": "5"}
     operator = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "kubetune.cli",
-            "operator",
-            "--metrics-port",
-            "0",
-            "--liveness",
-            "http://127.0.0.1:0/healthz",
-        ],
+        operator_command(),
         stdout=log,
         stderr=subprocess.STDOUT,
         env=env,

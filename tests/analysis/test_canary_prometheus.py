@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import itertools
 import shutil
-import socket
 import subprocess
 from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import UTC, datetime
@@ -22,6 +21,7 @@ from kubetune.analysis.prometheus import PrometheusClient
 from kubetune.analysis.run import analyze
 from kubetune.api.modeldeployment import Canary, CanaryAnalysis, CanaryStatus, ModelSource, Variant
 from kubetune.api.routerconfig import RouterConfig, RouterVariant
+from kubetune.devcluster.controlplane import free_port, terminate
 from kubetune.serving.synthetic import SyntheticLoad, generate
 from kubetune.status.canary import CanaryOutcome, CanaryPlan, plan_canary
 
@@ -29,12 +29,6 @@ pytestmark = pytest.mark.slow
 
 JOB = "kubetune-router"
 CHAT = "/v1/chat/completions"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.asynccontextmanager
@@ -77,12 +71,7 @@ async def prometheus(scrape_target: str, workdir: Path) -> AsyncIterator[str]:
             await aeventually(ready, timeout=60, message="prometheus not ready")
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        terminate(process)
 
 
 async def drive_traffic(harness: RouterHarness, stop: asyncio.Event) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,7 +30,7 @@ from tests.support.kubelet import FakeKubelet
 from tests.support.operator import running_operator
 from tests.support.polling import aeventually
 
-from kubetune.devcluster.controlplane import free_port
+from kubetune.devcluster.controlplane import free_port, operator_command
 from kubetune.kube.client import KubeClient
 
 pytestmark = pytest.mark.cluster
@@ -50,10 +49,7 @@ def operator_process(kube: Kube, namespace: str, log: Path) -> Iterator[subproce
         "KUBETUNE_KUBECONFIG": str(kube.kubeconfig),
         "KUBETUNE_RESYNC_SECONDS": "10",
     }
-    command = [
-        *(sys.executable, "-m", "kubetune.cli", "operator", "--namespace", namespace),
-        *("--metrics-port", "0", "--liveness", f"http://127.0.0.1:{free_port()}/healthz"),
-    ]
+    command = operator_command(namespace, liveness_port=free_port())
     with log.open("wb") as out:
         proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
         try:

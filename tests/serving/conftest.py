@@ -16,7 +16,6 @@ from tests.serving.objects import model_deployment
 from tests.serving.vllm_server import (
     VLLM_ENV_SCRIPT,
     VllmServer,
-    free_port,
     local_command,
     start_server,
     vllm_venv,
@@ -25,6 +24,7 @@ from tests.support.tiny_model import create_tiny_model
 
 from kubetune.api.modeldeployment import ModelDeploymentSpec
 from kubetune.builders.modeldeployment import build_variant_children
+from kubetune.devcluster.controlplane import free_port
 from kubetune.serving.resolution import resolve_variant_model
 
 BASE_NAME = "tiny"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -32,12 +31,6 @@ def vllm_venv() -> Path:
         return Path(override)
     cache = os.environ.get("KUBETUNE_CACHE") or str(Path.home() / ".cache" / "kubetune")
     return Path(cache) / "vllm-venv"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _swap(value: str, paths: Mapping[str, Path]) -> str:

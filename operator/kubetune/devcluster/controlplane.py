@@ -15,11 +15,13 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -71,6 +73,26 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def terminate(process: subprocess.Popen[Any], timeout: float = 20.0) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `timeout` seconds."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def operator_command(namespace: str | None = None, liveness_port: int = 0) -> list[str]:
+    """`kubetune operator` as shipped, in this interpreter, with metrics off (dev, tests, benchmarks)."""
+    command = [sys.executable, "-m", "kubetune.cli", "operator"]
+    if namespace is not None:
+        command += ["--namespace", namespace]
+    return [*command, "--metrics-port", "0", "--liveness", f"http://127.0.0.1:{liveness_port}/healthz"]
 
 
 def _pem_key(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> bytes:

@@ -200,7 +200,8 @@ async def reconcile(client: KubeClient, obj: dict[str, Any], now: datetime, cont
     caps = await detect(client)
     pod_monitor = caps.pod_monitor and spec.metrics.pod_monitor
 
-    own_deployments = {
+    # By the variant that owns the pods: a servedBy variant is looked up under its host (`pods_of`).
+    observed = {
         (d["metadata"].get("labels") or {}).get(LABEL_VARIANT): d
         for d in await client.list(
             "apps/v1",
@@ -208,12 +209,6 @@ async def reconcile(client: KubeClient, obj: dict[str, Any], now: datetime, cont
             namespace,
             label_selector=f"{LABEL_DEPLOYMENT}={name},kubetune.io/role={ROLE_SERVING}",
         )
-    }
-    # Each variant's pods: its own Deployment, or its host's for a servedBy variant.
-    observed = {
-        v.name: own_deployments[spec.pods_of(v.name)]
-        for v in spec.variants
-        if spec.pods_of(v.name) in own_deployments
     }
 
     # Render every variant that may roll out; the smoke-test cache key depends on the rendering.
@@ -270,9 +265,6 @@ async def reconcile(client: KubeClient, obj: dict[str, Any], now: datetime, cont
             keep.add((child["kind"], child["metadata"]["name"]))
             if child["kind"] == "Deployment":
                 applied[variant_name] = stored
-    for variant in spec.variants:
-        if variant.served_by is not None and spec.pods_of(variant.name) in applied:
-            applied[variant.name] = applied[spec.pods_of(variant.name)]
     if pod_monitor:
         monitor = build_pod_monitor(obj)
         await client.apply(monitor)
@@ -281,12 +273,13 @@ async def reconcile(client: KubeClient, obj: dict[str, Any], now: datetime, cont
     statuses: list[VariantStatus] = []
     for variant in spec.variants:
         before = previous_conditions[variant.name]
-        deployment = applied.get(variant.name) or observed.get(variant.name)
+        pods = spec.pods_of(variant.name)
+        deployment = applied.get(pods) or observed.get(pods)
         verdict = await _smoke(
             obj,
             spec,
             variant,
-            applied.get(variant.name),
+            applied.get(pods),
             keys.get(variant.name),
             before,
             resolutions[variant.name].test_prompts,
@@ -299,7 +292,7 @@ async def reconcile(client: KubeClient, obj: dict[str, Any], now: datetime, cont
             verdict,
             previous_conditions=before,
             smoke_test=spec.smoke_test,
-            endpoint=variant_endpoint(obj, spec.pods_of(variant.name)),
+            endpoint=variant_endpoint(obj, pods),
             generation=generation,
             now=now,
         )
@@ -369,7 +362,7 @@ async def _canary(
     resolutions: Mapping[str, Resolution],
     previous_status: ModelDeploymentStatus,
     traffic_before: PreviousTraffic,
-    observed: Mapping[str, dict[str, Any]],
+    observed: Mapping[str | None, dict[str, Any]],
     keys: Mapping[str, str],
     previous_conditions: Mapping[str, list[Condition]],
     namespace: str,
@@ -390,7 +383,7 @@ async def _canary(
     passed = tested and cond is not None and cond.status == "True"
     if not spec.smoke_test.enabled:
         passed = candidate in keys
-    deployment = observed.get(candidate)
+    deployment = observed.get(spec.pods_of(candidate))
     ready = DeploymentView.of(deployment).ready if deployment is not None and passed else 0
     result = await run_canary(
         spec,

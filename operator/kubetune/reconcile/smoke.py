@@ -71,13 +71,18 @@ def tested_key(conditions: Sequence[Condition]) -> str | None:
     return match.group("key") if match else None
 
 
-def base_url(mdep: Mapping[str, Any], variant_name: str, endpoint: str) -> str:
+def overridden_url(mdep: Mapping[str, Any], annotation: str, default: str) -> str:
+    """The URL in `annotation`, where the operator's environment allows overrides; else `default`."""
     # The override would let anyone who may edit a ModelDeployment make the operator POST to any
     # URL, so it is honoured only where the operator's own environment allows it (tests, dev).
     if os.environ.get(SMOKE_URL_OVERRIDE_ENV) != "allow":
-        return endpoint
+        return default
     annotations = mdep["metadata"].get("annotations") or {}
-    return str(annotations.get(SMOKE_URL_ANNOTATION_PREFIX + variant_name) or endpoint)
+    return str(annotations.get(annotation) or default)
+
+
+def base_url(mdep: Mapping[str, Any], variant_name: str, endpoint: str) -> str:
+    return overridden_url(mdep, SMOKE_URL_ANNOTATION_PREFIX + variant_name, endpoint)
 
 
 def _tagged(verdict: SmokeVerdict, key: str) -> SmokeVerdict:

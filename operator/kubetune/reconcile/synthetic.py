@@ -7,14 +7,13 @@ replaces or stops the object's generator to match. A restarted operator starts i
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kubetune.api.common import GROUP
 from kubetune.api.modeldeployment import ModelDeploymentSpec
 from kubetune.builders.router import router_endpoint
-from kubetune.reconcile.smoke import SMOKE_URL_OVERRIDE_ENV
+from kubetune.reconcile.smoke import overridden_url
 from kubetune.reconcile.traffic import GATEWAY_API
 from kubetune.serving.smoke import smoke_prompts
 from kubetune.serving.synthetic import SyntheticLoad, generate, plan_prompts
@@ -45,11 +44,8 @@ def desired_load(
         return None
     if plan.outcome is not CanaryOutcome.PROGRESSING or plan.status.weight == 0:
         return None
-    url = router_endpoint(mdep)
-    if os.environ.get(SMOKE_URL_OVERRIDE_ENV) == "allow":
-        url = (mdep["metadata"].get("annotations") or {}).get(SYNTHETIC_URL_ANNOTATION) or url
     return SyntheticLoad(
-        url=url,
+        url=overridden_url(mdep, SYNTHETIC_URL_ANNOTATION, router_endpoint(mdep)),
         variants=(canary.stable_variant, canary.canary_variant),
         prompts=plan_prompts(test_prompts, smoke_prompts(spec.smoke_test)),
         requests_per_second=canary.analysis.synthetic_traffic.requests_per_second,

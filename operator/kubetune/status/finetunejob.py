@@ -81,6 +81,19 @@ class _Verdict:
     extra_events: list[TransitionEvent] = field(default_factory=list)
 
 
+def _gang_restart(
+    attempt: int, delete_jobs: tuple[str, ...], message: str, event_type: Literal["Normal", "Warning"]
+) -> _Verdict:
+    """Replace the gang: delete its Jobs and create attempt + 1, announced by an Event."""
+    return _Verdict(
+        Phase.PENDING,
+        Reason.GANG_RESTART,
+        message,
+        decisions={"create_training": True, "attempt": attempt + 1, "delete_jobs": delete_jobs},
+        extra_events=[TransitionEvent(event_type, str(Reason.GANG_RESTART), message)],
+    )
+
+
 def _job_condition(job: Mapping[str, Any], type_: str) -> Mapping[str, Any] | None:
     for cond in (job.get("status") or {}).get("conditions") or []:
         if cond.get("type") == type_ and cond.get("status") == "True":
@@ -497,17 +510,7 @@ def _decide_training(
             f"the pod template changed (spec hash {job_hash} -> {desired_hash}); "
             "restarting from the last checkpoint"
         )
-        return _Verdict(
-            Phase.PENDING,
-            Reason.GANG_RESTART,
-            message,
-            decisions={
-                "create_training": True,
-                "attempt": attempt + 1,
-                "delete_jobs": (*stale, current["metadata"]["name"]),
-            },
-            extra_events=[TransitionEvent("Normal", str(Reason.GANG_RESTART), message)],
-        )
+        return _gang_restart(attempt, (*stale, current["metadata"]["name"]), message, "Normal")
     base = {"attempt": attempt, "delete_jobs": stale}
     unschedulable = _unschedulable(job_pods)
     if unschedulable:
@@ -600,14 +603,4 @@ def _failed(
     else:
         why = f"attempt {attempt} was disrupted ({message}); gang restart not counted"
     why = _clip(f"{why}, resuming from the last checkpoint as {job_name(attempt + 1)}")
-    return _Verdict(
-        Phase.PENDING,
-        Reason.GANG_RESTART,
-        why,
-        decisions={
-            "create_training": True,
-            "attempt": attempt + 1,
-            "delete_jobs": (*stale, job["metadata"]["name"]),
-        },
-        extra_events=[TransitionEvent("Warning", str(Reason.GANG_RESTART), why)],
-    )
+    return _gang_restart(attempt, (*stale, job["metadata"]["name"]), why, "Warning")
