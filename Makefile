@@ -36,8 +36,12 @@ vllm-env: ## separate CPU vLLM virtualenv (outside the repo, cached) for the rea
 	.ci/vllm-env.sh
 
 .PHONY: system-packages
-system-packages: ## apt packages the tests start for real (Prometheus)
-	@command -v prometheus >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null)
+# The real node (kubetune.devcluster.node) runs pods with containerd + runc on a CNI bridge, and
+# kube-proxy programs iptables; Prometheus scrapes it in the e2e tests and `make dev`.
+NODE_PACKAGES := prometheus containerd runc containernetworking-plugins iptables conntrack curl
+system-packages: ## apt packages the tests start for real (Prometheus, containerd, runc, CNI plugins, iptables)
+	@dpkg-query -W $(NODE_PACKAGES) >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	  apt-get -o DPkg::Lock::Timeout=900 install -y -qq $(NODE_PACKAGES) >/dev/null)
 
 .PHONY: manifests
 manifests: install ## regenerate crds/ (and the chart's copy) from the typed API models
@@ -64,7 +68,7 @@ run: install ## run the operator against the current kubeconfig
 	$(VENV)/bin/kubetune operator
 
 .PHONY: dev
-dev: install cluster-binaries ## local control plane + CRDs + operator + examples, then show them
+dev: install cluster-binaries system-packages ## the quickstart for real: local node, images, helm install, train, serve, canary
 	$(PY) -m kubetune.dev up
 
 .PHONY: dev-down
