@@ -13,8 +13,8 @@ import pytest
 
 from kubetune.devcluster import nodeconfig
 from kubetune.devcluster.node import binary_image_archive
+from kubetune.devcluster.nodeagent import released_volume_paths
 from kubetune.devcluster.nodeconfig import NodeLayout
-from kubetune.devcluster.provisioner import released_volume_paths
 
 LAYOUT = NodeLayout()
 
@@ -163,3 +163,46 @@ def test_binary_image_archive_is_an_oci_layout_naming_the_image() -> None:
         with tarfile.open(fileobj=io.BytesIO(blob(manifest["layers"][0]["digest"]))) as layer:
             assert layer.getnames() == ["x"]
             assert layer.getmember("x").mode == 0o755
+
+
+def pod(name: str, *, phase: str = "Running", annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": "ns",
+            "labels": {"kubetune.io/variant": "tuned", "kubetune.io/deployment": "chat"},
+            "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": "8000"}
+            if annotations is None
+            else annotations,
+        },
+        "status": {"phase": phase, "podIP": "10.88.0.7"},
+    }
+
+
+@pytest.mark.parametrize(
+    ("pods", "targets"),
+    [
+        (
+            [pod("vllm-0")],
+            [
+                {
+                    "targets": ["10.88.0.7:8000"],
+                    "labels": {
+                        "__metrics_path__": "/metrics",
+                        "namespace": "ns",
+                        "pod": "vllm-0",
+                        "variant": "tuned",
+                        "model_deployment": "chat",
+                    },
+                }
+            ],
+        ),
+        ([pod("pending", phase="Pending")], []),
+        ([pod("unannotated", annotations={})], []),
+        ([pod("no-port", annotations={"prometheus.io/scrape": "true"})], []),
+    ],
+)
+def test_scrape_targets_are_the_running_annotated_pods_labelled_like_podmonitors(
+    pods: list[dict[str, Any]], targets: list[dict[str, Any]]
+) -> None:
+    assert nodeconfig.scrape_targets(pods) == targets

@@ -242,7 +242,7 @@ class LocalNode:
         binary = shutil.which("prometheus")
         if binary is None:
             raise NodeError("prometheus is not installed: apt-get install prometheus")
-        (self.config / "prometheus.yml").write_text(nodeconfig.prometheus_config(self.plane.kubeconfig))
+        (self.config / "prometheus.yml").write_text(nodeconfig.prometheus_config(self.layout.scrape_targets))
         self._spawn(
             "prometheus",
             [
@@ -265,47 +265,52 @@ class LocalNode:
         if problems:
             raise NodeError("cannot start a real node here; missing: " + "; ".join(problems))
         self.acquire(owner or f"pid:{os.getpid()}")
-        teardown(self.layout)
-        self.prepare_network(self.layout)
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.config.mkdir(parents=True, exist_ok=True)
-        self._write_configs()
-        self._start_containerd()
-        remove_pods(self.layout)  # sandboxes a crashed run left in containerd's metadata
-        self.import_archive(self._pause_archive())
-        for archive in images:
-            self.import_archive(archive)
-        self._spawn("coredns", [str(find_binary("coredns")), "-conf", str(self.config / "Corefile")])
-        self._spawn(
-            "kubelet",
-            [
-                str(find_binary("kubelet")),
-                f"--config={self.config / 'kubelet.json'}",
-                f"--kubeconfig={self.plane.kubeconfig}",
-                f"--root-dir={self.layout.kubelet_root}",
-                f"--hostname-override={self.layout.name}",
-                f"--node-ip={self.layout.node_ip}",
-                f"--node-labels={nodeconfig.NODE_LABEL}=true",
-                "--v=1",
-            ],
-        )
-        self._spawn(
-            "kube-proxy",
-            [str(find_binary("kube-proxy")), f"--config={self.config / 'kube-proxy.json'}", "--v=1"],
-        )
-        self._spawn(
-            "provisioner",
-            [
-                sys.executable,
-                "-m",
-                "kubetune.devcluster.provisioner",
-                f"--kubeconfig={self.plane.kubeconfig}",
-                f"--volumes={self.layout.volumes_root}",
-            ],
-        )
-        self.wait_ready()
-        self.kubectl("apply", "-f", "-", input=nodeconfig.to_json(nodeconfig.storage_class()))
-        return self
+        try:
+            teardown(self.layout)
+            self.prepare_network(self.layout)
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            self.config.mkdir(parents=True, exist_ok=True)
+            self._write_configs()
+            self._start_containerd()
+            remove_pods(self.layout)  # sandboxes a crashed run left in containerd's metadata
+            self.import_archive(self._pause_archive())
+            for archive in images:
+                self.import_archive(archive)
+            self._spawn("coredns", [str(find_binary("coredns")), "-conf", str(self.config / "Corefile")])
+            self._spawn(
+                "kubelet",
+                [
+                    str(find_binary("kubelet")),
+                    f"--config={self.config / 'kubelet.json'}",
+                    f"--kubeconfig={self.plane.kubeconfig}",
+                    f"--root-dir={self.layout.kubelet_root}",
+                    f"--hostname-override={self.layout.name}",
+                    f"--node-ip={self.layout.node_ip}",
+                    f"--node-labels={nodeconfig.NODE_LABEL}=true",
+                    "--v=1",
+                ],
+            )
+            self._spawn(
+                "kube-proxy",
+                [str(find_binary("kube-proxy")), f"--config={self.config / 'kube-proxy.json'}", "--v=1"],
+            )
+            self._spawn(
+                "nodeagent",
+                [
+                    sys.executable,
+                    "-m",
+                    "kubetune.devcluster.nodeagent",
+                    f"--kubeconfig={self.plane.kubeconfig}",
+                    f"--state-root={self.layout.state_root}",
+                    f"--run-root={self.layout.run_root}",
+                ],
+            )
+            self.wait_ready()
+            self.kubectl("apply", "-f", "-", input=nodeconfig.to_json(nodeconfig.storage_class()))
+            return self
+        except BaseException:
+            self.stop()  # nothing half-started stays on the machine
+            raise
 
     def _write_configs(self) -> None:
         pki = self.plane.pki
@@ -401,7 +406,7 @@ class LocalNode:
 
     def stop(self) -> None:
         """Stop the kubelet first (so it recreates nothing), remove every pod, then the rest."""
-        for name in ("kubelet", "provisioner"):
+        for name in ("kubelet", "nodeagent"):
             _stop(self.processes.pop(name, None))
         remove_pods(self.layout)
         for name in reversed(list(self.processes)):

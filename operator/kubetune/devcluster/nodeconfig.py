@@ -56,6 +56,10 @@ class NodeLayout:
         return self.run_root / "config"
 
     @property
+    def scrape_targets(self) -> Path:
+        return self.config_dir / "scrape-targets.json"
+
+    @property
     def containerd_socket(self) -> Path:
         return self.run_root / "containerd.sock"
 
@@ -274,55 +278,44 @@ def to_json(document: dict[str, Any]) -> str:
 PROMETHEUS_PORT = 9090
 
 
-def _pod_label(label: str) -> str:
-    return "__meta_kubernetes_pod_label_" + "".join(c if c.isalnum() else "_" for c in label)
-
-
-def prometheus_config(kubeconfig: Path, scrape_interval: str = "2s") -> str:
-    """Scrape every pod annotated `prometheus.io/scrape`, labelled like the operator's PodMonitors.
-
-    The Prometheus Operator is not installed locally; this is the classic annotation-driven job with
-    the relabelings our PodMonitors declare (namespace, pod, variant, model_deployment).
-    """
+def prometheus_config(targets_file: Path, scrape_interval: str = "2s") -> str:
+    """Scrape the pods the node agent lists in `targets_file` (see `scrape_targets`)."""
     config = {
         "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
         "scrape_configs": [
             {
                 "job_name": "kubetune-pods",
-                "kubernetes_sd_configs": [{"role": "pod", "kubeconfig_file": str(kubeconfig)}],
-                "relabel_configs": [
-                    {
-                        "source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_scrape"],
-                        "regex": "true",
-                        "action": "keep",
-                    },
-                    {"source_labels": ["__meta_kubernetes_pod_phase"], "regex": "Running", "action": "keep"},
-                    {
-                        "source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_path"],
-                        "regex": "(.+)",
-                        "target_label": "__metrics_path__",
-                    },
-                    {
-                        "source_labels": [
-                            "__meta_kubernetes_pod_ip",
-                            "__meta_kubernetes_pod_annotation_prometheus_io_port",
-                        ],
-                        "regex": "(.+);(.+)",
-                        "replacement": "$1:$2",
-                        "target_label": "__address__",
-                    },
-                    {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
-                    {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
-                    {
-                        "source_labels": [_pod_label(LABEL_VARIANT)],
-                        "target_label": "variant",
-                    },
-                    {
-                        "source_labels": [_pod_label(LABEL_DEPLOYMENT)],
-                        "target_label": "model_deployment",
-                    },
-                ],
+                "file_sd_configs": [{"files": [str(targets_file)], "refresh_interval": "2s"}],
             }
         ],
     }
     return json.dumps(config, indent=2)
+
+
+def scrape_targets(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Running pods annotated `prometheus.io/scrape: "true"`, labelled like the operator's PodMonitors.
+
+    What kube-prometheus does with `kubernetes_sd_configs` and the PodMonitor relabelings (namespace,
+    pod, variant, model_deployment), for a Prometheus built without Kubernetes discovery.
+    """
+    targets = []
+    for pod in pods:
+        meta, status = pod["metadata"], pod.get("status") or {}
+        annotations = meta.get("annotations") or {}
+        if annotations.get("prometheus.io/scrape") != "true" or status.get("phase") != "Running":
+            continue
+        if not status.get("podIP") or not annotations.get("prometheus.io/port"):
+            continue
+        labels = meta.get("labels") or {}
+        target_labels = {
+            "__metrics_path__": annotations.get("prometheus.io/path", "/metrics"),
+            "namespace": meta["namespace"],
+            "pod": meta["name"],
+        }
+        for label, name in ((LABEL_VARIANT, "variant"), (LABEL_DEPLOYMENT, "model_deployment")):
+            if label in labels:
+                target_labels[name] = labels[label]
+        targets.append(
+            {"targets": [f"{status['podIP']}:{annotations['prometheus.io/port']}"], "labels": target_labels}
+        )
+    return sorted(targets, key=lambda target: target["labels"]["namespace"] + "/" + target["labels"]["pod"])

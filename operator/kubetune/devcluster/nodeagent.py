@@ -1,8 +1,10 @@
-"""Dynamic hostPath provisioning for the local node's default StorageClass (`kubetune-local`).
+"""The local node's two small controllers, one loop over the API (through kubectl):
 
-A claim of the class gets a directory under the node's volumes root and a PersistentVolume bound to
-it (any access mode: there is one node); a released volume loses its directory and its PV. Like the
-external provisioners of real clusters, it is a loop over the API, here through kubectl.
+- dynamic hostPath provisioning for the default StorageClass (`kubetune-local`): a claim of the class
+  gets a directory under the node's volumes root and a PersistentVolume bound to it (any access mode:
+  there is one node); a released volume loses its directory and its PV;
+- Prometheus pod discovery: Debian's Prometheus is built without Kubernetes service discovery, so the
+  agent writes the annotated pods as a `file_sd_configs` target list (`nodeconfig.scrape_targets`).
 """
 
 from __future__ import annotations
@@ -40,7 +42,16 @@ def released_volume_paths(volumes: list[dict[str, Any]]) -> dict[str, str]:
     return out
 
 
+def write_scrape_targets(path: Path, pods: list[dict[str, Any]]) -> None:
+    text = json.dumps(nodeconfig.scrape_targets(pods), indent=1, sort_keys=True)
+    if not path.exists() or path.read_text() != text:
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(text)
+        temporary.replace(path)  # Prometheus must never read half a file
+
+
 def sync_once(kubeconfig: Path, layout: NodeLayout) -> None:
+    write_scrape_targets(layout.scrape_targets, _items(kubeconfig, "pods", "-A"))
     for claim in _items(kubeconfig, "pvc", "-A"):
         volume = nodeconfig.persistent_volume_for(claim, layout)
         if volume is None:
@@ -57,14 +68,13 @@ def sync_once(kubeconfig: Path, layout: NodeLayout) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kubetune.devcluster.provisioner", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m kubetune.devcluster.nodeagent", description=__doc__)
     parser.add_argument("--kubeconfig", type=Path, required=True)
-    parser.add_argument("--volumes", type=Path, required=True, help="directory that holds the volumes")
+    parser.add_argument("--state-root", type=Path, required=True, help="the node's NodeLayout.state_root")
+    parser.add_argument("--run-root", type=Path, required=True, help="the node's NodeLayout.run_root")
     parser.add_argument("--interval", type=float, default=1.0)
     args = parser.parse_args(argv)
-    layout = NodeLayout()
-    if args.volumes != layout.volumes_root:
-        layout = NodeLayout(state_root=args.volumes.parent)
+    layout = NodeLayout(state_root=args.state_root, run_root=args.run_root)
     while True:
         sync_once(args.kubeconfig, layout)
         time.sleep(args.interval)
