@@ -43,6 +43,23 @@ system-packages: ## apt packages the tests start for real (Prometheus, container
 	@dpkg-query -W $(NODE_PACKAGES) >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 	  apt-get -o DPkg::Lock::Timeout=900 install -y -qq $(NODE_PACKAGES) >/dev/null)
 
+.PHONY: image-tools
+image-tools: ## apt packages `make images` uses: buildah, mmdebstrap, containerd (ctr) + runc
+	@command -v buildah >/dev/null && command -v mmdebstrap >/dev/null && command -v ctr >/dev/null && command -v runc >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -qq \
+	    buildah mmdebstrap containerd runc uidmap >/dev/null)
+
+# IMAGES: a subset (e.g. IMAGES="operator router"); PUSH=1 REGISTRY=registry.example.com/team [TAG=0.1.0]
+# also pushes them to $(REGISTRY)/kubetune/<name>:<TAG> (credentials: REGISTRY_AUTH_FILE or buildah login).
+IMAGES ?=
+REGISTRY ?=
+PUSH ?=
+TAG ?=
+.PHONY: images
+images: image-tools ## build the operator, trainer, router and CPU vLLM images with buildah, no Docker or registry (cached by content hash)
+	PYTHONPATH=operator $(PYTHON) -m kubetune.devcluster.images build $(IMAGES) \
+	  $(if $(filter 1,$(PUSH)),--push $(or $(REGISTRY),$(error PUSH=1 needs REGISTRY=...)) $(if $(TAG),--tag $(TAG)))
+
 .PHONY: manifests
 manifests: install ## regenerate crds/ (and the chart's copy) from the typed API models
 	$(PY) -m kubetune.crdgen crds charts/kubetune/crds
@@ -55,8 +72,8 @@ lint: install ## ruff + mypy
 	$(VENV)/bin/mypy
 
 .PHONY: prerequisites
-prerequisites: ## everything the tests need, in parallel (Go builds are CPU-bound, pip and apt network-bound)
-	$(MAKE) --no-print-directory -j4 install cluster-binaries system-packages vllm-env
+prerequisites: ## everything the tests need, in parallel (Go builds are CPU-bound, pip, apt and images mostly network and disk)
+	$(MAKE) --no-print-directory -j4 install cluster-binaries system-packages vllm-env images
 
 .PHONY: test
 test: prerequisites ## everything CI runs: lint, unit, real-apiserver, training, serving, chart tests
