@@ -85,7 +85,7 @@ run: install ## run the operator against the current kubeconfig
 	$(VENV)/bin/kubetune operator
 
 .PHONY: dev
-dev: install cluster-binaries system-packages ## the quickstart for real: local node, images, helm install, train, serve, canary
+dev: install cluster-binaries system-packages images ## the quickstart for real: local node, images, helm install, train, serve, canary
 	$(PY) -m kubetune.dev up
 
 .PHONY: dev-down

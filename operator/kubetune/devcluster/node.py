@@ -512,6 +512,7 @@ def teardown(layout: NodeLayout) -> None:
     _run("ip", "link", "delete", layout.bridge)
     for path in (
         layout.kubelet_root,
+        layout.volumes_root,  # the volumes die with the cluster whose claims they served
         layout.cni_data_dir,
         layout.run_root / "containerd",
         layout.run_root / "prometheus",

@@ -132,7 +132,8 @@ def finetune_job() -> dict[str, Any]:
 
 def model_deployment(prometheus_url: str) -> dict[str, Any]:
     vllm = {"dtype": "float32", "maxModelLen": 256}
-    resources = {"cpu": "1", "memory": "4Gi"}
+    # No CPU request or limit: two cores are shared by every pod here, and a limit throttles start-up.
+    resources = {"gpus": 0, "memory": "4Gi"}
     return {
         "apiVersion": "kubetune.io/v1alpha1",
         "kind": "ModelDeployment",
