@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.support.containerd import PROBE, Containerd, throwaway_containerd
+from tests.support.containerd import Containerd, throwaway_containerd
 
 from kubetune.devcluster import imageplan, images
 
@@ -71,36 +71,29 @@ def import_and_run(daemon: Containerd, names: list[str], label: str) -> None:
 
 
 def buildah_run(name: str) -> None:
-    """The image's entrypoint with --help as its USER, in buildah (chroot), with the uid probe."""
+    """The image's entrypoint with --help, then its uid, as its USER in buildah (chroot)."""
     paths = images.default_paths()
     ref = images.load_index(paths)[name].ref
     config = images.image_config(paths.layout, ref)
-    with tempfile.TemporaryDirectory() as probe:
-        (Path(probe) / "sitecustomize.py").write_text(PROBE)
-        container = subprocess.run(
-            imageplan.buildah(paths, "from", "--pull=never", ref), capture_output=True, text=True, check=True
-        ).stdout.strip()
-        try:
-            subprocess.run(
-                imageplan.buildah(paths, "config", "--env", "PYTHONPATH=/kt-probe", container), check=True
-            )
-            start = time.monotonic()
-            result = subprocess.run(
-                imageplan.buildah(
-                    paths, "run", "--isolation", "chroot", "--volume", f"{probe}:/kt-probe:ro",
-                    container, "--", *config["Entrypoint"], "--help",
-                ),
-                capture_output=True,
-                text=True,
-                check=False,
-            )  # fmt: skip
-        finally:
-            subprocess.run(imageplan.buildah(paths, "rm", container), capture_output=True, check=False)
-    probe_line = [line for line in result.stderr.splitlines() if line.startswith("kt-probe")]
+    container = subprocess.run(
+        imageplan.buildah(paths, "from", "--pull=never", ref), capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        command = imageplan.buildah(paths, "run", "--isolation", "chroot", container, "--", *argv)
+        return subprocess.run(command, capture_output=True, text=True, check=False)
+
+    try:
+        start = time.monotonic()
+        result = run(*config["Entrypoint"], "--help")
+        seconds = time.monotonic() - start
+        uid = run("python", "-c", "import os; print(os.getuid(), os.getgid())").stdout.strip()
+    finally:
+        subprocess.run(imageplan.buildah(paths, "rm", container), capture_output=True, check=False)
     first = (result.stdout.splitlines() or ["<no output>"])[0][:50]
     print(
-        f"  buildah run {name:<9} USER={config.get('User')} rc={result.returncode} "
-        f"{probe_line[0] if probe_line else 'no probe'} {time.monotonic() - start:5.1f} s: {first}",
+        f"  buildah run {name:<9} USER={config.get('User')} uid/gid={uid} rc={result.returncode} "
+        f"{seconds:5.1f} s: {first}",
         flush=True,
     )
 
