@@ -360,6 +360,10 @@ def build(
                     save_index(paths, entries)
                 continue
             present = present if present is not None else storage_refs(paths)
+            # buildah refuses a --volume whose host path is missing (a fresh machine has no caches yet).
+            for cache in (paths.pip_cache, paths.go_mod_cache, paths.go_build_cache):
+                if cache is not None:
+                    cache.mkdir(parents=True, exist_ok=True)
             for base in needed:
                 ensure_base(paths, bases[base.name], bases, present, repo)
             # The image alone: a base's time is logged on its own.
