@@ -44,10 +44,10 @@ system-packages: ## apt packages the tests start for real (Prometheus, container
 	  apt-get -o DPkg::Lock::Timeout=900 install -y -qq $(NODE_PACKAGES) >/dev/null)
 
 .PHONY: image-tools
-image-tools: ## apt packages `make images` uses: buildah, mmdebstrap, containerd (ctr) + runc
-	@command -v buildah >/dev/null && command -v mmdebstrap >/dev/null && command -v ctr >/dev/null && command -v runc >/dev/null || \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -qq \
-	    buildah mmdebstrap containerd runc uidmap >/dev/null)
+image-tools: ## apt packages `make images` uses: buildah, skopeo, mmdebstrap, containerd (ctr) + runc
+	@for tool in buildah skopeo mmdebstrap ctr runc; do command -v $$tool >/dev/null || missing=1; done; \
+	  test -z "$$missing" || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    apt-get -o DPkg::Lock::Timeout=900 install -y -qq buildah skopeo mmdebstrap containerd runc uidmap >/dev/null)
 
 # IMAGES: a subset (e.g. IMAGES="operator router"); PUSH=1 REGISTRY=registry.example.com/team [TAG=0.1.0]
 # also pushes them to $(REGISTRY)/kubetune/<name>:<TAG> (credentials: REGISTRY_AUTH_FILE or buildah login).

@@ -203,14 +203,28 @@ def test_bud_uses_overlay_chroot_layers_and_mounts_the_ca_bundle_read_only() -> 
     assert "--volume /c/gocache:/root/.cache/go-build" in go
 
 
-def test_export_writes_uncompressed_into_the_shared_layout() -> None:
-    argv = plan.export_command(PATHS, "localhost/kubetune/operator:abc")
-    assert argv[7:] == [
-        "push",
-        "--disable-compression",
-        "localhost/kubetune/operator:abc",
+def test_export_copies_layers_as_stored_into_the_shared_layout() -> None:
+    assert plan.export_command(PATHS, "localhost/kubetune/operator:abc") == [
+        "skopeo",
+        "copy",
+        "--quiet",
+        "--dest-oci-accept-uncompressed-layers",
+        "containers-storage:[overlay@/c/images/storage+/c/images/run]localhost/kubetune/operator:abc",
         "oci:/c/images/oci:localhost/kubetune/operator:abc",
     ]
+
+
+# (the image's blobs, what containerd holds, what is sent)
+SEND_CASES = [
+    (["m", "c", "torch", "app"], [], ["m", "c", "torch", "app"]),
+    (["m", "c", "torch", "app"], ["torch", "other"], ["m", "c", "app"]),
+    (["m", "c"], ["m", "c"], []),
+]
+
+
+@pytest.mark.parametrize(("blobs", "present", "sent"), SEND_CASES)
+def test_only_blobs_containerd_lacks_are_sent(blobs: list[str], present: list[str], sent: list[str]) -> None:
+    assert plan.blobs_to_send(blobs, present) == sent
 
 
 # (registry, name, tag, destination)
@@ -376,6 +390,42 @@ def test_image_tar_holds_one_image_named_for_containerd(tmp_path: Path) -> None:
     )  # fmt: skip
 
 
+def test_image_tar_leaves_out_blobs_the_target_has(tmp_path: Path) -> None:
+    descriptor = write_image(tmp_path, "localhost/kubetune/trainer:2", [b"torch", b"trainer v2"])
+    torch = "sha256:" + hashlib.sha256(b"torch").hexdigest()
+    out = io.BytesIO()
+    images.image_tar(tmp_path, "localhost/kubetune/trainer:2", out, present=[torch])
+    with tarfile.open(fileobj=io.BytesIO(out.getvalue())) as tar:
+        names = tar.getnames()
+    assert str(plan.blob_path(torch)) not in names
+    assert str(plan.blob_path(str(descriptor["digest"]))) in names
+    assert len(names) == 5  # oci-layout, index.json, manifest, config, the new layer
+
+
 def test_image_tar_of_an_unbuilt_ref_says_what_to_run(tmp_path: Path) -> None:
     with pytest.raises(images.ImageBuildError, match="make images"):
         images.image_tar(tmp_path, "localhost/kubetune/operator:0", io.BytesIO())
+
+
+def entry(ref: str, previous: str | None = None) -> images.Entry:
+    return images.Entry("trainer", ref, ref[-1], "sha256:0", 0, 0.0, previous)
+
+
+# (the entry being replaced, the new ref, the previous ref kept beside it)
+PREVIOUS_CASES = [
+    (None, "t:2", None),
+    (entry("t:1"), "t:2", "t:1"),
+    (entry("t:2", "t:1"), "t:2", "t:1"),  # the same ref again: keep what it replaced
+    (entry("t:1", "t:0"), "t:2", "t:1"),
+]
+
+
+@pytest.mark.parametrize(("old", "ref", "previous"), PREVIOUS_CASES)
+def test_the_replaced_ref_stays_as_previous(
+    tmp_path: Path, old: images.Entry | None, ref: str, previous: str | None
+) -> None:
+    write_image(tmp_path / "oci", ref, [b"torch", ref.encode()])
+    paths = plan.BuildPaths(cache=tmp_path, pip_cache=tmp_path)
+    new = images.layout_entry(paths, "trainer", ref, "2", old)
+    assert (new.ref, new.previous) == (ref, previous)
+    assert new.size == len(b"torch") + len(ref.encode())

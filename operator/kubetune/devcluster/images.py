@@ -90,6 +90,9 @@ class Entry:
     manifest: str
     size: int
     seconds: float
+    # The ref this one replaced, kept in the layout too: two checkouts sharing the cache (a branch
+    # and main) then switch between their images without rebuilding.
+    previous: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -98,6 +101,7 @@ class Entry:
             "manifest": self.manifest,
             "size": self.size,
             "buildSeconds": round(self.seconds, 1),
+            "previous": self.previous,
         }
 
 
@@ -109,7 +113,7 @@ def load_index(paths: plan.BuildPaths) -> dict[str, Entry]:
     if data.get("version") != INDEX_VERSION:
         return {}
     return {
-        name: Entry(name, e["ref"], e["hash"], e["manifest"], e["size"], e["buildSeconds"])
+        name: Entry(name, e["ref"], e["hash"], e["manifest"], e["size"], e["buildSeconds"], e.get("previous"))
         for name, e in data["images"].items()
     }
 
@@ -126,10 +130,12 @@ def save_index(paths: plan.BuildPaths, entries: dict[str, Entry]) -> None:
 
 
 @contextlib.contextmanager
-def locked(paths: plan.BuildPaths) -> Iterator[None]:
+def locked(paths: plan.BuildPaths, *, shared: bool = False) -> Iterator[None]:
+    """Builds hold the cache exclusively (they rewrite the index and collect layout blobs);
+    imports and archives share it, so no build removes a blob they are streaming."""
     paths.cache.mkdir(parents=True, exist_ok=True)
-    with open(paths.cache / "lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with open(paths.cache / "lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         yield
 
 
@@ -184,10 +190,11 @@ def drop_refs(layout: Path, keep: set[str]) -> None:
             blob.unlink()
 
 
-def image_tar(layout: Path, ref: str, out: IO[bytes]) -> None:
+def image_tar(layout: Path, ref: str, out: IO[bytes], present: Sequence[str] = ()) -> None:
     """One image of the layout as an OCI archive stream (what `ctr images import` reads).
 
-    Written as a stream so a multi-GB image needs no second copy on disk.
+    Written as a stream so a multi-GB image needs no second copy on disk; blobs in `present`
+    (already in the target content store) are left out.
     """
     descriptor = manifest_descriptor(layout, ref)
     if descriptor is None:
@@ -206,7 +213,7 @@ def image_tar(layout: Path, ref: str, out: IO[bytes]) -> None:
 
         add_bytes("oci-layout", json.dumps({"imageLayoutVersion": "1.0.0"}).encode())
         add_bytes("index.json", json.dumps({"schemaVersion": 2, "manifests": [descriptor]}).encode())
-        for digest in [descriptor["digest"], *plan.layout_blobs(manifest)]:
+        for digest in plan.blobs_to_send([descriptor["digest"], *plan.layout_blobs(manifest)], present):
             path = layout / plan.blob_path(digest)
             info = tar.gettarinfo(str(path), str(plan.blob_path(digest)))
             info.uid = info.gid = 0
@@ -344,16 +351,23 @@ def build(
             ref = f"{spec.repository}:{digest}"
             old = entries.get(spec.name)
             exported = manifest_descriptor(paths.layout, ref) is not None
-            if old is not None and old.ref == ref and exported:
-                if push is None:
-                    continue
+            if exported and push is not None:
                 present = present if present is not None else storage_refs(paths)
-                if ref in present:
-                    continue
+                exported = ref in present
+            if exported:
+                if old is None or old.ref != ref:
+                    entries[spec.name] = layout_entry(paths, spec.name, ref, digest, old)
+                    save_index(paths, entries)
+                continue
             present = present if present is not None else storage_refs(paths)
-            start = time.monotonic()
+            # buildah refuses a --volume whose host path is missing (a fresh machine has no caches yet).
+            for cache in (paths.pip_cache, paths.go_mod_cache, paths.go_build_cache):
+                if cache is not None:
+                    cache.mkdir(parents=True, exist_ok=True)
             for base in needed:
                 ensure_base(paths, bases[base.name], bases, present, repo)
+            # The image alone: a base's time is logged on its own.
+            start = time.monotonic()
             log(f"{spec.name} -> {ref}")
             context = paths.context(spec.name)
             stage_context(list(files), context, repo)
@@ -367,21 +381,20 @@ def build(
                     go=plan.GO_BASE in needed,
                 )
             )
+            built = time.monotonic()
             run(plan.export_command(paths, ref), quiet=True)
-            descriptor = manifest_descriptor(paths.layout, ref)
-            assert descriptor is not None, f"{ref} missing from {paths.layout} after export"
-            manifest = read_manifest(paths.layout, descriptor["digest"])
-            size = sum(int(layer["size"]) for layer in manifest["layers"])
-            entries[spec.name] = Entry(
-                spec.name, ref, digest, descriptor["digest"], size, time.monotonic() - start
-            )
+            log(f"{spec.name}: buildah bud {built - start:.0f} s, export {time.monotonic() - built:.0f} s")
+            entry = layout_entry(paths, spec.name, ref, digest, old, time.monotonic() - start)
+            entries[spec.name] = entry
             present.add(ref)
-            if old is not None and old.ref != ref:
-                # Best effort: the old tag's layers are freed once nothing else uses them.
-                subprocess.run(plan.buildah(paths, "rmi", old.ref), capture_output=True, check=False)
-            drop_refs(paths.layout, {e.ref for e in entries.values()})
+            if old is not None and old.previous not in (None, ref, old.ref):
+                # Best effort: its layers are freed once nothing else uses them.
+                subprocess.run(
+                    plan.buildah(paths, "rmi", str(old.previous)), capture_output=True, check=False
+                )
+            drop_refs(paths.layout, {r for e in entries.values() for r in (e.ref, e.previous) if r})
             save_index(paths, entries)
-            log(f"{spec.name} built in {time.monotonic() - start:.0f} s ({size / 1e6:.0f} MB)")
+            log(f"{spec.name} built in {entry.seconds:.0f} s ({entry.size / 1e6:.0f} MB)")
         if push is not None:
             version = tag or chart_app_version()
             authfile = os.environ.get("REGISTRY_AUTH_FILE")
@@ -390,6 +403,18 @@ def build(
                 log(f"push {entries[spec.name].ref} -> {destination}")
                 run(plan.push_command(paths, entries[spec.name].ref, destination, authfile))
         return {s.name: entries[s.name] for s in specs}
+
+
+def layout_entry(
+    paths: plan.BuildPaths, name: str, ref: str, digest: str, old: Entry | None, seconds: float = 0.0
+) -> Entry:
+    """The index entry of `ref`, exported in the layout; `old` (the entry it replaces) becomes previous."""
+    descriptor = manifest_descriptor(paths.layout, ref)
+    assert descriptor is not None, f"{ref} missing from {paths.layout}"
+    manifest = read_manifest(paths.layout, descriptor["digest"])
+    size = sum(int(layer["size"]) for layer in manifest["layers"])
+    previous = old.ref if old is not None and old.ref != ref else (old.previous if old is not None else None)
+    return Entry(name, ref, digest, descriptor["digest"], size, seconds, previous)
 
 
 def chart_app_version() -> str:
@@ -415,6 +440,13 @@ def import_images(
     Refs already in that namespace are skipped: a content-hash tag names one content only.
     """
     paths = paths or default_paths()
+    with locked(paths, shared=True):
+        return _import_locked(address, namespace, names, paths, ctr)
+
+
+def _import_locked(
+    address: str, namespace: str, names: Sequence[str], paths: plan.BuildPaths, ctr: str
+) -> dict[str, str]:
     entries = load_index(paths)
     missing = [n for n in names if n not in entries]
     if missing or not entries:
@@ -431,16 +463,34 @@ def import_images(
         if entry.ref in present:
             continue
         start = time.monotonic()
-        with subprocess.Popen(plan.import_command(address, namespace, ctr), stdin=subprocess.PIPE) as proc:
-            assert proc.stdin is not None
-            try:
-                image_tar(paths.layout, entry.ref, proc.stdin)
-            finally:
-                proc.stdin.close()
-        if proc.returncode != 0:
-            raise ImageBuildError(f"ctr import of {entry.ref} failed ({proc.returncode})")
+        blobs = subprocess.run(
+            [ctr, "--address", address, "--namespace", namespace, "content", "ls", "-q"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        # A blob garbage-collected between the listing and the import fails it: send everything then.
+        if not _import_one(address, namespace, ctr, paths.layout, entry.ref, blobs):
+            log(f"import of {name} with known blobs left out failed; sending all of them")
+            if not _import_one(address, namespace, ctr, paths.layout, entry.ref, ()):
+                raise ImageBuildError(f"ctr import of {entry.ref} failed")
         log(f"imported {name} ({entry.ref}) in {time.monotonic() - start:.0f} s")
     return {name: entry.ref for name, entry in chosen.items()}
+
+
+def _import_one(
+    address: str, namespace: str, ctr: str, layout: Path, ref: str, present: Sequence[str]
+) -> bool:
+    with subprocess.Popen(plan.import_command(address, namespace, ctr), stdin=subprocess.PIPE) as proc:
+        assert proc.stdin is not None
+        try:
+            image_tar(layout, ref, proc.stdin, present)
+        except BrokenPipeError:
+            pass  # ctr exited early; its status says why
+        finally:
+            with contextlib.suppress(BrokenPipeError):
+                proc.stdin.close()
+    return proc.returncode == 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -478,9 +528,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             for name, entry in load_index(default_paths()).items():
                 print(f"{name}\t{entry.ref}\t{entry.size / 1e6:.0f} MB")
         else:
-            entry = load_index(default_paths())[args.name]
-            with open(args.out, "wb") as out:
-                image_tar(default_paths().layout, entry.ref, out)
+            paths = default_paths()
+            with locked(paths, shared=True), open(args.out, "wb") as out:
+                image_tar(paths.layout, load_index(paths)[args.name].ref, out)
     except ImageBuildError as exc:
         print(f"images: {exc}", file=sys.stderr)
         return 1
