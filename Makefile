@@ -11,6 +11,8 @@ export PIP_CACHE_DIR ?= $(HOME)/.cache/pip
 EXTRAS := test,router,trainer
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
+# Go builds share the module and build caches with .ci/toolchain/build.sh; never a toolchain download.
+GOENV := GOMODCACHE=$(KUBETUNE_CACHE)/gomod GOCACHE=$(KUBETUNE_CACHE)/gocache GOTOOLCHAIN=local GOFLAGS=-mod=readonly
 
 .PHONY: help
 help: ## list targets
@@ -31,6 +33,10 @@ install: $(STAMP) ## create .venv with the package (editable) and its test, rout
 cluster-binaries: ## build kube-apiserver, controller-manager, scheduler, etcd, kwok, helm from pinned Go modules (cached)
 	.ci/toolchain/build.sh
 
+.PHONY: router
+router: ## build the router (Go, static) into the cache; a no-op when the binary for these sources exists
+	router/build.sh >/dev/null
+
 .PHONY: vllm-env
 vllm-env: ## separate CPU vLLM virtualenv (outside the repo, cached) for the real-server tests
 	.ci/vllm-env.sh
@@ -43,20 +49,24 @@ system-packages: ## apt packages the tests start for real (Prometheus)
 manifests: install ## regenerate crds/ (and the chart's copy) from the typed API models
 	$(PY) -m kubetune.crdgen crds charts/kubetune/crds
 	$(PY) -m kubetune.chartgen
+	$(PY) -m kubetune.routerschema router/internal/config/routerconfig.schema.json
 
 .PHONY: lint
-lint: install ## ruff + mypy
+lint: install ## ruff + mypy, gofmt + go vet
 	$(VENV)/bin/ruff check operator tests bench
 	$(VENV)/bin/ruff format --check operator tests bench
 	$(VENV)/bin/mypy
+	@unformatted=$$(gofmt -l router); test -z "$$unformatted" || { echo "gofmt needed: $$unformatted"; exit 1; }
+	cd router && $(GOENV) go vet ./...
 
 .PHONY: prerequisites
 prerequisites: ## everything the tests need, in parallel (Go builds are CPU-bound, pip and apt network-bound)
-	$(MAKE) --no-print-directory -j4 install cluster-binaries system-packages vllm-env
+	$(MAKE) --no-print-directory -j4 install cluster-binaries system-packages vllm-env router
 
 .PHONY: test
 test: prerequisites ## everything CI runs: lint, unit, real-apiserver, training, serving, chart tests
 	$(MAKE) --no-print-directory lint
+	cd router && $(GOENV) go test ./...
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 .PHONY: run
@@ -72,7 +82,7 @@ dev-down: ## stop the local control plane started by `make dev`
 	$(PY) -m kubetune.dev down
 
 .PHONY: bench
-bench: install cluster-binaries ## benchmarks that print figures (not part of `make test`)
+bench: install cluster-binaries router ## benchmarks that print figures (not part of `make test`)
 	$(PY) bench/trainer_cpu.py
 	$(PY) bench/router.py
 	$(PY) bench/operator_scale.py
