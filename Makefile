@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 export KUBETUNE_CACHE ?= $(HOME)/.cache/kubetune
 export KUBETUNE_BIN ?= $(KUBETUNE_CACHE)/bin
 export PIP_CACHE_DIR ?= $(HOME)/.cache/pip
-EXTRAS := test,router,trainer
+EXTRAS := test,trainer
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
 # Go builds share the module and build caches with .ci/toolchain/build.sh; never a toolchain download.
@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-*; touch $@
 
 .PHONY: install
-install: $(STAMP) ## create .venv with the package (editable) and its test, router and trainer extras
+install: $(STAMP) ## create .venv with the package (editable) and its test and trainer extras
 
 .PHONY: cluster-binaries
 cluster-binaries: ## build kube-apiserver, controller-manager, scheduler, etcd, kwok, helm from pinned Go modules (cached)

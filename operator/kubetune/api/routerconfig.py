@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-import yaml
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from kubetune.api.common import DNS_LABEL_PATTERN, KubeModel
@@ -142,8 +141,8 @@ class RouterConfig(KubeModel):
 
 
 def parse_router_config(text: str | bytes) -> RouterConfig:
-    """Parse a JSON or YAML router config; raises pydantic.ValidationError or ValueError."""
-    data: Any = yaml.safe_load(text)
+    """Parse a router config (JSON, as the router reads it); raises pydantic.ValidationError or ValueError."""
+    data: Any = json.loads(text)
     if not isinstance(data, dict):
         raise ValueError("router config must be a mapping")
     # camelCase only (not the Python field names KubeModel also takes): exactly what the JSON Schema allows.
