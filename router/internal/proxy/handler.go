@@ -51,17 +51,19 @@ type Handler struct {
 	opts      Options
 	token     atomic.Pointer[[]byte]
 	metricsUI http.Handler
+	// connectTimeout is the current config's; a dial started for an older generation may use the newer
+	// value, which is harmless and keeps a context value off every request.
+	connectTimeout atomic.Int64
 }
 
-type connectTimeoutKey struct{}
-
 func NewHandler(state *State, m *Metrics, opts Options) *Handler {
+	h := &Handler{state: state, metrics: m, opts: opts, metricsUI: promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{})}
 	dialer := &net.Dialer{KeepAlive: 30 * time.Second}
-	transport := &http.Transport{
+	h.transport = &http.Transport{
 		// Never an environment proxy: upstreams are in-cluster Services.
 		Proxy: nil,
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			if d, ok := ctx.Value(connectTimeoutKey{}).(time.Duration); ok && d > 0 {
+			if d := time.Duration(h.connectTimeout.Load()); d > 0 {
 				var cancel context.CancelFunc
 				ctx, cancel = context.WithTimeout(ctx, d)
 				defer cancel()
@@ -76,10 +78,6 @@ func NewHandler(state *State, m *Metrics, opts Options) *Handler {
 		DisableCompression: true,
 		ReadBufferSize:     32 << 10,
 		WriteBufferSize:    32 << 10,
-	}
-	h := &Handler{
-		state: state, metrics: m, transport: transport, opts: opts,
-		metricsUI: promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}),
 	}
 	if opts.MaxConcurrent > 0 {
 		h.slots = make(chan struct{}, opts.MaxConcurrent)
@@ -170,19 +168,22 @@ func readBody(r *http.Request, limit int64) ([]byte, error) {
 	if r.ContentLength == 0 || r.Body == nil || r.Body == http.NoBody {
 		return nil, nil
 	}
-	size := r.ContentLength
-	if size < 0 {
-		size = 4096
+	if r.ContentLength > 0 {
+		body := make([]byte, r.ContentLength)
+		if _, err := io.ReadFull(r.Body, body); err != nil {
+			return nil, err
+		}
+		return body, nil
 	}
-	buf := bytes.NewBuffer(make([]byte, 0, size+1))
-	n, err := buf.ReadFrom(io.LimitReader(r.Body, limit+1))
+	// Chunked: counted as it arrives.
+	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
 	if err != nil {
 		return nil, err
 	}
-	if n > limit {
+	if int64(len(body)) > limit {
 		return nil, tooLarge{}
 	}
-	return buf.Bytes(), nil
+	return body, nil
 }
 
 func (h *Handler) proxy(w http.ResponseWriter, r *http.Request) {
@@ -327,7 +328,7 @@ func (h *Handler) try(w http.ResponseWriter, r *http.Request, g *generation, a a
 	defer s.inFlight.Dec()
 	ctx, cancel := context.WithCancelCause(r.Context())
 	defer cancel(nil)
-	ctx = context.WithValue(ctx, connectTimeoutKey{}, g.connTO)
+	h.connectTimeout.Store(int64(g.connTO))
 	if g.totalTO > 0 {
 		var stop context.CancelFunc
 		ctx, stop = context.WithDeadlineCause(ctx, started.Add(g.totalTO), errTotalTimeout)
@@ -391,8 +392,8 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request, resp *http.Respo
 	hdr[ServedByHeader] = []string{v.name}
 	upstream := idleReader{resp.Body, watchdog, readTO}
 	if !eventStream && resp.ContentLength >= 0 {
-		buf := bytes.NewBuffer(make([]byte, 0, resp.ContentLength))
-		if _, err := buf.ReadFrom(upstream); err != nil {
+		data := make([]byte, resp.ContentLength)
+		if _, err := io.ReadFull(upstream, data); err != nil {
 			for k := range hdr {
 				delete(hdr, k)
 			}
@@ -405,7 +406,6 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request, resp *http.Respo
 			s.duration.Observe(time.Since(started).Seconds())
 			return
 		}
-		data := buf.Bytes()
 		if resp.StatusCode == 200 {
 			if n, ok := tokens.OfBody(data); ok && n > 0 {
 				s.outputTokens.Add(float64(n))

@@ -47,6 +47,12 @@ func TestOfBody(t *testing.T) {
 		{`{"usage":{"completion_tokens":7.5}}`, 0, false},
 		{`{"usage":{"completion_tokens":-1}}`, 0, false},
 		{`{"usage": broken`, 0, false},
+		{`{"id":"x","usage":{"prompt_tokens":3,"completion_tokens":7,"prompt_tokens_details":null}}`, 7, true},
+		{`{"usage":{"completion_tokens":7,"details":{"x":1}}}`, 7, true},
+		{`{"usage":{"completion_tokens":"7"}}`, 0, false},
+		{`{"usage":{"completion_tokens":7e2}}`, 0, false},
+		{`{"usage":{"prompt_tokens":3}}`, 0, false},
+		{`{"usage":null}`, 0, false},
 	}
 	for _, c := range cases {
 		if n, ok := OfBody([]byte(c.body)); n != c.tokens || ok != c.ok {
