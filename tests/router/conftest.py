@@ -10,7 +10,7 @@ from tests.router.fakes import FakeOpenAI, RawBackend, Responder, RouterHarness,
 from kubetune.api.routerconfig import RouterConfig
 
 BackendFactory = Callable[..., Awaitable[FakeOpenAI]]
-RawBackendFactory = Callable[[Responder], Awaitable[RawBackend]]
+RawBackendFactory = Callable[..., Awaitable[RawBackend]]
 RouterFactory = Callable[..., Awaitable[RouterHarness]]
 
 
@@ -32,8 +32,8 @@ async def backend() -> AsyncIterator[BackendFactory]:
 async def raw_backend() -> AsyncIterator[RawBackendFactory]:
     started: list[RawBackend] = []
 
-    async def start(respond: Responder) -> RawBackend:
-        fake = await RawBackend(respond).start()
+    async def start(respond: Responder, **options: Any) -> RawBackend:
+        fake = await RawBackend(respond, **options).start()
         started.append(fake)
         return fake
 

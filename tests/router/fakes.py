@@ -122,6 +122,8 @@ class RawBackend:
     """An HTTP/1.1 peer written by hand, for what a framework would not do (bad headers, resets)."""
 
     respond: Responder
+    close_after_answer: bool = False
+    """Hang up right after each answer, although it said keep-alive (a restart between requests)."""
     heads: list[bytes] = field(default_factory=list)
     _server: asyncio.Server | None = None
 
@@ -153,6 +155,8 @@ class RawBackend:
                     break
                 writer.write(answer)
                 await writer.drain()
+                if self.close_after_answer:
+                    break
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:

@@ -85,6 +85,21 @@ async def test_idle_upstream_connections_close_before_the_upstream_closes_them(
     assert a.requests[2]["peer"] != a.requests[1]["peer"], "an idle connection is not reused"
 
 
+async def test_a_connection_the_upstream_closed_while_idle_is_never_used(
+    raw_backend: RawBackendFactory, router: RouterFactory
+) -> None:
+    async def answer(_: bytes) -> bytes:
+        return http_answer(ANSWER)
+
+    upstream = await raw_backend(answer, close_after_answer=True)
+    harness = await router(one_variant(upstream.url))
+    # Each answer is followed by the upstream's FIN: the pooled connection must be seen dead, not
+    # written to (the request would be lost after it left the router, and is not retried then).
+    statuses = [(await harness.chat())[0] for _ in range(5)]
+    assert statuses == [200] * 5
+    assert len(upstream.heads) == 5
+
+
 async def test_default_upstream_idle_timeout_is_below_vllms_keep_alive() -> None:
     proc = await asyncio.create_subprocess_exec(
         str(router_binary()), "--help", stderr=asyncio.subprocess.PIPE

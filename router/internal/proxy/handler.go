@@ -46,7 +46,8 @@ type Options struct {
 type Handler struct {
 	state     *State
 	metrics   *Metrics
-	transport *http.Transport
+	transport *http.Transport // https upstreams
+	pool      *connPool       // plain-HTTP upstreams (in-cluster Services)
 	slots     chan struct{}
 	opts      Options
 	token     atomic.Pointer[[]byte]
@@ -79,6 +80,7 @@ func NewHandler(state *State, m *Metrics, opts Options) *Handler {
 		ReadBufferSize:     32 << 10,
 		WriteBufferSize:    32 << 10,
 	}
+	h.pool = newConnPool(func() time.Duration { return time.Duration(h.connectTimeout.Load()) }, opts.UpstreamIdleTimeout)
 	if opts.MaxConcurrent > 0 {
 		h.slots = make(chan struct{}, opts.MaxConcurrent)
 	}
@@ -92,7 +94,10 @@ func (h *Handler) SetToken(token []byte) {
 }
 
 // Close drops idle upstream connections.
-func (h *Handler) Close() { h.transport.CloseIdleConnections() }
+func (h *Handler) Close() {
+	h.pool.closeIdle()
+	h.transport.CloseIdleConnections()
+}
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch path := r.URL.Path; {
@@ -328,7 +333,9 @@ func (h *Handler) try(w http.ResponseWriter, r *http.Request, g *generation, a a
 	defer s.inFlight.Dec()
 	ctx, cancel := context.WithCancelCause(r.Context())
 	defer cancel(nil)
-	h.connectTimeout.Store(int64(g.connTO))
+	if h.connectTimeout.Load() != int64(g.connTO) {
+		h.connectTimeout.Store(int64(g.connTO))
+	}
 	if g.totalTO > 0 {
 		var stop context.CancelFunc
 		ctx, stop = context.WithDeadlineCause(ctx, started.Add(g.totalTO), errTotalTimeout)
@@ -346,7 +353,12 @@ func (h *Handler) try(w http.ResponseWriter, r *http.Request, g *generation, a a
 	// The read timeout bounds upstream silence: until the response head (prefill), then between chunks.
 	watchdog := time.AfterFunc(g.readTO, func() { cancel(errReadTimeout) })
 	defer watchdog.Stop()
-	resp, err := h.transport.RoundTrip(req)
+	var resp *http.Response
+	if strings.HasPrefix(a.endpoint, "http://") {
+		resp, err = h.pool.RoundTrip(req)
+	} else {
+		resp, err = h.transport.RoundTrip(req)
+	}
 	if err != nil {
 		switch {
 		case r.Context().Err() != nil:
