@@ -11,8 +11,9 @@ Scenarios, each against every target:
   max     `--max-connections` connections on the instant path: the highest sustained req/s
 
 nginx does a 70/30 weighted split (`upstream` weights, generated here), one worker process; the kubetune
-router (router/, built by router/build.sh) does the same split with its default GOMAXPROCS (all cores);
-vllm-router (PyPI, Rust) round-robins (it has no weights) with its default threads.
+router (router/, built by router/build.sh) does the same split on one core like it (GOMAXPROCS=1;
+`--router-procs 0` keeps Go's default, one per core); vllm-router (PyPI, Rust) round-robins (it has no
+weights) with its default threads.
 
 Run: .venv/bin/python bench/router.py [--duration 10] [--profile]
 Last line: `router: added_p99_ms=<x> rps_vs_nginx=<ratio> rps_vs_vllm_router=<ratio>`.
@@ -209,10 +210,14 @@ def wait_http(url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: 
 
 
 @contextlib.contextmanager
-def started(name: str, argv: list[str], workdir: Path, ready_url: str) -> Iterator[Service]:
+def started(
+    name: str, argv: list[str], workdir: Path, ready_url: str, env: dict[str, str] | None = None
+) -> Iterator[Service]:
     log = workdir / f"{name}.log"
     with log.open("wb") as out:
-        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+        process = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, **(env or {})}
+        )
     try:
         wait_http(ready_url, process, log)
         yield Service(name, process, log)
@@ -305,6 +310,9 @@ def main() -> None:
     parser.add_argument("--latency-connections", type=int, default=10, help="Connections for plain/stream.")
     parser.add_argument("--max-connections", type=int, default=64, help="Connections for max req/s.")
     parser.add_argument(
+        "--router-procs", type=int, default=1, help="GOMAXPROCS of the router (0: Go's default, all cores)."
+    )
+    parser.add_argument(
         "--profile", action="store_true", help="Also profile the router (pprof) under max load."
     )
     args = parser.parse_args()
@@ -321,6 +329,7 @@ def main() -> None:
     )
     (workdir / "router.json").write_text(json.dumps(router_config(backends)))
     router = router_binary()
+    router_env = {"GOMAXPROCS": str(args.router_procs)} if args.router_procs > 0 else {}
     notes: list[str] = []
 
     with contextlib.ExitStack() as stack:
@@ -354,7 +363,7 @@ def main() -> None:
             "WARNING",
         ]
         pids["kubetune-router"] = stack.enter_context(
-            started("router", router_argv, workdir, f"http://127.0.0.1:{ports['router']}/readyz")
+            started("router", router_argv, workdir, f"http://127.0.0.1:{ports['router']}/readyz", router_env)
         ).process.pid
         targets["kubetune-router"] = f"http://127.0.0.1:{ports['router']}"
         targets["nginx"] = f"http://127.0.0.1:{ports['nginx']}"
@@ -405,7 +414,7 @@ def main() -> None:
         for note in notes:
             print("note:", note)
         if args.profile:
-            profile_router(workdir, args, router)
+            profile_router(workdir, args, router, router_env)
 
     plain_direct, plain_router = results[("plain", "direct")], results[("plain", "kubetune-router")]
     added_p99 = plain_router.p99_ms - plain_direct.p99_ms
@@ -436,6 +445,7 @@ def print_table(
     print(
         f"\nloopback, {os.cpu_count()} cores shared by wrk, backend, proxy; {args.duration}s per cell; "
         f"backend delay {args.backend_delay_ms:g} ms (plain), 8 events x 5 ms (stream); "
+        f"router GOMAXPROCS {args.router_procs or 'default'}; "
         f"load average {Path('/proc/loadavg').read_text().split()[0]} (other work on the machine skews "
         "wall times; cpu us/req is the proxy's own CPU per request, all threads and workers)"
     )
@@ -456,7 +466,7 @@ def print_table(
             )
 
 
-def profile_router(workdir: Path, args: argparse.Namespace, router: str) -> None:
+def profile_router(workdir: Path, args: argparse.Namespace, router: str, env: dict[str, str]) -> None:
     """Run the router with pprof on, take a CPU profile under max load and print where its time goes."""
     port, debug = free_port(), free_port()
     argv = [
@@ -474,7 +484,7 @@ def profile_router(workdir: Path, args: argparse.Namespace, router: str) -> None
     ]
     profile = workdir / "router.pprof"
     seconds = max(1, args.duration - 2)
-    with started("router-profiled", argv, workdir, f"http://127.0.0.1:{port}/readyz"):
+    with started("router-profiled", argv, workdir, f"http://127.0.0.1:{port}/readyz", env):
         fetch = subprocess.Popen(
             [
                 "curl",
