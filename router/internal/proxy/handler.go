@@ -29,6 +29,10 @@ import (
 // ClientClosed is recorded when the client goes away mid-response (nginx's convention).
 const ClientClosed = 499
 
+// maxBuffered is the largest response read whole (to count its usage tokens and send it in one write);
+// larger ones (embeddings of long inputs) are relayed as they arrive.
+const maxBuffered = 16 << 20
+
 var (
 	errReadTimeout  = errors.New("upstream read timeout")
 	errTotalTimeout = errors.New("upstream total timeout")
@@ -259,13 +263,13 @@ type attempt struct {
 }
 
 func (h *Handler) attempts(g *generation, order []*policy.Target) []attempt {
-	max := g.cfg.MaxAttempts
-	out := make([]attempt, 0, max)
+	limit := g.cfg.MaxAttempts
+	out := make([]attempt, 0, limit)
 	for _, t := range order {
 		v := g.byName[t.Name]
 		for _, e := range h.state.endpoints(v) {
 			out = append(out, attempt{v, e})
-			if len(out) == max {
+			if len(out) == limit {
 				return out
 			}
 		}
@@ -403,7 +407,7 @@ func (h *Handler) relay(w http.ResponseWriter, r *http.Request, resp *http.Respo
 	}
 	hdr[ServedByHeader] = []string{v.name}
 	upstream := idleReader{resp.Body, watchdog, readTO}
-	if !eventStream && resp.ContentLength >= 0 {
+	if !eventStream && resp.ContentLength >= 0 && resp.ContentLength <= maxBuffered {
 		data := make([]byte, resp.ContentLength)
 		if _, err := io.ReadFull(upstream, data); err != nil {
 			for k := range hdr {
