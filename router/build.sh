@@ -21,8 +21,8 @@ if [ ! -x "$out" ]; then
   echo "[router] building $out" >&2
   go build -trimpath -ldflags "-s -w" -o "$out.tmp" .
   mv "$out.tmp" "$out"
-  # Keep only the newest few builds.
-  ls -t "$BIN"/kubetune-router-* 2>/dev/null | tail -n +4 | xargs -r rm -f
+  # Drop builds of other sources after an hour (a test run started before an edit may still use one).
+  find "$BIN" -maxdepth 1 -name 'kubetune-router-*' ! -name "$(basename "$out")" -mmin +60 -delete
 fi
 ln -sfn "$(basename "$out")" "$BIN/kubetune-router"
 echo "$out"

@@ -172,6 +172,14 @@ async def test_only_the_openai_api_is_forwarded(backend: BackendFactory, router:
         async with harness.session.post(harness.url + path, json=PAYLOAD) as response:
             assert response.status == 404, path
             assert "x-kubetune-served-by" not in response.headers
+    # Dot segments an upstream would resolve outside /v1, sent raw (a client library would resolve them).
+    for raw in ("/v1/../admin", "/v1/%2e%2e/admin"):
+        reader, writer = await asyncio.open_connection("127.0.0.1", harness.port)
+        writer.write(f"GET {raw} HTTP/1.1\r\nHost: router\r\nConnection: close\r\n\r\n".encode())
+        await writer.drain()
+        status_line = (await asyncio.wait_for(reader.readline(), timeout=10)).decode()
+        writer.close()
+        assert status_line.split()[1] == "404", (raw, status_line)
     assert a.requests == []
     assert (await harness.chat())[0] == 200
 

@@ -14,6 +14,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"path"
 	"strconv"
 	"strings"
 	"sync"
@@ -104,26 +105,36 @@ func (h *Handler) Close() {
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	switch path := r.URL.Path; {
-	case path == "/v1" || strings.HasPrefix(path, "/v1/"):
+	switch p := r.URL.Path; {
+	case forwardable(p):
 		h.proxy(w, r)
-	case path == "/healthz":
+	case p == "/healthz":
 		writeText(w, 200, "ok\n")
-	case path == "/readyz":
+	case p == "/readyz":
 		if h.state.Ready() {
 			writeText(w, 200, "ready\n")
 		} else {
 			writeText(w, 503, "no variant can take traffic\n")
 		}
-	case path == "/metrics":
+	case p == "/metrics":
 		h.state.RefreshGauges()
 		h.metricsUI.ServeHTTP(w, r)
-	case path == "/kubetune/config":
+	case p == "/kubetune/config":
 		h.loadedConfig(w)
 	default:
 		// Only the OpenAI API is forwarded: vLLM's admin and debug paths are not the clients' business.
-		h.refuse(w, 404, fmt.Sprintf("path %s is not served by the router", path), "not_found")
+		h.refuse(w, 404, fmt.Sprintf("path %s is not served by the router", p), "not_found")
 	}
+}
+
+// forwardable: the OpenAI API, /v1 and below, in canonical form (no dot segments or doubled slashes that an
+// upstream would resolve to a path outside /v1).
+func forwardable(p string) bool {
+	if p != "/v1" && !strings.HasPrefix(p, "/v1/") {
+		return false
+	}
+	clean := path.Clean(p)
+	return clean == p || clean+"/" == p
 }
 
 func (h *Handler) loadedConfig(w http.ResponseWriter) {
