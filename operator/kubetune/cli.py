@@ -5,28 +5,36 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import sys
 
 
 def _operator(args: argparse.Namespace) -> int:
     import kopf
 
-    import kubetune.handlers  # noqa: F401  (registers the handlers)
+    from kubetune.controller.controller import Controller
+    from kubetune.handlers import operator_registry
+    from kubetune.reconcile import reconcilers
+    from kubetune.settings import OperatorSettings
 
-    if args.metrics_port:
-        os.environ["KUBETUNE_METRICS_PORT"] = str(args.metrics_port)
+    settings = OperatorSettings.from_env(
+        namespaces=tuple(args.namespace),
+        liveness=args.liveness,
+        metrics_port=args.metrics_port,
+        verbose=args.verbose,
+    )
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if settings.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    kopf.configure(verbose=args.verbose)
+    kopf.configure(verbose=settings.verbose)
+    controller = Controller(settings, reconcilers(settings))
     asyncio.run(
         kopf.operator(
+            registry=operator_registry(controller),
             standalone=True,
-            clusterwide=not args.namespace,
-            namespaces=args.namespace or (),
-            liveness_endpoint=args.liveness,
+            clusterwide=not settings.namespaces,
+            namespaces=settings.namespaces,
+            liveness_endpoint=settings.liveness,
         )
     )
     return 0
@@ -52,14 +60,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     op.add_argument(
         "--liveness",
-        default=os.environ.get("KUBETUNE_LIVENESS", "http://0.0.0.0:8080/healthz"),
-        help="kopf health endpoint URL (default %(default)s)",
+        default=None,
+        help="kopf health endpoint URL (default: $KUBETUNE_LIVENESS or http://0.0.0.0:8080/healthz)",
     )
     op.add_argument(
         "--metrics-port",
         type=int,
-        default=int(os.environ.get("KUBETUNE_METRICS_PORT", "9090")),
-        help="Prometheus metrics port; 0 disables (default %(default)s)",
+        default=None,
+        help="Prometheus metrics port; 0 disables (default: $KUBETUNE_METRICS_PORT or 9090)",
     )
     op.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     op.set_defaults(func=_operator)

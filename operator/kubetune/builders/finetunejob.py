@@ -2,7 +2,7 @@
 
 Pure: the FineTuneJob (as read from the API) in, manifests out. The layout is documented in
 docs/training-topology.md; the reconciler decides which of these to apply and when
-(kubetune.status.finetunejob.observe).
+(kubetune.planning.finetunejob.observe).
 """
 
 from __future__ import annotations

@@ -21,6 +21,9 @@ from kubetune.builders.modeldeployment import variant_resource_name
 from kubetune.builders.router import router_resource_name
 from kubetune.builders.vllm import VLLM_PORT
 
+GATEWAY_API = "gateway-api"
+"""`traffic.provider` that renders an HTTPRoute instead of the router."""
+
 ROLE_ROUTE = "route"
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 

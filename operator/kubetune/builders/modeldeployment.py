@@ -14,6 +14,7 @@ from kubetune.api.modeldeployment import ModelDeploymentSpec, Variant
 from kubetune.api.uris import Scheme, StorageUri, parse_uri
 from kubetune.builders.common import (
     ANNOTATION_SPEC_HASH,
+    GPU_PRODUCT_LABEL,
     LABEL_DEPLOYMENT,
     LABEL_ROLE,
     LABEL_VARIANT,
@@ -45,7 +46,6 @@ PORT_NAME = "http"
 HEALTH_PATH = "/health"
 METRICS_PATH = "/metrics"
 GPU_RESOURCE = "nvidia.com/gpu"
-GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 STAGING_VOLUME = "staged-models"
 STAGING_MOUNT = "/staging"
 CACHE_VOLUME = "cache"

@@ -3,20 +3,16 @@ read back from what the API server stored (status reports observed weights, not 
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from kubetune.api.modeldeployment import ModelDeploymentSpec
 from kubetune.builders.common import Manifest
-from kubetune.builders.httproute import build_httproute, httproute_name, httproute_weights
+from kubetune.builders.httproute import GATEWAY_API, build_httproute, httproute_name, httproute_weights
 from kubetune.builders.modeldeployment import variant_resource_name
 from kubetune.builders.router import (
     ANNOTATION_ROLLOUT,
-    DEFAULT_ROUTER_IMAGE,
-    DEFAULT_ROUTER_RESOURCES,
     RouterSettings,
     build_router_children,
     build_router_config,
@@ -26,9 +22,8 @@ from kubetune.builders.router import (
     router_resource_name,
 )
 from kubetune.kube.client import KubeClient
-from kubetune.reconcile.capabilities import Capabilities
-
-GATEWAY_API = "gateway-api"
+from kubetune.planning.modeldeployment import Capabilities
+from kubetune.settings import RouterDefaults
 
 
 @dataclass(frozen=True)
@@ -49,21 +44,18 @@ class AppliedTraffic:
 
 
 def router_settings(
-    mdep: Mapping[str, Any], spec: ModelDeploymentSpec, *, pod_monitor: bool
+    mdep: Mapping[str, Any], spec: ModelDeploymentSpec, defaults: RouterDefaults, *, pod_monitor: bool
 ) -> RouterSettings:
-    """The chart's defaults (env) with the spec's routerReplicas when the user set it."""
+    """The chart's defaults with the spec's routerReplicas when the user set it."""
     raw_traffic = (mdep.get("spec") or {}).get("traffic") or {}
-    env_replicas = os.environ.get("KUBETUNE_ROUTER_REPLICAS")
-    if "routerReplicas" in raw_traffic or not env_replicas:
+    if "routerReplicas" in raw_traffic or defaults.replicas is None:
         replicas = spec.traffic.router_replicas
     else:
-        replicas = int(env_replicas)
-    resources_json = os.environ.get("KUBETUNE_ROUTER_RESOURCES")
-    resources = json.loads(resources_json) if resources_json else DEFAULT_ROUTER_RESOURCES
+        replicas = defaults.replicas
     return RouterSettings(
-        image=os.environ.get("KUBETUNE_ROUTER_IMAGE") or DEFAULT_ROUTER_IMAGE,
+        image=defaults.image,
         replicas=replicas,
-        resources=resources,
+        resources=dict(defaults.resources),
         scrape_annotations=not pod_monitor,
     )
 
@@ -109,6 +101,7 @@ async def apply_traffic(
     *,
     rollout: str | None,
     caps: Capabilities,
+    defaults: RouterDefaults,
 ) -> AppliedTraffic:
     """Apply the split; return the weights as the API server stored them."""
     annotations = {ANNOTATION_ROLLOUT: rollout} if rollout else None
@@ -123,7 +116,9 @@ async def apply_traffic(
         stored = await client.apply(route)
         return AppliedTraffic(httproute_weights(stored, _service_to_variant(mdep, spec)), None, [route])
     config = build_router_config(mdep, weights, ready)
-    settings = router_settings(mdep, spec, pod_monitor=caps.pod_monitor and spec.metrics.pod_monitor)
+    settings = router_settings(
+        mdep, spec, defaults, pod_monitor=caps.pod_monitor and spec.metrics.pod_monitor
+    )
     children = build_router_children(
         mdep, config, settings, pod_monitor=settings.scrape_annotations is False, annotations=annotations
     )

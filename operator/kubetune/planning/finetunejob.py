@@ -1,4 +1,4 @@
-"""FineTuneJob status from its observed Jobs and pods, plus what the reconciler must do next. Pure.
+"""FineTuneJob: its new status from the observed Jobs and pods, and what the reconciler does next. Pure.
 
 Rules (docs/training-topology.md): the validation Job gates the training Job; a training Job that
 fails with a fatal exit code (40 config, 41 data) fails the FineTuneJob with the trainer's message;
@@ -33,6 +33,7 @@ from kubetune.builders.finetunejob import (
     child_names,
 )
 from kubetune.builders.training_pod import COMPLETION_INDEX_ANNOTATION, TRAINER_CONTAINER, VALIDATOR_CONTAINER
+from kubetune.planning.plan import Event
 from kubetune.preflight import Problem
 from kubetune.status.conditions import find_condition, is_true, set_condition
 
@@ -44,10 +45,13 @@ Failure = Literal["fatal", "disruption", "deadline", "retryable"]
 
 
 @dataclass(frozen=True)
-class TransitionEvent:
-    type: Literal["Normal", "Warning"]
-    reason: str
-    message: str
+class _Actions:
+    """What one verdict asks for; `attempt` None: stay on the current training attempt."""
+
+    create_validation: bool = False
+    create_training: bool = False
+    attempt: int | None = None
+    delete_jobs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -59,7 +63,7 @@ class Decisions:
     attempt: int = 0
     counted_restarts: int = 0  # pass as build_children(counted_restarts=...)
     delete_jobs: tuple[str, ...] = ()  # training Jobs to delete (propagationPolicy Background)
-    events: tuple[TransitionEvent, ...] = ()
+    events: tuple[Event, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -77,8 +81,8 @@ class _Verdict:
     message: str
     validated: Literal["True", "False", "Unknown"] = "Unknown"
     validated_reason: Reason = Reason.PENDING
-    decisions: dict[str, Any] = field(default_factory=dict)
-    extra_events: list[TransitionEvent] = field(default_factory=list)
+    actions: _Actions = _Actions()
+    extra_events: list[Event] = field(default_factory=list)
 
 
 def _gang_restart(
@@ -89,8 +93,8 @@ def _gang_restart(
         Phase.PENDING,
         Reason.GANG_RESTART,
         message,
-        decisions={"create_training": True, "attempt": attempt + 1, "delete_jobs": delete_jobs},
-        extra_events=[TransitionEvent(event_type, str(Reason.GANG_RESTART), message)],
+        actions=_Actions(create_training=True, attempt=attempt + 1, delete_jobs=delete_jobs),
+        extra_events=[Event(event_type, str(Reason.GANG_RESTART), message)],
     )
 
 
@@ -361,18 +365,19 @@ def observe(
     if status.phase != previous.phase:
         warning = status.phase is Phase.FAILED
         events.append(
-            TransitionEvent(
+            Event(
                 "Warning" if warning else "Normal",
                 str(verdict.reason),
                 _clip(f"{status.phase.value}: {verdict.message}"),
             )
         )
+    actions = verdict.actions
     decisions = Decisions(
-        attempt=verdict.decisions.get("attempt", _current_attempt(jobs)),
+        attempt=_current_attempt(jobs) if actions.attempt is None else actions.attempt,
         counted_restarts=status.restarts,
-        create_validation=verdict.decisions.get("create_validation", False),
-        create_training=verdict.decisions.get("create_training", False),
-        delete_jobs=tuple(verdict.decisions.get("delete_jobs", ())),
+        create_validation=actions.create_validation,
+        create_training=actions.create_training,
+        delete_jobs=actions.delete_jobs,
         events=tuple(events),
     )
     return Observation(status, decisions)
@@ -409,7 +414,7 @@ def _decide(
             Phase.PENDING,
             Reason.PENDING,
             "creating the data-validation Job",
-            decisions={"create_validation": True},
+            actions=_Actions(create_validation=True),
             validated_reason=Reason.PENDING,
         )
     if _job_condition(validation, "Failed"):
@@ -470,14 +475,14 @@ def _decide_training(
             Phase.SUSPENDED,
             Reason.SUSPENDED,
             "runPolicy.suspend is set; checkpoints are kept",
-            decisions={"delete_jobs": delete, "attempt": attempt},
+            actions=_Actions(delete_jobs=delete, attempt=attempt),
         )
     if current is None:
         return _Verdict(
             Phase.PENDING,
             Reason.PENDING,
             "creating the training Job",
-            decisions={"create_training": True, "attempt": attempt},
+            actions=_Actions(create_training=True, attempt=attempt),
         )
     started = (current.get("status") or {}).get("startTime")
     if status.start_time is None and started:
@@ -495,7 +500,7 @@ def _decide_training(
             Phase.FAILED,
             Reason.DEADLINE_EXCEEDED,
             f"the run exceeded runPolicy.activeDeadlineSeconds={deadline} across restarts",
-            decisions={"delete_jobs": (*stale, current["metadata"]["name"]), "attempt": attempt},
+            actions=_Actions(delete_jobs=(*stale, current["metadata"]["name"]), attempt=attempt),
         )
 
     job_pods = [p for p in pods if _owned_by(p, current["metadata"]["name"])]
@@ -511,31 +516,31 @@ def _decide_training(
             "restarting from the last checkpoint"
         )
         return _gang_restart(attempt, (*stale, current["metadata"]["name"]), message, "Normal")
-    base = {"attempt": attempt, "delete_jobs": stale}
+    base = _Actions(attempt=attempt, delete_jobs=stale)
     unschedulable = _unschedulable(job_pods)
     if unschedulable:
-        return _Verdict(Phase.PENDING, Reason.UNSCHEDULABLE, _clip(unschedulable), decisions=base)
+        return _Verdict(Phase.PENDING, Reason.UNSCHEDULABLE, _clip(unschedulable), actions=base)
     if (current.get("spec") or {}).get("suspend"):
         return _Verdict(
             Phase.PENDING,
             Reason.PENDING,
             "waiting for Kueue admission" if queued else "training Job is suspended",
-            decisions=base,
+            actions=base,
         )
     running = [p for p in job_pods if (p.get("status") or {}).get("phase") == "Running"]
     if not running:
-        return _Verdict(Phase.PENDING, Reason.PENDING, "training pods are starting", decisions=base)
+        return _Verdict(Phase.PENDING, Reason.PENDING, "training pods are starting", actions=base)
     progress = status.progress
     if progress and progress.total_steps and progress.step >= progress.total_steps:
         return _Verdict(
-            Phase.EVALUATING, Reason.EVALUATING, "training done; evaluating on the test split", decisions=base
+            Phase.EVALUATING, Reason.EVALUATING, "training done; evaluating on the test split", actions=base
         )
     nodes = spec.resources.nodes
     return _Verdict(
         Phase.RUNNING,
         Reason.TRAINING,
         f"{len(running)}/{nodes} training pods running (attempt {attempt})",
-        decisions=base,
+        actions=base,
     )
 
 
@@ -569,7 +574,7 @@ def _succeeded(
     if status.progress is not None:
         status.progress = status.progress.model_copy(update={"percent": 100, "eta": "0s"})
     return _Verdict(
-        Phase.SUCCEEDED, Reason.COMPLETED, message, decisions={"attempt": attempt, "delete_jobs": stale}
+        Phase.SUCCEEDED, Reason.COMPLETED, message, actions=_Actions(attempt=attempt, delete_jobs=stale)
     )
 
 
@@ -584,9 +589,9 @@ def _failed(
 ) -> _Verdict:
     kind, reason, message = _classify(job, pods, TRAINER_CONTAINER)
     message = _clip(message)
-    base = {"attempt": attempt, "delete_jobs": stale}
+    base = _Actions(attempt=attempt, delete_jobs=stale)
     if kind in ("fatal", "deadline"):
-        return _Verdict(Phase.FAILED, reason, message, decisions=base)
+        return _Verdict(Phase.FAILED, reason, message, actions=base)
     limit = spec.run_policy.backoff_limit
     # Counted from the failed Job's own record, so a pass repeated after a crash counts it once.
     recorded = int(job["metadata"].get("annotations", {}).get(ANNOTATION_RESTARTS, "0"))
@@ -596,7 +601,7 @@ def _failed(
                 Phase.FAILED,
                 Reason.BACKOFF_LIMIT_EXCEEDED,
                 _clip(f"gang failed {recorded + 1} times (backoffLimit {limit}); last: {message}"),
-                decisions=base,
+                actions=base,
             )
         status.restarts = max(status.restarts, recorded + 1)
         why = f"attempt {attempt} failed ({message}); gang restart {recorded + 1} of {limit}"
