@@ -83,6 +83,8 @@ class ModelDeploymentContext:
     deployments: Mapping[str | None, dict[str, Any]]
     """Serving Deployments by the variant that owns the pods (a servedBy variant: under its host)."""
     previous_conditions: Mapping[str, list[Condition]]
+    previous_tested: Mapping[str, str | None]
+    """By variant: what its standing smoke-test verdict is about (`smokeTested`)."""
     events: list[Event] = field(default_factory=list)
 
     @property
@@ -215,7 +217,7 @@ def canary_inputs(
     # Weight moves only onto pods that passed the smoke test of the containers being rolled out.
     candidate = canary.canary_variant
     conditions = ctx.previous_conditions[candidate]
-    tested = tested_key(conditions) == keys.get(candidate)
+    tested = tested_key(conditions, ctx.previous_tested[candidate]) == keys.get(candidate)
     cond = find_condition(conditions, ConditionType.SMOKE_TEST_PASSED)
     passed = tested and cond is not None and cond.status == "True"
     if not spec.smoke_test.enabled:
@@ -255,7 +257,7 @@ def smoke_request(
     spec = ctx.spec
     if deployment is None or key is None or not spec.smoke_test.enabled:
         return None
-    if tested_key(ctx.previous_conditions[variant.name]) == key:
+    if tested_key(ctx.previous_conditions[variant.name], ctx.previous_tested[variant.name]) == key:
         return None
     view = DeploymentView.of(deployment)
     if not (view.rolled_out and view.desired >= 1):
@@ -287,6 +289,7 @@ def one_variant_status(
         smoke_test=ctx.spec.smoke_test,
         endpoint=variant_endpoint(ctx.obj, ctx.spec.pods_of(variant.name)),
         generation=ctx.generation,
+        previous_tested=ctx.previous_tested[variant.name],
         now=ctx.now,
     )
     return status, transition_events(variant.name, before, status.conditions)

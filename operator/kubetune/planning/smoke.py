@@ -1,14 +1,13 @@
 """What a variant's smoke test is about, where it is sent, and what its verdict is worth. Pure.
 
-A verdict is cached in the status: the SmokeTestPassed message ends with `[tested <uri>@<hash>]`,
-the served artifact and a hash of the pod's containers (image, args, env). It stays valid until
+A verdict is cached in the status: the variant's `smokeTested` names what it is about (`<uri>@<hash>`:
+the served artifact and a hash of the pod's containers: image, args, env). It stays valid until
 either changes, so replica changes, canary steps and operator restarts do not re-run it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,7 +22,6 @@ from kubetune.status.conditions import find_condition
 
 SMOKE_URL_ANNOTATION_PREFIX = f"{GROUP}/smoke-test-url-"
 """`kubetune.io/smoke-test-url-<variant>`: test this OpenAI base URL instead of the variant's Service."""
-_TESTED = re.compile(r" \[tested (?P<key>[^\]]+)\]$")
 _TRANSPORT_FAILURE = "request failed:"
 
 
@@ -34,12 +32,12 @@ def smoke_key(variant: Variant, resolution: Resolution, deployment: Manifest) ->
     return f"{served_uri(variant, resolution)}@{stable_hash(containers, 10)}"
 
 
-def tested_key(conditions: Sequence[Condition]) -> str | None:
+def tested_key(conditions: Sequence[Condition], tested: str | None) -> str | None:
+    """What the standing verdict (SmokeTestPassed True or False) is about; None when there is none."""
     condition = find_condition(conditions, ConditionType.SMOKE_TEST_PASSED)
     if condition is None or condition.status == "Unknown":
         return None
-    match = _TESTED.search(condition.message or "")
-    return match.group("key") if match else None
+    return tested
 
 
 def overridden_url(mdep: Mapping[str, Any], annotation: str, default: str, *, allowed: bool) -> str:
@@ -57,7 +55,7 @@ def base_url(mdep: Mapping[str, Any], variant_name: str, endpoint: str, *, allow
 
 
 def tagged(verdict: SmokeVerdict, key: str) -> SmokeVerdict:
-    return dataclasses.replace(verdict, message=f"{verdict.message} [tested {key}]")
+    return dataclasses.replace(verdict, tested=key)
 
 
 def transport_only(verdict: SmokeVerdict) -> bool:

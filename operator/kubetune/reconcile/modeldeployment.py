@@ -40,7 +40,7 @@ from kubetune.reconcile.traffic import AppliedTraffic, PreviousTraffic, apply_tr
 from kubetune.serving.resolution import referenced_finetunejobs, resolve_variants
 from kubetune.serving.smoke import SmokeVerdict
 from kubetune.settings import OperatorSettings
-from kubetune.status.modeldeployment import previous_variant_conditions
+from kubetune.status.modeldeployment import previous_smoke_tested, previous_variant_conditions
 
 FTJ_API = "kubetune.io/v1alpha1"
 
@@ -149,6 +149,7 @@ class ModelDeploymentReconciler:
             caps=caps,
             deployments=deployments,
             previous_conditions={v.name: previous_variant_conditions(obj, v.name) for v in spec.variants},
+            previous_tested={v.name: previous_smoke_tested(obj, v.name) for v in spec.variants},
         )
 
     async def _canary(

@@ -80,11 +80,11 @@ class DeploymentView:
         )
 
 
-def _previous_variant(mdep: Mapping[str, Any], name: str) -> Sequence[Any]:
+def _previous_variant(mdep: Mapping[str, Any], name: str) -> Mapping[str, Any]:
     for item in (mdep.get("status") or {}).get("variants") or []:
         if item.get("name") == name:
-            return list(item.get("conditions") or [])
-    return []
+            return dict(item)
+    return {}
 
 
 def variant_status(
@@ -98,6 +98,7 @@ def variant_status(
     smoke_test: SmokeTest | None = None,
     endpoint: str | None = None,
     generation: int | None = None,
+    previous_tested: str | None = None,
     now: datetime,
 ) -> VariantStatus:
     """Status of one variant.
@@ -106,6 +107,7 @@ def variant_status(
     `smoke`: a new verdict, or None to keep the previous SmokeTestPassed condition (Unknown when
     there is none); pass `SmokeVerdict.pending(...)` when a new model invalidates an old verdict.
     `smoke_test`: the spec's settings (a disabled smoke test counts as passed).
+    `previous_tested`: what the previous verdict was about (kept with it when `smoke` is None).
     """
     conditions = parse_conditions(previous_conditions)
 
@@ -172,7 +174,9 @@ def variant_status(
                 f"{view.updated}/{view.desired} updated, {view.available} available",
             )
 
+    tested = previous_tested
     if smoke_test is not None and not smoke_test.enabled:
+        tested = None
         put(
             ConditionType.SMOKE_TEST_PASSED,
             "True",
@@ -180,6 +184,7 @@ def variant_status(
             "smoke test disabled in spec.smokeTest",
         )
     elif smoke is not None:
+        tested = smoke.tested
         put(ConditionType.SMOKE_TEST_PASSED, smoke.status, smoke.reason, smoke.message)
     elif find_condition(conditions, ConditionType.SMOKE_TEST_PASSED) is None:
         put(
@@ -199,13 +204,20 @@ def variant_status(
         endpoint=endpoint if view is not None else None,
         model_uri=model_uri,
         lineage=dict(resolution.lineage),
+        smoke_tested=tested,
         conditions=conditions,
     )
 
 
 def previous_variant_conditions(mdep: Mapping[str, Any], variant_name: str) -> list[Condition]:
     """The variant's conditions as last written (input of variant_status' transition semantics)."""
-    return parse_conditions(_previous_variant(mdep, variant_name))
+    return parse_conditions(_previous_variant(mdep, variant_name).get("conditions") or [])
+
+
+def previous_smoke_tested(mdep: Mapping[str, Any], variant_name: str) -> str | None:
+    """What the variant's last smoke-test verdict was about, as last written."""
+    value = _previous_variant(mdep, variant_name).get("smokeTested")
+    return str(value) if value else None
 
 
 # --- the whole object ------------------------------------------------------------------------------
