@@ -94,6 +94,58 @@ def _size(canary_spec: Canary, stable: Variant, candidate: Variant, applied: int
     return _Sizing(canary=canary, stable=max(0, min(want_stable, bound - canary)))
 
 
+@dataclass(frozen=True)
+class _Rollout:
+    """The fixed inputs of one decision: the canary spec, both variants, the clock, the ready capacity."""
+
+    spec: Canary
+    stable: Variant
+    candidate: Variant
+    now: datetime
+    ready: int
+    shared_base: bool
+
+    @property
+    def steps(self) -> list[int]:
+        return list(self.spec.steps)
+
+    def plan(
+        self,
+        s: CanaryStatus,
+        outcome: CanaryOutcome,
+        reason: Reason,
+        message: str,
+        *,
+        target: int | None = None,
+        analysis_due: bool = False,
+        analysis_window_s: float = 0.0,
+        requeue_after_s: float | None = None,
+    ) -> CanaryPlan:
+        weight = 0 if outcome is CanaryOutcome.ROLLED_BACK else s.weight
+        return CanaryPlan(
+            status=s,
+            weights={self.stable.name: 100 - weight, self.candidate.name: weight},
+            replicas=self._replicas(outcome, weight, target),
+            outcome=outcome,
+            reason=reason,
+            message=message,
+            analysis_due=analysis_due,
+            analysis_window_s=analysis_window_s,
+            requeue_after_s=requeue_after_s,
+        )
+
+    def _replicas(self, outcome: CanaryOutcome, weight: int, target: int | None) -> dict[str, int]:
+        stable, candidate = self.stable, self.candidate
+        if self.shared_base:
+            return {stable.name: stable.replicas, candidate.name: candidate.replicas}
+        if outcome is CanaryOutcome.ROLLED_BACK:
+            return {stable.name: stable.replicas, candidate.name: 0}
+        if outcome is CanaryOutcome.PROMOTED:
+            return {stable.name: 0, candidate.name: candidate.replicas}
+        sizing = _size(self.spec, stable, candidate, weight, max(weight, target or weight))
+        return {stable.name: sizing.stable, candidate.name: sizing.canary}
+
+
 def plan_canary(
     canary_spec: Canary,
     stable: Variant,
@@ -109,167 +161,144 @@ def plan_canary(
 
     `shared_base`: both variants are adapters in the same pods, so nothing scales, only weights move.
     A rollout that was rolled back stays rolled back until the caller resets the status (new canary spec).
+    An analysis that passes (or fails for the last time) moves the state on, and the decision is taken
+    again from there: at most a few rounds, each step of the state machine below.
     """
-    steps = canary_spec.steps
+    rollout = _Rollout(canary_spec, stable, candidate, now, canary_ready_replicas, shared_base)
     st = status if status is not None and status.step > 0 else CanaryStatus(step=1, weight=0)
-    names = (stable.name, candidate.name)
+    while True:
+        decided = _decide(rollout, st, analysis)
+        if isinstance(decided, CanaryPlan):
+            return decided
+        st, analysis = decided, None
 
-    def plan(
-        s: CanaryStatus,
-        outcome: CanaryOutcome,
-        reason: Reason,
-        message: str,
-        *,
-        target: int | None = None,
-        analysis_due: bool = False,
-        analysis_window_s: float = 0.0,
-        requeue_after_s: float | None = None,
-    ) -> CanaryPlan:
-        weight = s.weight
-        if outcome is CanaryOutcome.ROLLED_BACK:
-            weight = 0
-        if shared_base:
-            replicas = {stable.name: stable.replicas, candidate.name: candidate.replicas}
-        elif outcome is CanaryOutcome.ROLLED_BACK:
-            replicas = {stable.name: stable.replicas, candidate.name: 0}
-        elif outcome is CanaryOutcome.PROMOTED:
-            replicas = {stable.name: 0, candidate.name: candidate.replicas}
-        else:
-            sizing = _size(canary_spec, stable, candidate, weight, max(weight, target or weight))
-            replicas = {stable.name: sizing.stable, candidate.name: sizing.canary}
-        return CanaryPlan(
-            status=s,
-            weights={names[0]: 100 - weight, names[1]: weight},
-            replicas=replicas,
-            outcome=outcome,
-            reason=reason,
-            message=message,
-            analysis_due=analysis_due,
-            analysis_window_s=analysis_window_s,
-            requeue_after_s=requeue_after_s,
-        )
 
-    if canary_spec.abort:
-        # Reset, not just zero weight: clearing `abort` retries the rollout from its first step.
-        return plan(
-            CanaryStatus(),
-            CanaryOutcome.ROLLED_BACK,
-            Reason.CANARY_ABORTED,
-            f"aborted by spec.traffic.canary.abort: all traffic to {stable.name}",
-        )
-    if st.failures >= canary_spec.failure_limit:
-        return plan(
-            st,
-            CanaryOutcome.ROLLED_BACK,
-            Reason.ANALYSIS_FAILED,
-            f"rolled back to {stable.name} at {steps[st.step - 1]}%: {describe_failures(st.last_analysis)}",
-        )
-    if st.weight == 100:
-        return plan(st, CanaryOutcome.PROMOTED, Reason.PROMOTED, f"{candidate.name} takes 100% of traffic")
-
+def _decide(r: _Rollout, st: CanaryStatus, analysis: AnalysisOutcome | None) -> CanaryPlan | CanaryStatus:
+    """The plan, or the status to decide again from (an analysis moved the rollout on)."""
+    settled = _settled(r, st)
+    if settled is not None:
+        return settled
+    steps = r.steps
     step = min(st.step, len(steps))
     target = steps[step - 1]
-    if canary_spec.pause:
-        return plan(
+    if r.spec.pause:
+        return r.plan(
             st,
             CanaryOutcome.PAUSED,
             Reason.CANARY_PAUSED,
             f"paused at {st.weight}% (step {step}/{len(steps)})",
         )
-
     if st.weight < target:
-        # On a shared base the host's pods serve both: one ready (and smoke-tested) pod is enough.
-        needed = 1 if shared_base else _size(canary_spec, stable, candidate, st.weight, target).canary
-        if canary_ready_replicas < needed:
-            return plan(
-                st,
-                CanaryOutcome.PROGRESSING,
-                Reason.CANARY_STEP,
-                f"waiting for {needed} ready {candidate.name} replicas ({canary_ready_replicas} now) "
-                f"before moving to {target}%",
-                target=target,
-                requeue_after_s=CAPACITY_RECHECK_S,
-            )
-        applied = st.model_copy(
-            update={"step": step, "weight": target, "failures": 0, "step_started_at": now}
+        return _move_weight(r, st, step, target)
+    return _check(r, st, step, analysis)
+
+
+def _settled(r: _Rollout, st: CanaryStatus) -> CanaryPlan | None:
+    """Aborted, rolled back or promoted: nothing moves any more."""
+    stable, candidate = r.stable.name, r.candidate.name
+    if r.spec.abort:
+        # Reset, not just zero weight: clearing `abort` retries the rollout from its first step.
+        return r.plan(
+            CanaryStatus(),
+            CanaryOutcome.ROLLED_BACK,
+            Reason.CANARY_ABORTED,
+            f"aborted by spec.traffic.canary.abort: all traffic to {stable}",
         )
-        if target == 100:
-            return plan(
-                applied, CanaryOutcome.PROMOTED, Reason.PROMOTED, f"{candidate.name} takes 100% of traffic"
-            )
-        return plan(
-            applied,
+    if st.failures >= r.spec.failure_limit:
+        return r.plan(
+            st,
+            CanaryOutcome.ROLLED_BACK,
+            Reason.ANALYSIS_FAILED,
+            f"rolled back to {stable} at {r.steps[st.step - 1]}%: {describe_failures(st.last_analysis)}",
+        )
+    if st.weight == 100:
+        return r.plan(st, CanaryOutcome.PROMOTED, Reason.PROMOTED, f"{candidate} takes 100% of traffic")
+    return None
+
+
+def _move_weight(r: _Rollout, st: CanaryStatus, step: int, target: int) -> CanaryPlan:
+    """Move to the step's weight once enough canary pods are ready (and smoke-tested)."""
+    candidate, total = r.candidate.name, len(r.steps)
+    # On a shared base the host's pods serve both: one ready (and smoke-tested) pod is enough.
+    needed = 1 if r.shared_base else _size(r.spec, r.stable, r.candidate, st.weight, target).canary
+    if r.ready < needed:
+        return r.plan(
+            st,
             CanaryOutcome.PROGRESSING,
             Reason.CANARY_STEP,
-            f"step {step}/{len(steps)}: {target}% to {candidate.name}",
-            requeue_after_s=duration_seconds(canary_spec.interval),
+            f"waiting for {needed} ready {candidate} replicas ({r.ready} now) before moving to {target}%",
+            target=target,
+            requeue_after_s=CAPACITY_RECHECK_S,
         )
+    applied = st.model_copy(update={"step": step, "weight": target, "failures": 0, "step_started_at": r.now})
+    if target == 100:
+        return r.plan(applied, CanaryOutcome.PROMOTED, Reason.PROMOTED, f"{candidate} takes 100% of traffic")
+    return r.plan(
+        applied,
+        CanaryOutcome.PROGRESSING,
+        Reason.CANARY_STEP,
+        f"step {step}/{total}: {target}% to {candidate}",
+        requeue_after_s=duration_seconds(r.spec.interval),
+    )
 
-    interval = timedelta(seconds=duration_seconds(canary_spec.interval))
-    started = st.step_started_at or now
+
+def _check(
+    r: _Rollout, st: CanaryStatus, step: int, analysis: AnalysisOutcome | None
+) -> CanaryPlan | CanaryStatus:
+    """At the step's weight: wait for the interval, then ask for an analysis, then judge it."""
+    candidate, total = r.candidate.name, len(r.steps)
+    interval = timedelta(seconds=duration_seconds(r.spec.interval))
+    started = st.step_started_at or r.now
     since = max(started, st.analyzed_at) if st.analyzed_at is not None else started
     due_at = since + interval
-    if now < due_at:
-        return plan(
+    if r.now < due_at:
+        return r.plan(
             st,
             CanaryOutcome.PROGRESSING,
             Reason.CANARY_STEP,
-            f"step {step}/{len(steps)}: {st.weight}% to {candidate.name}, next check in "
-            f"{(due_at - now).total_seconds():.0f}s",
-            requeue_after_s=(due_at - now).total_seconds(),
+            f"step {step}/{total}: {st.weight}% to {candidate}, next check in "
+            f"{(due_at - r.now).total_seconds():.0f}s",
+            requeue_after_s=(due_at - r.now).total_seconds(),
         )
-
-    if canary_spec.analysis is not None and analysis is None:
-        return plan(
+    if r.spec.analysis is not None and analysis is None:
+        return r.plan(
             st,
             CanaryOutcome.PROGRESSING,
             Reason.CANARY_STEP,
-            f"step {step}/{len(steps)}: analysing {candidate.name} at {st.weight}%",
+            f"step {step}/{total}: analysing {candidate} at {st.weight}%",
             analysis_due=True,
-            analysis_window_s=(now - since).total_seconds(),
+            analysis_window_s=(r.now - since).total_seconds(),
         )
+    return _judge(r, st, step, analysis, interval)
 
+
+def _judge(
+    r: _Rollout, st: CanaryStatus, step: int, analysis: AnalysisOutcome | None, interval: timedelta
+) -> CanaryPlan | CanaryStatus:
+    """Passed: on to the next step. Inconclusive: wait for samples. Failed: count it; at the limit, back."""
     verdict = Verdict.PASSED if analysis is None else analysis.verdict
     results = list(analysis.results) if analysis is not None else []
-    analysed = st.model_copy(update={"last_analysis": results, "analyzed_at": now})
+    analysed = st.model_copy(update={"last_analysis": results, "analyzed_at": r.now})
     if verdict is Verdict.PASSED:
-        advanced = analysed.model_copy(update={"step": step + 1, "failures": 0})
-        return plan_canary(
-            canary_spec,
-            stable,
-            candidate,
-            advanced,
-            now=now,
-            canary_ready_replicas=canary_ready_replicas,
-            shared_base=shared_base,
-        )
+        return analysed.model_copy(update={"step": step + 1, "failures": 0})
     if verdict is Verdict.INCONCLUSIVE:
-        minimum = canary_spec.analysis.min_requests if canary_spec.analysis else 0
+        minimum = r.spec.analysis.min_requests if r.spec.analysis else 0
         seen = results[0].samples if results else 0
-        return plan(
+        return r.plan(
             analysed,
             CanaryOutcome.PROGRESSING,
             Reason.CANARY_STEP,
-            f"step {step}/{len(steps)}: {seen} of {minimum} requests for a verdict on {candidate.name}",
+            f"step {step}/{len(r.steps)}: {seen} of {minimum} requests for a verdict on {r.candidate.name}",
             requeue_after_s=interval.total_seconds(),
         )
     failed = analysed.model_copy(update={"failures": st.failures + 1})
-    if failed.failures >= canary_spec.failure_limit:
-        failed = failed.model_copy(update={"weight": 0})
-        return plan_canary(
-            canary_spec,
-            stable,
-            candidate,
-            failed,
-            now=now,
-            canary_ready_replicas=canary_ready_replicas,
-            shared_base=shared_base,
-        )
-    return plan(
+    if failed.failures >= r.spec.failure_limit:
+        return failed.model_copy(update={"weight": 0})
+    return r.plan(
         failed,
         CanaryOutcome.PROGRESSING,
         Reason.ANALYSIS_FAILED,
-        f"analysis failed ({failed.failures}/{canary_spec.failure_limit}) at {st.weight}%: "
+        f"analysis failed ({failed.failures}/{r.spec.failure_limit}) at {st.weight}%: "
         f"{describe_failures(results)}",
         requeue_after_s=interval.total_seconds(),
     )
