@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kubetune.api.uris import Scheme, StorageUri, parse_uri
+from kubetune.staging import download_hf, download_s3_prefix, s3_client
 
 log = logging.getLogger("kubetune.serving.stage")
 MARKERS = ("config.json", "adapter_config.json")
@@ -26,25 +27,13 @@ def already_staged(dest: Path) -> bool:
 
 
 def _download_hf(uri: StorageUri, dest: Path) -> None:
-    from huggingface_hub import snapshot_download
-
-    snapshot_download(uri.authority, local_dir=dest, token=os.environ.get("HF_TOKEN") or None)
+    download_hf(uri.authority, dest, token=os.environ.get("HF_TOKEN") or None)
 
 
 def _download_s3(uri: StorageUri, dest: Path) -> None:
-    import boto3  # type: ignore[import-not-found]
-
-    client = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
-    prefix = uri.path.rstrip("/") + "/"
-    found = False
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=uri.authority, Prefix=prefix):
-        for item in page.get("Contents", []):
-            found = True
-            target = dest / item["Key"][len(prefix) :]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            client.download_file(uri.authority, item["Key"], str(target))
-    if not found:
-        raise FileNotFoundError(f"s3://{uri.authority}/{prefix} holds no objects")
+    client = s3_client(os.environ.get("AWS_ENDPOINT_URL") or None)
+    if download_s3_prefix(client, uri, dest) == 0:
+        raise FileNotFoundError(f"s3://{uri.authority}/{uri.path.rstrip('/')}/ holds no objects")
 
 
 def stage(uri_text: str, dest: Path) -> str:
