@@ -54,7 +54,7 @@ ROLE_VALIDATE = "validate"
 # 256 nodes the index takes 3 digits and a dash.
 MAX_JOB_NAME = 63 - 4
 
-# podFailurePolicy rule order is part of the contract with status.finetunejob: the Job's Failed
+# podFailurePolicy rule order is part of the contract with planning.finetunejob: the Job's Failed
 # condition names the matching rule by index.
 RULE_FATAL_EXIT = 0
 RULE_DISRUPTION = 1
@@ -413,7 +413,7 @@ def training_job_mutable_fields(spec: FineTuneJobSpec) -> dict[str, Any]:
 
     With a Kueue queue the Job is created suspended and Kueue owns `suspend` from then on (it
     unsuspends on admission), so it is left out here; runPolicy.suspend of a queued job is carried
-    out by deleting the training Job (status.finetunejob decides).
+    out by deleting the training Job (planning.finetunejob decides).
     """
     run = spec.run_policy
     fields: dict[str, Any] = {}
