@@ -87,6 +87,18 @@ def _previous_variant(mdep: Mapping[str, Any], name: str) -> Mapping[str, Any]:
     return {}
 
 
+@dataclass
+class _Conditions:
+    """A variant's conditions being rewritten in one pass (transition semantics by set_condition)."""
+
+    items: list[Condition]
+    generation: int | None
+    now: datetime
+
+    def put(self, kind: ConditionType, status: ConditionStatus, reason: str, message: str) -> None:
+        self.items = set_condition(self.items, kind, status, reason, message, self.generation, self.now)
+
+
 def variant_status(
     variant: Variant,
     deployment: Mapping[str, Any] | None,
@@ -109,90 +121,20 @@ def variant_status(
     `smoke_test`: the spec's settings (a disabled smoke test counts as passed).
     `previous_tested`: what the previous verdict was about (kept with it when `smoke` is None).
     """
-    conditions = parse_conditions(previous_conditions)
-
-    def put(kind: ConditionType, status: ConditionStatus, reason: str, message: str) -> None:
-        nonlocal conditions
-        conditions = set_condition(conditions, kind, status, reason, message, generation, now)
-
-    put(
+    conditions = _Conditions(parse_conditions(previous_conditions), generation, now)
+    conditions.put(
         ConditionType.MODEL_READY,
         "True" if resolution.ready else "False",
         _MODEL_REASON[resolution.state],
         resolution.message,
     )
-    put(ConditionType.EVAL_GATE_PASSED, gate.status, gate.reason, gate.message)
-
+    conditions.put(ConditionType.EVAL_GATE_PASSED, gate.status, gate.reason, gate.message)
     view = DeploymentView.of(deployment) if deployment is not None else None
     if view is None:
-        blocker = resolution if not resolution.ready else gate
-        put(
-            ConditionType.AVAILABLE,
-            "False",
-            Reason.MINIMUM_REPLICAS_UNAVAILABLE,
-            f"not rolled out: {blocker.message}",
-        )
-        blocked_for_good = resolution.state in (ResolutionState.FAILED, ResolutionState.NOT_FOUND) or (
-            gate.status == "False"
-        )
-        reason = _MODEL_REASON[resolution.state] if not resolution.ready else gate.reason
-        put(ConditionType.PROGRESSING, "False" if blocked_for_good else "True", reason, blocker.message)
+        _not_rolled_out(conditions, resolution, gate)
     else:
-        if view.desired >= 1 and view.available >= view.desired:
-            put(
-                ConditionType.AVAILABLE,
-                "True",
-                Reason.MINIMUM_REPLICAS_AVAILABLE,
-                f"{view.available}/{view.desired} replicas available",
-            )
-        else:
-            put(
-                ConditionType.AVAILABLE,
-                "False",
-                Reason.MINIMUM_REPLICAS_UNAVAILABLE,
-                f"{view.available}/{view.desired} replicas available",
-            )
-        if view.deadline_exceeded:
-            put(
-                ConditionType.PROGRESSING,
-                "False",
-                Reason.PROGRESS_DEADLINE_EXCEEDED,
-                f"rollout stalled: {view.updated}/{view.desired} updated, {view.ready} ready",
-            )
-        elif view.rolled_out:
-            put(
-                ConditionType.PROGRESSING,
-                "False",
-                Reason.ROLLOUT_COMPLETE,
-                f"{view.updated}/{view.desired} replicas on the current template",
-            )
-        else:
-            put(
-                ConditionType.PROGRESSING,
-                "True",
-                Reason.ROLLING_OUT,
-                f"{view.updated}/{view.desired} updated, {view.available} available",
-            )
-
-    tested = previous_tested
-    if smoke_test is not None and not smoke_test.enabled:
-        tested = None
-        put(
-            ConditionType.SMOKE_TEST_PASSED,
-            "True",
-            Reason.SMOKE_PASSED,
-            "smoke test disabled in spec.smokeTest",
-        )
-    elif smoke is not None:
-        tested = smoke.tested
-        put(ConditionType.SMOKE_TEST_PASSED, smoke.status, smoke.reason, smoke.message)
-    elif find_condition(conditions, ConditionType.SMOKE_TEST_PASSED) is None:
-        put(
-            ConditionType.SMOKE_TEST_PASSED,
-            "Unknown",
-            Reason.PENDING,
-            "runs when the variant becomes Available",
-        )
+        _rollout(conditions, view)
+    tested = _smoke(conditions, smoke, smoke_test, previous_tested)
 
     model_uri = view.model_uri if view is not None else None
     if variant.served_by is not None and view is not None:
@@ -205,8 +147,86 @@ def variant_status(
         model_uri=model_uri,
         lineage=dict(resolution.lineage),
         smoke_tested=tested,
-        conditions=conditions,
+        conditions=conditions.items,
     )
+
+
+def _not_rolled_out(conditions: _Conditions, resolution: Resolution, gate: GateVerdict) -> None:
+    """No Deployment: what blocks it (the model or the gate), and whether that can still change."""
+    blocker = resolution if not resolution.ready else gate
+    conditions.put(
+        ConditionType.AVAILABLE,
+        "False",
+        Reason.MINIMUM_REPLICAS_UNAVAILABLE,
+        f"not rolled out: {blocker.message}",
+    )
+    blocked_for_good = resolution.state in (ResolutionState.FAILED, ResolutionState.NOT_FOUND) or (
+        gate.status == "False"
+    )
+    reason = _MODEL_REASON[resolution.state] if not resolution.ready else gate.reason
+    conditions.put(
+        ConditionType.PROGRESSING, "False" if blocked_for_good else "True", reason, blocker.message
+    )
+
+
+def _rollout(conditions: _Conditions, view: DeploymentView) -> None:
+    """Available and Progressing from the observed Deployment."""
+    available = view.desired >= 1 and view.available >= view.desired
+    conditions.put(
+        ConditionType.AVAILABLE,
+        "True" if available else "False",
+        Reason.MINIMUM_REPLICAS_AVAILABLE if available else Reason.MINIMUM_REPLICAS_UNAVAILABLE,
+        f"{view.available}/{view.desired} replicas available",
+    )
+    if view.deadline_exceeded:
+        conditions.put(
+            ConditionType.PROGRESSING,
+            "False",
+            Reason.PROGRESS_DEADLINE_EXCEEDED,
+            f"rollout stalled: {view.updated}/{view.desired} updated, {view.ready} ready",
+        )
+    elif view.rolled_out:
+        conditions.put(
+            ConditionType.PROGRESSING,
+            "False",
+            Reason.ROLLOUT_COMPLETE,
+            f"{view.updated}/{view.desired} replicas on the current template",
+        )
+    else:
+        conditions.put(
+            ConditionType.PROGRESSING,
+            "True",
+            Reason.ROLLING_OUT,
+            f"{view.updated}/{view.desired} updated, {view.available} available",
+        )
+
+
+def _smoke(
+    conditions: _Conditions,
+    smoke: SmokeVerdict | None,
+    smoke_test: SmokeTest | None,
+    previous_tested: str | None,
+) -> str | None:
+    """SmokeTestPassed; returns what the standing verdict is about (`smokeTested`)."""
+    if smoke_test is not None and not smoke_test.enabled:
+        conditions.put(
+            ConditionType.SMOKE_TEST_PASSED,
+            "True",
+            Reason.SMOKE_PASSED,
+            "smoke test disabled in spec.smokeTest",
+        )
+        return None
+    if smoke is not None:
+        conditions.put(ConditionType.SMOKE_TEST_PASSED, smoke.status, smoke.reason, smoke.message)
+        return smoke.tested
+    if find_condition(conditions.items, ConditionType.SMOKE_TEST_PASSED) is None:
+        conditions.put(
+            ConditionType.SMOKE_TEST_PASSED,
+            "Unknown",
+            Reason.PENDING,
+            "runs when the variant becomes Available",
+        )
+    return previous_tested
 
 
 def previous_variant_conditions(mdep: Mapping[str, Any], variant_name: str) -> list[Condition]:
