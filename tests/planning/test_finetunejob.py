@@ -11,9 +11,11 @@ import pytest
 from kubetune.api.conditions import ConditionType, Reason
 from kubetune.api.finetunejob import Phase, Progress
 from kubetune.builders.finetunejob import build_children
-from kubetune.planning.finetunejob import compute_progress, format_duration, observe, parse_trainer_result
+from kubetune.planning.finetunejob import observe
+from kubetune.planning.job_pods import parse_trainer_result
 from kubetune.preflight import Problem
 from kubetune.status.conditions import find_condition
+from kubetune.status.progress import compute_progress, format_duration
 
 NOW = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
 START = NOW - timedelta(hours=1)

@@ -9,39 +9,38 @@ with the next attempt number; the failed one is deleted.
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import ValidationError
-
 from kubetune.api.common import Condition
 from kubetune.api.conditions import ConditionType, Reason
-from kubetune.api.finetunejob import FineTuneJob, FineTuneJobSpec, FineTuneJobStatus, Lineage, Phase, Progress
-from kubetune.api.trainingconfig import EXIT_CONFIG_ERROR, EXIT_DATA_ERROR, TrainerResult, output_artifacts
+from kubetune.api.finetunejob import FineTuneJob, FineTuneJobSpec, FineTuneJobStatus, Lineage, Phase
+from kubetune.api.trainingconfig import output_artifacts
 from kubetune.builders.common import ANNOTATION_SPEC_HASH, LABEL_ROLE
 from kubetune.builders.finetunejob import (
     ANNOTATION_RESTARTS,
-    LABEL_ATTEMPT,
     ROLE_TRAIN,
     ROLE_VALIDATE,
-    RULE_DISRUPTION,
-    RULE_FATAL_EXIT,
     child_names,
 )
-from kubetune.builders.training_pod import COMPLETION_INDEX_ANNOTATION, TRAINER_CONTAINER, VALIDATOR_CONTAINER
+from kubetune.builders.training_pod import TRAINER_CONTAINER, VALIDATOR_CONTAINER
+from kubetune.planning.job_pods import (
+    attempt_of,
+    classify,
+    clip,
+    completion_index,
+    job_condition,
+    owned_by,
+    parse_trainer_result,
+    terminated,
+    unschedulable_reason,
+)
 from kubetune.planning.plan import Event
 from kubetune.preflight import Problem
 from kubetune.status.conditions import find_condition, is_true, set_condition
-
-MAX_MESSAGE = 2048
-_RULE_INDEX = re.compile(r"matching FailJob rule at index (\d+)")
-_EXIT_CODE = re.compile(r"failed with exit code (\d+)")
-
-Failure = Literal["fatal", "disruption", "deadline", "retryable"]
+from kubetune.status.progress import compute_progress
 
 
 @dataclass(frozen=True)
@@ -98,158 +97,6 @@ def _gang_restart(
     )
 
 
-def _job_condition(job: Mapping[str, Any], type_: str) -> Mapping[str, Any] | None:
-    for cond in (job.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == type_ and cond.get("status") == "True":
-            return dict(cond)
-    return None
-
-
-def _attempt(job: Mapping[str, Any]) -> int:
-    return int(job["metadata"].get("labels", {}).get(LABEL_ATTEMPT, "0"))
-
-
-def _owned_by(item: Mapping[str, Any], job_name: str) -> bool:
-    labels = item["metadata"].get("labels", {})
-    return bool(labels.get("batch.kubernetes.io/job-name", labels.get("job-name")) == job_name)
-
-
-def _terminated(pod: Mapping[str, Any], container: str) -> Mapping[str, Any] | None:
-    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
-        if cs.get("name") == container:
-            state = cs.get("state") or {}
-            term = state.get("terminated") or (cs.get("lastState") or {}).get("terminated")
-            return dict(term) if term else None
-    return None
-
-
-def _completion_index(pod: Mapping[str, Any]) -> str | None:
-    meta = pod["metadata"]
-    annotations = meta.get("annotations") or {}
-    index = annotations.get(COMPLETION_INDEX_ANNOTATION)
-    return str(index) if index is not None else (meta.get("labels") or {}).get(COMPLETION_INDEX_ANNOTATION)
-
-
-def _clip(message: str) -> str:
-    return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 3] + "..."
-
-
-def parse_trainer_result(message: str | None) -> TrainerResult | None:
-    """TrainerResult from a termination message; None for logs (FallbackToLogsOnError) or nothing."""
-    if not message:
-        return None
-    try:
-        return TrainerResult.model_validate(json.loads(message))
-    except (ValueError, ValidationError):
-        return None
-
-
-@dataclass(frozen=True)
-class _PodFailure:
-    exit_code: int | None
-    message: str
-    result: TrainerResult | None
-    disrupted: bool
-
-
-def _pod_failures(pods: Sequence[Mapping[str, Any]], container: str) -> list[_PodFailure]:
-    """Failed containers, rank 0 first (its message is the authoritative one)."""
-    failures: list[tuple[str, _PodFailure]] = []
-    for pod in pods:
-        term = _terminated(pod, container)
-        disrupted = any(
-            c.get("type") == "DisruptionTarget" and c.get("status") == "True"
-            for c in (pod.get("status") or {}).get("conditions") or []
-        )
-        if (term is None or term.get("exitCode", 0) == 0) and not disrupted:
-            continue
-        text = str(term.get("message") or "") if term else ""
-        failures.append(
-            (
-                _completion_index(pod) or "",
-                _PodFailure(
-                    term.get("exitCode") if term else None,
-                    text.strip(),
-                    parse_trainer_result(text),
-                    disrupted,
-                ),
-            )
-        )
-    failures.sort(key=lambda f: (f[0] != "0", f[0]))
-    return [f for _, f in failures]
-
-
-def _classify(
-    job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], container: str
-) -> tuple[Failure, Reason, str]:
-    failed = _job_condition(job, "Failed") or {}
-    job_reason = str(failed.get("reason", ""))
-    job_message = str(failed.get("message", ""))
-    pod_failures = _pod_failures(pods, container)
-    rule = _RULE_INDEX.search(job_message)
-    fatal = [f for f in pod_failures if f.exit_code in (EXIT_CONFIG_ERROR, EXIT_DATA_ERROR)]
-    if fatal or (rule and int(rule.group(1)) == RULE_FATAL_EXIT):
-        first = fatal[0] if fatal else None
-        code_text = _EXIT_CODE.search(job_message)
-        code = first.exit_code if first else int(code_text.group(1)) if code_text else None
-        reason = Reason.INVALID_DATA if code == EXIT_DATA_ERROR else Reason.CONFIG_ERROR
-        if first and first.result and first.result.message:
-            return "fatal", reason, first.result.message
-        return "fatal", reason, (first.message if first and first.message else job_message)
-    if job_reason == "DeadlineExceeded":
-        return "deadline", Reason.DEADLINE_EXCEEDED, job_message or "activeDeadlineSeconds exceeded"
-    if any(f.disrupted for f in pod_failures) or (rule and int(rule.group(1)) == RULE_DISRUPTION):
-        return "disruption", Reason.GANG_RESTART, job_message or "a pod was disrupted (preemption or drain)"
-    detail = next((f.message for f in pod_failures if f.message), job_message)
-    code = next((f.exit_code for f in pod_failures if f.exit_code is not None), None)
-    prefix = f"exit code {code}: " if code is not None else ""
-    return "retryable", Reason.BACKOFF_LIMIT_EXCEEDED, prefix + detail
-
-
-def _unschedulable(pods: Sequence[Mapping[str, Any]]) -> str | None:
-    for pod in pods:
-        for cond in (pod.get("status") or {}).get("conditions") or []:
-            if (
-                cond.get("type") == "PodScheduled"
-                and cond.get("status") == "False"
-                and cond.get("reason") == "Unschedulable"
-            ):
-                return f"pod {pod['metadata']['name']}: {cond.get('message', 'unschedulable')}"
-    return None
-
-
-def format_duration(seconds: float) -> str:
-    total = max(round(seconds), 0)
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes}m{secs}s"
-    return f"{minutes}m{secs}s" if minutes else f"{secs}s"
-
-
-def compute_progress(progress: Progress | None, start: datetime | None, now: datetime) -> Progress | None:
-    """percent and eta from rank 0's report.
-
-    eta = (totalSteps - step) * (updatedAt - start) / step - (now - updatedAt), at least 0:
-    the mean step time since the training pods started (restarts and staging included, so it
-    errs long), minus the time since the report.
-    """
-    if progress is None:
-        return None
-    updated = progress.model_copy()
-    total = progress.total_steps
-    if not total:
-        return updated
-    updated.percent = min(100, progress.step * 100 // total)
-    if progress.step <= 0 or start is None:
-        return updated
-    reported = progress.updated_at or now
-    per_step = max((reported - start).total_seconds(), 0.0) / progress.step
-    remaining = max(total - progress.step, 0) * per_step - max((now - reported).total_seconds(), 0.0)
-    updated.eta = format_duration(max(remaining, 0.0))
-    return updated
-
-
 def _phase_from_conditions(conditions: Sequence[Condition]) -> Phase:
     if is_true(conditions, ConditionType.FAILED):
         return Phase.FAILED
@@ -280,7 +127,7 @@ def _conditions(
             ConditionType.ACCEPTED,
             "False",
             Reason.INVALID_SPEC,
-            _clip("; ".join(map(str, problems))),
+            clip("; ".join(map(str, problems))),
             generation,
             now,
         )
@@ -345,7 +192,7 @@ def observe(
         leftovers = tuple(
             j["metadata"]["name"]
             for j in _training_jobs(jobs)
-            if not (_job_condition(j, "Complete") or _job_condition(j, "Failed"))
+            if not (job_condition(j, "Complete") or job_condition(j, "Failed"))
         )
         decisions = Decisions(
             attempt=_current_attempt(jobs), counted_restarts=previous.restarts, delete_jobs=leftovers
@@ -368,7 +215,7 @@ def observe(
             Event(
                 "Warning" if warning else "Normal",
                 str(verdict.reason),
-                _clip(f"{status.phase.value}: {verdict.message}"),
+                clip(f"{status.phase.value}: {verdict.message}"),
             )
         )
     actions = verdict.actions
@@ -385,12 +232,12 @@ def observe(
 
 def _training_jobs(jobs: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     train = [j for j in jobs if j["metadata"].get("labels", {}).get(LABEL_ROLE) == ROLE_TRAIN]
-    return sorted(train, key=_attempt)
+    return sorted(train, key=attempt_of)
 
 
 def _current_attempt(jobs: Sequence[Mapping[str, Any]]) -> int:
     train = _training_jobs(jobs)
-    return _attempt(train[-1]) if train else 0
+    return attempt_of(train[-1]) if train else 0
 
 
 def _decide(
@@ -405,7 +252,7 @@ def _decide(
 ) -> _Verdict:
     names = child_names(str(meta["name"]))
     if errors:
-        return _Verdict(Phase.FAILED, Reason.INVALID_SPEC, _clip("; ".join(map(str, errors))))
+        return _Verdict(Phase.FAILED, Reason.INVALID_SPEC, clip("; ".join(map(str, errors))))
 
     # 1. Data validation gates everything.
     validation = next((j for j in jobs if j["metadata"]["name"] == names.validation_job), None)
@@ -417,19 +264,19 @@ def _decide(
             actions=_Actions(create_validation=True),
             validated_reason=Reason.PENDING,
         )
-    if _job_condition(validation, "Failed"):
+    if job_condition(validation, "Failed"):
         vpods = [
             p
             for p in pods
-            if _owned_by(p, names.validation_job)
+            if owned_by(p, names.validation_job)
             or p["metadata"].get("labels", {}).get(LABEL_ROLE) == ROLE_VALIDATE
         ]
-        kind, reason, message = _classify(validation, vpods, VALIDATOR_CONTAINER)
+        kind, reason, message = classify(validation, vpods, VALIDATOR_CONTAINER)
         if kind not in ("fatal", "deadline"):
             # Disruptions are ignored by the validation Job's policy: what is left is retries spent.
             reason = Reason.BACKOFF_LIMIT_EXCEEDED
             message = f"data validation failed after retries: {message}"
-        message = _clip(message)
+        message = clip(message)
         return _Verdict(
             Phase.FAILED,
             reason,
@@ -437,7 +284,7 @@ def _decide(
             validated="False",
             validated_reason=Reason.INVALID_DATA if reason == Reason.INVALID_DATA else reason,
         )
-    if not _job_condition(validation, "Complete"):
+    if not job_condition(validation, "Complete"):
         return _Verdict(
             Phase.VALIDATING, Reason.VALIDATING, "validating the dataset", validated_reason=Reason.VALIDATING
         )
@@ -458,7 +305,7 @@ def _decide_training(
 ) -> _Verdict:
     train = _training_jobs(jobs)
     current = train[-1] if train else None
-    attempt = _attempt(current) if current else 0
+    attempt = attempt_of(current) if current else 0
     stale = tuple(j["metadata"]["name"] for j in train[:-1])
     if current is not None:
         recorded = int(current["metadata"].get("annotations", {}).get(ANNOTATION_RESTARTS, "0"))
@@ -466,7 +313,7 @@ def _decide_training(
     run = spec.run_policy
     queued = bool(spec.resources.queue_name)
     finished = current is not None and (
-        _job_condition(current, "Complete") or _job_condition(current, "Failed")
+        job_condition(current, "Complete") or job_condition(current, "Failed")
     )
 
     if run.suspend and not finished:
@@ -503,10 +350,10 @@ def _decide_training(
             actions=_Actions(delete_jobs=(*stale, current["metadata"]["name"]), attempt=attempt),
         )
 
-    job_pods = [p for p in pods if _owned_by(p, current["metadata"]["name"])]
-    if _job_condition(current, "Complete"):
+    job_pods = [p for p in pods if owned_by(p, current["metadata"]["name"])]
+    if job_condition(current, "Complete"):
         return _succeeded(spec, status, current, job_pods, stale, attempt)
-    if _job_condition(current, "Failed"):
+    if job_condition(current, "Failed"):
         return _failed(spec, status, current, job_pods, stale, attempt, job_name)
 
     job_hash = current["metadata"].get("annotations", {}).get(ANNOTATION_SPEC_HASH)
@@ -517,9 +364,9 @@ def _decide_training(
         )
         return _gang_restart(attempt, (*stale, current["metadata"]["name"]), message, "Normal")
     base = _Actions(attempt=attempt, delete_jobs=stale)
-    unschedulable = _unschedulable(job_pods)
+    unschedulable = unschedulable_reason(job_pods)
     if unschedulable:
-        return _Verdict(Phase.PENDING, Reason.UNSCHEDULABLE, _clip(unschedulable), actions=base)
+        return _Verdict(Phase.PENDING, Reason.UNSCHEDULABLE, clip(unschedulable), actions=base)
     if (current.get("spec") or {}).get("suspend"):
         return _Verdict(
             Phase.PENDING,
@@ -552,8 +399,8 @@ def _succeeded(
     stale: tuple[str, ...],
     attempt: int,
 ) -> _Verdict:
-    rank0 = next((p for p in pods if _completion_index(p) == "0"), None)
-    term = _terminated(rank0, TRAINER_CONTAINER) if rank0 else None
+    rank0 = next((p for p in pods if completion_index(p) == "0"), None)
+    term = terminated(rank0, TRAINER_CONTAINER) if rank0 else None
     result = parse_trainer_result(str(term.get("message") or "") if term else None)
     message = "training and evaluation completed"
     if result is not None:
@@ -587,8 +434,8 @@ def _failed(
     attempt: int,
     job_name: Callable[[int], str],
 ) -> _Verdict:
-    kind, reason, message = _classify(job, pods, TRAINER_CONTAINER)
-    message = _clip(message)
+    kind, reason, message = classify(job, pods, TRAINER_CONTAINER)
+    message = clip(message)
     base = _Actions(attempt=attempt, delete_jobs=stale)
     if kind in ("fatal", "deadline"):
         return _Verdict(Phase.FAILED, reason, message, actions=base)
@@ -600,12 +447,12 @@ def _failed(
             return _Verdict(
                 Phase.FAILED,
                 Reason.BACKOFF_LIMIT_EXCEEDED,
-                _clip(f"gang failed {recorded + 1} times (backoffLimit {limit}); last: {message}"),
+                clip(f"gang failed {recorded + 1} times (backoffLimit {limit}); last: {message}"),
                 actions=base,
             )
         status.restarts = max(status.restarts, recorded + 1)
         why = f"attempt {attempt} failed ({message}); gang restart {recorded + 1} of {limit}"
     else:
         why = f"attempt {attempt} was disrupted ({message}); gang restart not counted"
-    why = _clip(f"{why}, resuming from the last checkpoint as {job_name(attempt + 1)}")
+    why = clip(f"{why}, resuming from the last checkpoint as {job_name(attempt + 1)}")
     return _gang_restart(attempt, (*stale, job["metadata"]["name"]), why, "Warning")
