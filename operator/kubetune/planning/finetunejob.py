@@ -23,6 +23,7 @@ from kubetune.builders.finetunejob import (
     ANNOTATION_RESTARTS,
     ROLE_TRAIN,
     ROLE_VALIDATE,
+    ChildNames,
     child_names,
 )
 from kubetune.builders.training_pod import TRAINER_CONTAINER, VALIDATOR_CONTAINER
@@ -82,6 +83,19 @@ class _Verdict:
     validated_reason: Reason = Reason.PENDING
     actions: _Actions = _Actions()
     extra_events: list[Event] = field(default_factory=list)
+
+
+@dataclass
+class _Pass:
+    """One observation's inputs, shared by the decision steps (`status` is updated in place)."""
+
+    spec: FineTuneJobSpec
+    status: FineTuneJobStatus
+    jobs: Sequence[Mapping[str, Any]]
+    pods: Sequence[Mapping[str, Any]]
+    now: datetime
+    desired_hash: str | None
+    names: ChildNames
 
 
 def _gang_restart(
@@ -200,7 +214,8 @@ def observe(
         return Observation(status, decisions)
 
     errors = [p for p in problems if p.severity == "error"]
-    verdict = _decide(spec, status, jobs, pods, now, errors, desired_spec_hash, obj.metadata)
+    names = child_names(str(obj.metadata["name"]))
+    verdict = _decide(_Pass(spec, status, jobs, pods, now, desired_spec_hash, names), errors)
     status.conditions = _conditions(previous.conditions, verdict, generation, now, errors)
     status.phase = _phase_from_conditions(status.conditions)
     if status.phase in (Phase.SUCCEEDED, Phase.FAILED) and status.completion_time is None:
@@ -240,22 +255,13 @@ def _current_attempt(jobs: Sequence[Mapping[str, Any]]) -> int:
     return attempt_of(train[-1]) if train else 0
 
 
-def _decide(
-    spec: FineTuneJobSpec,
-    status: FineTuneJobStatus,
-    jobs: Sequence[Mapping[str, Any]],
-    pods: Sequence[Mapping[str, Any]],
-    now: datetime,
-    errors: Sequence[Problem],
-    desired_hash: str | None,
-    meta: Mapping[str, Any],
-) -> _Verdict:
-    names = child_names(str(meta["name"]))
+def _decide(p: _Pass, errors: Sequence[Problem]) -> _Verdict:
+    names = p.names
     if errors:
         return _Verdict(Phase.FAILED, Reason.INVALID_SPEC, clip("; ".join(map(str, errors))))
 
     # 1. Data validation gates everything.
-    validation = next((j for j in jobs if j["metadata"]["name"] == names.validation_job), None)
+    validation = next((j for j in p.jobs if j["metadata"]["name"] == names.validation_job), None)
     if validation is None:
         return _Verdict(
             Phase.PENDING,
@@ -266,10 +272,10 @@ def _decide(
         )
     if job_condition(validation, "Failed"):
         vpods = [
-            p
-            for p in pods
-            if owned_by(p, names.validation_job)
-            or p["metadata"].get("labels", {}).get(LABEL_ROLE) == ROLE_VALIDATE
+            pod
+            for pod in p.pods
+            if owned_by(pod, names.validation_job)
+            or pod["metadata"].get("labels", {}).get(LABEL_ROLE) == ROLE_VALIDATE
         ]
         kind, reason, message = classify(validation, vpods, VALIDATOR_CONTAINER)
         if kind not in ("fatal", "deadline"):
@@ -289,21 +295,28 @@ def _decide(
             Phase.VALIDATING, Reason.VALIDATING, "validating the dataset", validated_reason=Reason.VALIDATING
         )
 
-    verdict = _decide_training(spec, status, jobs, pods, now, desired_hash, names.training_job)
+    verdict = _decide_training(p)
     verdict.validated, verdict.validated_reason = "True", Reason.DATA_VALID
     return verdict
 
 
-def _decide_training(
-    spec: FineTuneJobSpec,
-    status: FineTuneJobStatus,
-    jobs: Sequence[Mapping[str, Any]],
-    pods: Sequence[Mapping[str, Any]],
-    now: datetime,
-    desired_hash: str | None,
-    job_name: Callable[[int], str],
-) -> _Verdict:
-    train = _training_jobs(jobs)
+@dataclass(frozen=True)
+class _Attempt:
+    """The latest training Job, its number, its pods, and the older attempts' Jobs (to delete)."""
+
+    job: Mapping[str, Any]
+    number: int
+    stale: tuple[str, ...]
+    pods: list[Mapping[str, Any]]
+
+    @property
+    def name(self) -> str:
+        return str(self.job["metadata"]["name"])
+
+
+def _decide_training(p: _Pass) -> _Verdict:
+    spec, status = p.spec, p.status
+    train = _training_jobs(p.jobs)
     current = train[-1] if train else None
     attempt = attempt_of(current) if current else 0
     stale = tuple(j["metadata"]["name"] for j in train[:-1])
@@ -311,12 +324,12 @@ def _decide_training(
         recorded = int(current["metadata"].get("annotations", {}).get(ANNOTATION_RESTARTS, "0"))
         status.restarts = max(status.restarts, recorded)
     run = spec.run_policy
-    queued = bool(spec.resources.queue_name)
     finished = current is not None and (
         job_condition(current, "Complete") or job_condition(current, "Failed")
     )
 
     if run.suspend and not finished:
+        queued = bool(spec.resources.queue_name)
         delete = stale + ((current["metadata"]["name"],) if queued and current is not None else ())
         return _Verdict(
             Phase.SUSPENDED,
@@ -341,7 +354,7 @@ def _decide_training(
         deadline
         and status.start_time
         and not finished
-        and now - status.start_time > timedelta(seconds=deadline)
+        and p.now - status.start_time > timedelta(seconds=deadline)
     ):
         return _Verdict(
             Phase.FAILED,
@@ -350,43 +363,47 @@ def _decide_training(
             actions=_Actions(delete_jobs=(*stale, current["metadata"]["name"]), attempt=attempt),
         )
 
-    job_pods = [p for p in pods if owned_by(p, current["metadata"]["name"])]
+    job_pods = [pod for pod in p.pods if owned_by(pod, current["metadata"]["name"])]
     if job_condition(current, "Complete"):
         return _succeeded(spec, status, current, job_pods, stale, attempt)
     if job_condition(current, "Failed"):
-        return _failed(spec, status, current, job_pods, stale, attempt, job_name)
+        return _failed(spec, status, current, job_pods, stale, attempt, p.names.training_job)
+    return _in_flight(p, _Attempt(current, attempt, stale, job_pods))
 
-    job_hash = current["metadata"].get("annotations", {}).get(ANNOTATION_SPEC_HASH)
-    if desired_hash is not None and job_hash != desired_hash:
+
+def _in_flight(p: _Pass, current: _Attempt) -> _Verdict:
+    """A training Job neither finished nor failed: replaced on a spec change, else where it stands."""
+    job_hash = current.job["metadata"].get("annotations", {}).get(ANNOTATION_SPEC_HASH)
+    if p.desired_hash is not None and job_hash != p.desired_hash:
         message = (
-            f"the pod template changed (spec hash {job_hash} -> {desired_hash}); "
+            f"the pod template changed (spec hash {job_hash} -> {p.desired_hash}); "
             "restarting from the last checkpoint"
         )
-        return _gang_restart(attempt, (*stale, current["metadata"]["name"]), message, "Normal")
-    base = _Actions(attempt=attempt, delete_jobs=stale)
-    unschedulable = unschedulable_reason(job_pods)
+        return _gang_restart(current.number, (*current.stale, current.name), message, "Normal")
+    base = _Actions(attempt=current.number, delete_jobs=current.stale)
+    unschedulable = unschedulable_reason(current.pods)
     if unschedulable:
         return _Verdict(Phase.PENDING, Reason.UNSCHEDULABLE, clip(unschedulable), actions=base)
-    if (current.get("spec") or {}).get("suspend"):
+    if (current.job.get("spec") or {}).get("suspend"):
+        queued = bool(p.spec.resources.queue_name)
         return _Verdict(
             Phase.PENDING,
             Reason.PENDING,
             "waiting for Kueue admission" if queued else "training Job is suspended",
             actions=base,
         )
-    running = [p for p in job_pods if (p.get("status") or {}).get("phase") == "Running"]
+    running = [pod for pod in current.pods if (pod.get("status") or {}).get("phase") == "Running"]
     if not running:
         return _Verdict(Phase.PENDING, Reason.PENDING, "training pods are starting", actions=base)
-    progress = status.progress
+    progress = p.status.progress
     if progress and progress.total_steps and progress.step >= progress.total_steps:
         return _Verdict(
             Phase.EVALUATING, Reason.EVALUATING, "training done; evaluating on the test split", actions=base
         )
-    nodes = spec.resources.nodes
     return _Verdict(
         Phase.RUNNING,
         Reason.TRAINING,
-        f"{len(running)}/{nodes} training pods running (attempt {attempt})",
+        f"{len(running)}/{p.spec.resources.nodes} training pods running (attempt {current.number})",
         actions=base,
     )
 
