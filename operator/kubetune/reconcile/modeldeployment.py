@@ -93,7 +93,7 @@ class ModelDeploymentReconciler:
             ctx.events.append(Event("Normal", Reason.ACCEPTED, "ModelDeployment accepted"))
 
         rendering = planning.render_variants(ctx, self.render_settings)
-        traffic_before = await previous_traffic(client, obj, spec, ctx.caps)
+        traffic_before = await previous_traffic(client, ctx)
         plan = await self._canary(ctx, rendering, traffic_before)
         self.synthetic.ensure(
             ctx.uid,
@@ -213,12 +213,10 @@ class ModelDeploymentReconciler:
         weights = plan.weights if plan is not None else {v.name: v.weight for v in ctx.spec.variants}
         traffic = await apply_traffic(
             client,
-            ctx.obj,
-            ctx.spec,
+            ctx,
             weights,
             ready,
             rollout=rollout_id(ctx.spec, ctx.resolutions),
-            caps=ctx.caps,
             defaults=self.settings.router,
         )
         if traffic.problem and ctx.previous_status.phase is None:

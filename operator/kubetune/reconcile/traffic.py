@@ -22,7 +22,7 @@ from kubetune.builders.router import (
     router_resource_name,
 )
 from kubetune.kube.client import KubeClient
-from kubetune.planning.modeldeployment import Capabilities
+from kubetune.planning.modeldeployment import ModelDeploymentContext
 from kubetune.settings import RouterDefaults
 
 
@@ -65,9 +65,9 @@ def _service_to_variant(mdep: Mapping[str, Any], spec: ModelDeploymentSpec) -> d
     return {variant_resource_name(name, v.name): v.name for v in spec.variants}
 
 
-async def previous_traffic(
-    client: KubeClient, mdep: Mapping[str, Any], spec: ModelDeploymentSpec, caps: Capabilities
-) -> PreviousTraffic:
+async def previous_traffic(client: KubeClient, ctx: ModelDeploymentContext) -> PreviousTraffic:
+    """The rollout id and the variants taking traffic, from the router ConfigMap or the HTTPRoute."""
+    mdep, spec, caps = ctx.obj, ctx.spec, ctx.caps
     meta = mdep["metadata"]
     if spec.traffic.provider == GATEWAY_API:
         if not caps.gateway_api:
@@ -94,16 +94,15 @@ async def previous_traffic(
 
 async def apply_traffic(
     client: KubeClient,
-    mdep: Mapping[str, Any],
-    spec: ModelDeploymentSpec,
+    ctx: ModelDeploymentContext,
     weights: Mapping[str, int],
     ready: Mapping[str, bool],
     *,
     rollout: str | None,
-    caps: Capabilities,
     defaults: RouterDefaults,
 ) -> AppliedTraffic:
     """Apply the split; return the weights as the API server stored them."""
+    mdep, spec, caps = ctx.obj, ctx.spec, ctx.caps
     annotations = {ANNOTATION_ROLLOUT: rollout} if rollout else None
     if spec.traffic.provider == GATEWAY_API:
         if not caps.gateway_api:
