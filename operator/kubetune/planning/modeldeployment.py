@@ -23,11 +23,11 @@ from kubetune.api.modeldeployment import (
     Variant,
     VariantStatus,
 )
-from kubetune.builders.common import Manifest
+from kubetune.builders.common import LABEL_VARIANT, Manifest
 from kubetune.builders.modeldeployment import build_pod_monitor, build_variant_children, variant_endpoint
 from kubetune.planning.canary import CanaryPlan
 from kubetune.planning.canary_report import canary_conditions
-from kubetune.planning.plan import Event
+from kubetune.planning.plan import Delete, Event
 from kubetune.planning.smoke import SmokeRequest, base_url, smoke_key, tested_key
 from kubetune.serving.gate import GateVerdict, evaluate_gate
 from kubetune.serving.resolution import Resolution
@@ -323,6 +323,41 @@ def routable(status: VariantStatus, was_routed: bool) -> bool:
     if available is None or available.status != "True" or tested is None:
         return False
     return tested.status == "True" or (tested.status == "Unknown" and was_routed)
+
+
+# --- pruning ---------------------------------------------------------------------------------------
+
+# Kinds a ModelDeployment may own; optional CRDs are listed only when installed.
+PRUNABLE: tuple[tuple[str, str, str | None], ...] = (
+    ("apps/v1", "Deployment", None),
+    ("v1", "Service", None),
+    ("v1", "ConfigMap", None),
+    ("policy/v1", "PodDisruptionBudget", None),
+    ("autoscaling/v2", "HorizontalPodAutoscaler", None),
+    ("monitoring.coreos.com/v1", "PodMonitor", "pod_monitor"),
+    ("keda.sh/v1alpha1", "ScaledObject", "keda"),
+    ("gateway.networking.k8s.io/v1", "HTTPRoute", "gateway_api"),
+)
+
+
+def prune_deletes(
+    uid: str, owned: Sequence[Mapping[str, Any]], keep: frozenset[tuple[str, str]], held_variants: set[str]
+) -> list[Delete]:
+    """The children of `uid` (listed by its label) that the pass did not render, uid-guarded.
+
+    A variant still in the spec whose model cannot be resolved right now keeps its children
+    (`held_variants`): a FineTuneJob being re-run must not take a serving variant down.
+    """
+    deletes = []
+    for item in owned:
+        meta = item["metadata"]
+        owners = {ref.get("uid") for ref in meta.get("ownerReferences") or []}
+        if uid not in owners or (item["kind"], meta["name"]) in keep:
+            continue
+        if (meta.get("labels") or {}).get(LABEL_VARIANT) in held_variants:
+            continue
+        deletes.append(Delete(item["apiVersion"], item["kind"], meta["name"], uid=meta["uid"]))
+    return deletes
 
 
 # --- the whole object ------------------------------------------------------------------------------

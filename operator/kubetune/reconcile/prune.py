@@ -1,25 +1,19 @@
-"""Deleting the children a ModelDeployment owns that its last pass did not render."""
+"""Deleting the children a ModelDeployment owns that its last pass did not render.
+
+Observe (list every prunable kind the cluster serves, by the object's label) → plan
+(`kubetune.planning.modeldeployment.prune_deletes`) → apply (the generic applier, uid-guarded deletes).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from kubetune.builders.common import LABEL_DEPLOYMENT, LABEL_VARIANT
+from kubetune.builders.common import LABEL_DEPLOYMENT
 from kubetune.kube.client import KubeClient
-from kubetune.planning.modeldeployment import Capabilities
-
-# Kinds a ModelDeployment may own; optional CRDs are listed only when installed.
-PRUNABLE: tuple[tuple[str, str, str | None], ...] = (
-    ("apps/v1", "Deployment", None),
-    ("v1", "Service", None),
-    ("v1", "ConfigMap", None),
-    ("policy/v1", "PodDisruptionBudget", None),
-    ("autoscaling/v2", "HorizontalPodAutoscaler", None),
-    ("monitoring.coreos.com/v1", "PodMonitor", "pod_monitor"),
-    ("keda.sh/v1alpha1", "ScaledObject", "keda"),
-    ("gateway.networking.k8s.io/v1", "HTTPRoute", "gateway_api"),
-)
+from kubetune.planning.modeldeployment import PRUNABLE, Capabilities, prune_deletes
+from kubetune.planning.plan import Plan
+from kubetune.reconcile.apply import execute
 
 
 async def prune(
@@ -29,23 +23,15 @@ async def prune(
     held_variants: set[str],
     caps: Capabilities,
 ) -> None:
-    """Delete children this object owns that the pass did not render.
-
-    A variant still in the spec whose model cannot be resolved right now keeps its children
-    (`held_variants`): a FineTuneJob being re-run must not take a serving variant down.
-    """
+    """Delete children this object owns that the pass did not render (see `prune_deletes`)."""
     meta = mdep["metadata"]
+    owned: list[dict[str, Any]] = []
     for api_version, kind, capability in PRUNABLE:
         if capability is not None and not getattr(caps, capability):
             continue
         items = await client.list(
             api_version, kind, meta["namespace"], label_selector=f"{LABEL_DEPLOYMENT}={meta['name']}"
         )
-        for item in items:
-            item_meta = item["metadata"]
-            owners = {ref.get("uid") for ref in item_meta.get("ownerReferences") or []}
-            if meta["uid"] not in owners or (kind, item_meta["name"]) in keep:
-                continue
-            if (item_meta.get("labels") or {}).get(LABEL_VARIANT) in held_variants:
-                continue
-            await client.delete(api_version, kind, meta["namespace"], item_meta["name"], uid=item_meta["uid"])
+        owned.extend({**item, "apiVersion": api_version, "kind": kind} for item in items)
+    deletes = prune_deletes(str(meta["uid"]), owned, keep, held_variants)
+    await execute(client, meta["namespace"], Plan(status={}, delete=deletes))
