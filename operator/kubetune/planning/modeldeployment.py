@@ -377,6 +377,7 @@ def final_status(
         ctx.now,
         endpoint=endpoint,
         canary=plan.status if plan is not None else None,
+        spec=ctx.spec,
     )
     status.conditions = canary_conditions(status.conditions, plan, ctx.generation, ctx.now)
     if plan is None:

@@ -314,12 +314,14 @@ def deployment_status(
     *,
     endpoint: str | None = None,
     canary: CanaryStatus | None = None,
+    spec: ModelDeploymentSpec | None = None,
 ) -> ModelDeploymentStatus:
     """Aggregate the variants; `observed_weights` are read back from the router or HTTPRoute.
 
     `canary` defaults to what the object's status already holds (the canary controller owns it).
+    `spec`: the pass's parsed spec (parsed from `mdep` when not given).
     """
-    spec = ModelDeploymentSpec.model_validate(mdep["spec"])
+    spec = spec or ModelDeploymentSpec.model_validate(mdep["spec"])
     previous = mdep.get("status") or {}
     generation = (mdep.get("metadata") or {}).get("generation")
     order = {v.name: i for i, v in enumerate(spec.variants)}
@@ -327,69 +329,17 @@ def deployment_status(
         (v.model_copy(update={"weight": observed_weights.get(v.name, 0)}) for v in variant_statuses),
         key=lambda v: order.get(v.name, len(order)),
     )
-    by_name = {v.name: v for v in variants}
-
-    conditions = parse_conditions(previous.get("conditions"))
-
-    def put(kind: ConditionType, status: ConditionStatus, reason: str, message: str) -> None:
-        nonlocal conditions
-        conditions = set_condition(conditions, kind, status, reason, message, generation, now)
-
-    n = len(variants)
-    put(
-        ConditionType.MODEL_READY,
-        *_aggregate(variants, ConditionType.MODEL_READY, Reason.MODEL_RESOLVED, f"all {n} variants resolved"),
-    )
-    put(
-        ConditionType.EVAL_GATE_PASSED,
-        *_aggregate(
-            variants, ConditionType.EVAL_GATE_PASSED, Reason.GATE_PASSED, f"all {n} variants pass their gates"
-        ),
-    )
-    put(
-        ConditionType.SMOKE_TEST_PASSED,
-        *_aggregate(
-            variants, ConditionType.SMOKE_TEST_PASSED, Reason.SMOKE_PASSED, f"all {n} variants passed"
-        ),
-    )
-
-    serving = [by_name[name] for name in _serving_set(spec, observed_weights) if name in by_name]
-    down = [v for v in serving if _state(v, ConditionType.AVAILABLE) != "True"]
-    available = bool(serving) and not down
-    if available:
-        put(
-            ConditionType.AVAILABLE,
-            "True",
-            Reason.MINIMUM_REPLICAS_AVAILABLE,
-            "serving variants available: " + ", ".join(v.name for v in serving),
-        )
-    else:
-        put(
-            ConditionType.AVAILABLE,
-            "False",
-            Reason.MINIMUM_REPLICAS_UNAVAILABLE,
-            "unavailable: " + ", ".join(v.name for v in down or serving),
-        )
-
-    rolling = [v for v in variants if _state(v, ConditionType.PROGRESSING) == "True"]
-    if rolling:
-        put(
-            ConditionType.PROGRESSING,
-            "True",
-            Reason.ROLLING_OUT,
-            "; ".join(
-                f"{v.name}: {c.message}" for v in rolling if (c := _cond(v, ConditionType.PROGRESSING))
-            ),
-        )
-    else:
-        put(ConditionType.PROGRESSING, "False", Reason.ROLLOUT_COMPLETE, "no variant is rolling out")
+    conditions = _Conditions(parse_conditions(previous.get("conditions")), generation, now)
+    _aggregate_variants(conditions, variants)
+    serving = _serving(conditions, spec, variants, observed_weights)
+    rolling = _rolling(conditions, variants)
 
     ready = sum(1 for v in variants if _state(v, ConditionType.AVAILABLE) == "True")
     weights = ",".join(f"{v.name}={observed_weights[v.name]}" for v in variants if v.name in observed_weights)
     previous_canary = previous.get("canary")
     return ModelDeploymentStatus(
-        phase=_phase(variants, serving, available, bool(rolling)),
-        conditions=conditions,
+        phase=_phase(variants, serving, _state_of(conditions, ConditionType.AVAILABLE), bool(rolling)),
+        conditions=conditions.items,
         observed_generation=generation,
         ready_variants=f"{ready}/{len(spec.variants)}",
         weights=weights or None,
@@ -399,3 +349,65 @@ def deployment_status(
         else (CanaryStatus.model_validate(previous_canary) if previous_canary else None),
         endpoint=endpoint,
     )
+
+
+def _state_of(conditions: _Conditions, kind: ConditionType) -> bool:
+    condition = find_condition(conditions.items, kind)
+    return condition is not None and condition.status == "True"
+
+
+def _aggregate_variants(conditions: _Conditions, variants: Sequence[VariantStatus]) -> None:
+    """ModelReady, EvalGatePassed and SmokeTestPassed: True when every variant's is."""
+    n = len(variants)
+    for kind, reason, message in (
+        (ConditionType.MODEL_READY, Reason.MODEL_RESOLVED, f"all {n} variants resolved"),
+        (ConditionType.EVAL_GATE_PASSED, Reason.GATE_PASSED, f"all {n} variants pass their gates"),
+        (ConditionType.SMOKE_TEST_PASSED, Reason.SMOKE_PASSED, f"all {n} variants passed"),
+    ):
+        conditions.put(kind, *_aggregate(variants, kind, reason, message))
+
+
+def _serving(
+    conditions: _Conditions,
+    spec: ModelDeploymentSpec,
+    variants: Sequence[VariantStatus],
+    observed_weights: Mapping[str, int],
+) -> list[VariantStatus]:
+    """Available when every variant clients depend on is; returns those variants."""
+    by_name = {v.name: v for v in variants}
+    serving = [by_name[name] for name in _serving_set(spec, observed_weights) if name in by_name]
+    down = [v for v in serving if _state(v, ConditionType.AVAILABLE) != "True"]
+    if serving and not down:
+        conditions.put(
+            ConditionType.AVAILABLE,
+            "True",
+            Reason.MINIMUM_REPLICAS_AVAILABLE,
+            "serving variants available: " + ", ".join(v.name for v in serving),
+        )
+    else:
+        conditions.put(
+            ConditionType.AVAILABLE,
+            "False",
+            Reason.MINIMUM_REPLICAS_UNAVAILABLE,
+            "unavailable: " + ", ".join(v.name for v in down or serving),
+        )
+    return serving
+
+
+def _rolling(conditions: _Conditions, variants: Sequence[VariantStatus]) -> list[VariantStatus]:
+    """Progressing while any variant rolls out; returns those variants."""
+    rolling = [v for v in variants if _state(v, ConditionType.PROGRESSING) == "True"]
+    if rolling:
+        conditions.put(
+            ConditionType.PROGRESSING,
+            "True",
+            Reason.ROLLING_OUT,
+            "; ".join(
+                f"{v.name}: {c.message}" for v in rolling if (c := _cond(v, ConditionType.PROGRESSING))
+            ),
+        )
+    else:
+        conditions.put(
+            ConditionType.PROGRESSING, "False", Reason.ROLLOUT_COMPLETE, "no variant is rolling out"
+        )
+    return rolling
