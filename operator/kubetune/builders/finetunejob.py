@@ -147,10 +147,10 @@ def _spec(ftj: dict[str, Any]) -> FineTuneJobSpec:
     return FineTuneJobSpec.model_validate(ftj["spec"])
 
 
-def build_training_config(ftj: dict[str, Any]) -> TrainingConfig:
-    """The typed config the trainer parses from CONFIG_DIR/config.json."""
+def build_training_config(ftj: dict[str, Any], spec: FineTuneJobSpec | None = None) -> TrainingConfig:
+    """The typed config the trainer parses from CONFIG_DIR/config.json (`spec`: `ftj`'s, parsed)."""
     name, namespace = _meta(ftj)
-    spec = _spec(ftj)
+    spec = spec or _spec(ftj)
     paths = storage_layout(spec).paths
     if spec.deepspeed is not None:
         paths = paths.model_copy(update={"deepspeed_config": f"{CONFIG_DIR}/{DEEPSPEED_FILE}"})
@@ -227,6 +227,7 @@ def build_children(
     deepspeed_from_ref: str | None = None,
     counted_restarts: int | None = None,
     trainer_image: str = DEFAULT_TRAINER_IMAGE,
+    spec: FineTuneJobSpec | None = None,
 ) -> FineTuneJobChildren:
     """All children of a FineTuneJob.
 
@@ -235,10 +236,11 @@ def build_children(
         runPolicy.backoffLimit (recorded on the Job so a crash between creating the Job and writing
         status.restarts loses nothing); defaults to `restart`.
     deepspeed_from_ref: the content of the ConfigMap key named by spec.deepspeed.configRef.
+    spec: `ftj`'s spec, already parsed (parsed here when not given).
     Raises ValueError when a referenced DeepSpeed config is missing or malformed.
     """
     name, namespace = _meta(ftj)
-    spec = _spec(ftj)
+    spec = spec or _spec(ftj)
     deepspeed = build_deepspeed_config(spec, deepspeed_from_ref) if spec.deepspeed is not None else None
     b = _Build(
         ftj=ftj,
@@ -255,7 +257,7 @@ def build_children(
     # trees so a caller editing one manifest cannot change another.
     return FineTuneJobChildren(
         names=b.names,
-        config_map=_tree(_config_map(b, build_training_config(ftj), deepspeed)),
+        config_map=_tree(_config_map(b, build_training_config(ftj, spec), deepspeed)),
         service=_tree(_rendezvous_service(b)),
         service_account=_tree(_service_account(b)),
         role=_tree(_role(b)),

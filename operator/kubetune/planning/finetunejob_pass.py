@@ -91,6 +91,7 @@ def plan_finetunejob(ctx: FineTuneJobContext) -> Plan:
             counted_restarts=decisions.counted_restarts,
             deepspeed_from_ref=ctx.deepspeed_from_ref,
             trainer_image=ctx.trainer_image,
+            spec=ctx.spec,
         )
         plan.replace.append(attempt.training_job)
     return plan
@@ -103,7 +104,11 @@ def _desired(
     problems = preflight(spec, node_gpu_capacity=ctx.node_gpu_capacity, model_context_length=None)
     try:
         desired = build_children(
-            ctx.obj, restart=0, deepspeed_from_ref=ctx.deepspeed_from_ref, trainer_image=ctx.trainer_image
+            ctx.obj,
+            restart=0,
+            deepspeed_from_ref=ctx.deepspeed_from_ref,
+            trainer_image=ctx.trainer_image,
+            spec=spec,
         )
     except ValueError as exc:
         problems.append(Problem("error", "spec.deepspeed.configRef", str(exc)))
