@@ -55,3 +55,19 @@ def test_only_the_settings_read_the_operator_environment() -> None:
             if isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv"):
                 readers.add(rel)
     assert readers == set()
+
+
+def test_children_are_written_only_by_the_applier() -> None:
+    """Reconcilers read through the client; every write of a child goes through reconcile/apply.py."""
+    writes = {"apply", "ensure", "delete", "patch_merge", "create"}
+    writers = set()
+    for path in modules("reconcile"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr in writes
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "client"
+            ):
+                writers.add(path.name)
+    assert writers == {"apply.py"}

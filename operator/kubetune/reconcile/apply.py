@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
+from typing import Any
 
 from kubetune.kube.client import KubeClient
 from kubetune.planning.plan import Plan
+
+Manifest = dict[str, Any]
+
+
+async def apply_in_order(client: KubeClient, manifests: Sequence[Manifest]) -> list[Manifest]:
+    """Server-side apply one after another (a later child may need an earlier one); what was stored."""
+    return [await client.apply(manifest) for manifest in manifests]
 
 
 async def execute(client: KubeClient, namespace: str, plan: Plan) -> None:

@@ -31,6 +31,7 @@ from kubetune.planning.modeldeployment import ModelDeploymentContext, Rendering,
 from kubetune.planning.plan import Event, Outcome
 from kubetune.planning.smoke import SmokeRequest
 from kubetune.planning.synthetic import desired_load
+from kubetune.reconcile.apply import apply_in_order
 from kubetune.reconcile.canary import run_canary
 from kubetune.reconcile.capabilities import CapabilityCache
 from kubetune.reconcile.prune import prune
@@ -167,11 +168,12 @@ class ModelDeploymentReconciler:
         self, client: KubeClient, ctx: ModelDeploymentContext, rendering: Rendering, plan: CanaryPlan | None
     ) -> _Applied:
         applied = _Applied()
-        for variant_name, child in planning.children_to_apply(ctx, rendering, plan):
-            stored = await client.apply(child)
+        to_apply = planning.children_to_apply(ctx, rendering, plan)
+        stored = await apply_in_order(client, [child for _, child in to_apply])
+        for (variant_name, child), result in zip(to_apply, stored, strict=True):
             applied.keep.add((child["kind"], child["metadata"]["name"]))
             if variant_name is not None and child["kind"] == "Deployment":
-                applied.deployments[variant_name] = stored
+                applied.deployments[variant_name] = result
         return applied
 
     async def _variant_statuses(

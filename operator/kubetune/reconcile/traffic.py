@@ -23,6 +23,7 @@ from kubetune.builders.router import (
 )
 from kubetune.kube.client import KubeClient
 from kubetune.planning.modeldeployment import ModelDeploymentContext
+from kubetune.reconcile.apply import apply_in_order
 from kubetune.settings import RouterDefaults
 
 
@@ -112,8 +113,8 @@ async def apply_traffic(
         # A Gateway has no notion of readiness beyond endpoints: a variant not ready gets no share.
         effective = {name: weight if ready.get(name) else 0 for name, weight in weights.items()}
         route = build_httproute(mdep, effective, annotations)
-        stored = await client.apply(route)
-        return AppliedTraffic(httproute_weights(stored, _service_to_variant(mdep, spec)), None, [route])
+        (stored_route,) = await apply_in_order(client, [route])
+        return AppliedTraffic(httproute_weights(stored_route, _service_to_variant(mdep, spec)), None, [route])
     config = build_router_config(mdep, weights, ready)
     settings = router_settings(
         mdep, spec, defaults, pod_monitor=caps.pod_monitor and spec.metrics.pod_monitor
@@ -121,7 +122,5 @@ async def apply_traffic(
     children = build_router_children(
         mdep, config, settings, pod_monitor=settings.scrape_annotations is False, annotations=annotations
     )
-    stored_configmap = await client.apply(children[0])
-    for child in children[1:]:
-        await client.apply(child)
-    return AppliedTraffic(routed_weights(router_config_of(stored_configmap)), router_endpoint(mdep), children)
+    stored = await apply_in_order(client, children)
+    return AppliedTraffic(routed_weights(router_config_of(stored[0])), router_endpoint(mdep), children)
