@@ -258,10 +258,11 @@ def build_deployment(
     scrape_annotations: bool = True,
     stager_image: str = DEFAULT_TRAINER_IMAGE,
     default_image: str = DEFAULT_VLLM_IMAGE,
+    spec: ModelDeploymentSpec | None = None,
 ) -> Manifest:
     if not resolution.ready:
         raise ValueError(f"variant {variant.name}: model not resolved ({resolution.message})")
-    spec = _spec(mdep)
+    spec = spec or _spec(mdep)
     storage = _Storage(variant, resolution, stager_image)
     image = (spec.image.image if spec.image else None) or default_image
     container: dict[str, Any] = {
@@ -454,13 +455,15 @@ def build_variant_children(
     prometheus_url: str | None = None,
     stager_image: str = DEFAULT_TRAINER_IMAGE,
     default_image: str = DEFAULT_VLLM_IMAGE,
+    spec: ModelDeploymentSpec | None = None,
 ) -> list[Manifest]:
     """Deployment, Service, then PDB and autoscaler when they apply, for a resolved variant.
 
     `scrape_annotations`: False when a PodMonitor scrapes the pods (no double scrape).
     `autoscaler`: "keda" when KEDA's CRD exists; its Prometheus is `prometheus_url`, else the
-    canary analysis' URL of the spec.
+    canary analysis' URL of the spec. `spec`: `mdep`'s spec, already parsed (else parsed here).
     """
+    spec = spec or _spec(mdep)
     children = [
         build_deployment(
             mdep,
@@ -469,6 +472,7 @@ def build_variant_children(
             scrape_annotations=scrape_annotations,
             stager_image=stager_image,
             default_image=default_image,
+            spec=spec,
         ),
         build_service(mdep, variant),
     ]
@@ -477,7 +481,7 @@ def build_variant_children(
         children.append(pdb)
     if variant.autoscaling is not None:
         if autoscaler == "keda":
-            url = prometheus_url or _spec_prometheus_url(mdep)
+            url = prometheus_url or _spec_prometheus_url(spec)
             if url is None:
                 raise ValueError(
                     f"variant {variant.name}: KEDA autoscaling needs a Prometheus URL "
@@ -491,8 +495,8 @@ def build_variant_children(
     return children
 
 
-def _spec_prometheus_url(mdep: Mapping[str, Any]) -> str | None:
-    canary = _spec(mdep).traffic.canary
+def _spec_prometheus_url(spec: ModelDeploymentSpec) -> str | None:
+    canary = spec.traffic.canary
     return canary.analysis.prometheus_url if canary and canary.analysis else None
 
 

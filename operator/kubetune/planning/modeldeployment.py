@@ -154,6 +154,7 @@ def render_variants(ctx: ModelDeploymentContext, settings: RenderSettings) -> Re
             prometheus_url=settings.prometheus_url,
             stager_image=settings.trainer_image,
             default_image=settings.vllm_image,
+            spec=spec,
         )
         children[variant.name] = rendered
         keys[variant.name] = smoke_key(variant, ctx.resolutions[variant.name], rendered[0])

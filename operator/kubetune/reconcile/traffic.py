@@ -112,10 +112,10 @@ async def apply_traffic(
             )
         # A Gateway has no notion of readiness beyond endpoints: a variant not ready gets no share.
         effective = {name: weight if ready.get(name) else 0 for name, weight in weights.items()}
-        route = build_httproute(mdep, effective, annotations)
+        route = build_httproute(mdep, effective, annotations, spec=spec)
         (stored_route,) = await apply_in_order(client, [route])
         return AppliedTraffic(httproute_weights(stored_route, _service_to_variant(mdep, spec)), None, [route])
-    config = build_router_config(mdep, weights, ready)
+    config = build_router_config(mdep, weights, ready, spec=spec)
     settings = router_settings(
         mdep, spec, defaults, pod_monitor=caps.pod_monitor and spec.metrics.pod_monitor
     )
