@@ -264,10 +264,44 @@ def build_deployment(
         raise ValueError(f"variant {variant.name}: model not resolved ({resolution.message})")
     spec = spec or _spec(mdep)
     storage = _Storage(variant, resolution, stager_image)
-    image = (spec.image.image if spec.image else None) or default_image
+    container = _vllm_container(spec, variant, resolution, storage, default_image)
+    deployment_spec: dict[str, Any] = {
+        "selector": {"matchLabels": selector_labels(_name(mdep), variant.name)},
+        # A new pod must be Ready before an old one goes: no capacity dip for a one-replica variant.
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+        "revisionHistoryLimit": 3,
+        "progressDeadlineSeconds": PROGRESS_DEADLINE_S,
+        "template": {
+            "metadata": {
+                "labels": dict(sorted(_labels(mdep, variant).items())),
+                "annotations": dict(
+                    sorted(_pod_annotations(variant, resolution, scrape_annotations).items())
+                ),
+            },
+            "spec": _serving_pod(variant, container, storage),
+        },
+    }
+    if variant.autoscaling is None:
+        # With an autoscaler the replica count is its field: applying ours would fight it.
+        deployment_spec = {"replicas": variant.replicas, **deployment_spec}
+    manifest = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(mdep, variant, {ANNOTATION_MODEL_URI: served_uri(variant, resolution)}),
+        "spec": deployment_spec,
+    }
+    # A tree without shared sub-dicts (deepcopy would keep the sharing): editing one place of the
+    # manifest must not change another, and YAML renders without anchors.
+    result: Manifest = json.loads(json.dumps(manifest))
+    return result
+
+
+def _vllm_container(
+    spec: ModelDeploymentSpec, variant: Variant, resolution: Resolution, storage: _Storage, default_image: str
+) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": "vllm",
-        "image": image,
+        "image": (spec.image.image if spec.image else None) or default_image,
         "command": list(VLLM_COMMAND),
         "args": vllm_args(variant, resolution),
         "env": _serving_env(),
@@ -285,13 +319,21 @@ def build_deployment(
     }
     if spec.image and spec.image.pull_policy:
         container["imagePullPolicy"] = spec.image.pull_policy
-    pod_annotations = {ANNOTATION_SPEC_HASH: pod_spec_hash(variant, resolution)}
-    if scrape_annotations:
-        pod_annotations |= {
+    return container
+
+
+def _pod_annotations(variant: Variant, resolution: Resolution, scrape: bool) -> dict[str, str]:
+    annotations = {ANNOTATION_SPEC_HASH: pod_spec_hash(variant, resolution)}
+    if scrape:
+        annotations |= {
             "prometheus.io/scrape": "true",
             "prometheus.io/port": str(VLLM_PORT),
             "prometheus.io/path": METRICS_PATH,
         }
+    return annotations
+
+
+def _serving_pod(variant: Variant, container: dict[str, Any], storage: _Storage) -> dict[str, Any]:
     pod: dict[str, Any] = {
         # Service links would inject VLLM_PORT=tcp://... for a Service named "vllm": vLLM reads that
         # variable as its own setting and fails to start.
@@ -318,33 +360,7 @@ def build_deployment(
         pod["nodeSelector"] = {GPU_PRODUCT_LABEL: variant.resources.gpu_type}
     if variant.resources.tolerations:
         pod["tolerations"] = [t.to_wire() for t in variant.resources.tolerations]
-    deployment_spec: dict[str, Any] = {
-        "selector": {"matchLabels": selector_labels(_name(mdep), variant.name)},
-        # A new pod must be Ready before an old one goes: no capacity dip for a one-replica variant.
-        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
-        "revisionHistoryLimit": 3,
-        "progressDeadlineSeconds": PROGRESS_DEADLINE_S,
-        "template": {
-            "metadata": {
-                "labels": dict(sorted(_labels(mdep, variant).items())),
-                "annotations": dict(sorted(pod_annotations.items())),
-            },
-            "spec": pod,
-        },
-    }
-    if variant.autoscaling is None:
-        # With an autoscaler the replica count is its field: applying ours would fight it.
-        deployment_spec = {"replicas": variant.replicas, **deployment_spec}
-    manifest = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": _meta(mdep, variant, {ANNOTATION_MODEL_URI: served_uri(variant, resolution)}),
-        "spec": deployment_spec,
-    }
-    # A tree without shared sub-dicts (deepcopy would keep the sharing): editing one place of the
-    # manifest must not change another, and YAML renders without anchors.
-    result: Manifest = json.loads(json.dumps(manifest))
-    return result
+    return pod
 
 
 def build_service(mdep: Mapping[str, Any], variant: Variant) -> Manifest:
