@@ -201,17 +201,7 @@ def observe(
     status.observed_generation = generation
 
     if previous.phase in (Phase.SUCCEEDED, Phase.FAILED):
-        # Terminal: Jobs may be gone (TTL), which must not restart anything; a training Job still
-        # running (the deletion that ended the run did not land) is deleted again.
-        leftovers = tuple(
-            j["metadata"]["name"]
-            for j in _training_jobs(jobs)
-            if not (job_condition(j, "Complete") or job_condition(j, "Failed"))
-        )
-        decisions = Decisions(
-            attempt=_current_attempt(jobs), counted_restarts=previous.restarts, delete_jobs=leftovers
-        )
-        return Observation(status, decisions)
+        return Observation(status, _after_the_end(jobs, previous))
 
     errors = [p for p in problems if p.severity == "error"]
     names = child_names(str(obj.metadata["name"]))
@@ -222,17 +212,6 @@ def observe(
         status.completion_time = now
     if status.phase in (Phase.RUNNING, Phase.EVALUATING):
         status.progress = compute_progress(previous.progress, status.start_time, now)
-
-    events = list(verdict.extra_events)
-    if status.phase != previous.phase:
-        warning = status.phase is Phase.FAILED
-        events.append(
-            Event(
-                "Warning" if warning else "Normal",
-                str(verdict.reason),
-                clip(f"{status.phase.value}: {verdict.message}"),
-            )
-        )
     actions = verdict.actions
     decisions = Decisions(
         attempt=_current_attempt(jobs) if actions.attempt is None else actions.attempt,
@@ -240,9 +219,37 @@ def observe(
         create_validation=actions.create_validation,
         create_training=actions.create_training,
         delete_jobs=actions.delete_jobs,
-        events=tuple(events),
+        events=tuple(_events(verdict, previous.phase, status.phase)),
     )
     return Observation(status, decisions)
+
+
+def _after_the_end(jobs: Sequence[Mapping[str, Any]], previous: FineTuneJobStatus) -> Decisions:
+    """Terminal: Jobs may be gone (TTL), which must not restart anything; a training Job still
+    running (the deletion that ended the run did not land) is deleted again."""
+    leftovers = tuple(
+        j["metadata"]["name"]
+        for j in _training_jobs(jobs)
+        if not (job_condition(j, "Complete") or job_condition(j, "Failed"))
+    )
+    return Decisions(
+        attempt=_current_attempt(jobs), counted_restarts=previous.restarts, delete_jobs=leftovers
+    )
+
+
+def _events(verdict: _Verdict, before: Phase | None, after: Phase | None) -> list[Event]:
+    """The verdict's own Events (a gang restart), then one for a phase change."""
+    events = list(verdict.extra_events)
+    if after is not None and after != before:
+        warning = after is Phase.FAILED
+        events.append(
+            Event(
+                "Warning" if warning else "Normal",
+                str(verdict.reason),
+                clip(f"{after.value}: {verdict.message}"),
+            )
+        )
+    return events
 
 
 def _training_jobs(jobs: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
