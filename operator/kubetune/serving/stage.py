@@ -26,26 +26,22 @@ def already_staged(dest: Path) -> bool:
     return any((dest / marker).is_file() for marker in MARKERS)
 
 
-def _download_hf(uri: StorageUri, dest: Path) -> None:
-    download_hf(uri.authority, dest, token=os.environ.get("HF_TOKEN") or None)
-
-
-def _download_s3(uri: StorageUri, dest: Path) -> None:
-    client = s3_client(os.environ.get("AWS_ENDPOINT_URL") or None)
+def _download_s3(uri: StorageUri, dest: Path, endpoint_url: str | None) -> None:
+    client = s3_client(endpoint_url)
     if download_s3_prefix(client, uri, dest) == 0:
         raise FileNotFoundError(f"s3://{uri.authority}/{uri.path.rstrip('/')}/ holds no objects")
 
 
-def stage(uri_text: str, dest: Path) -> str:
+def stage(uri_text: str, dest: Path, *, hf_token: str | None = None, s3_endpoint: str | None = None) -> str:
     """Make `uri_text` available at `dest`; return what was done (for the log)."""
     uri = parse_uri(uri_text)
     if already_staged(dest):
         return f"{dest} already holds a model"
     dest.mkdir(parents=True, exist_ok=True)
     if uri.scheme is Scheme.HF:
-        _download_hf(uri, dest)
+        download_hf(uri.authority, dest, token=hf_token)
     elif uri.scheme is Scheme.S3:
-        _download_s3(uri, dest)
+        _download_s3(uri, dest, s3_endpoint)
     else:
         raise ValueError(f"{uri_text}: only hf:// and s3:// are staged; {uri.scheme} is mounted")
     return f"staged {uri_text} into {dest}"
@@ -60,7 +56,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     try:
-        log.info(stage(args.uri, args.dest))
+        done = stage(
+            args.uri,
+            args.dest,
+            hf_token=os.environ.get("HF_TOKEN") or None,
+            s3_endpoint=os.environ.get("AWS_ENDPOINT_URL") or None,
+        )
+        log.info(done)
     except Exception:
         log.exception("staging %s failed", args.uri)
         return 1
