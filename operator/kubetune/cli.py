@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
+import os
+import socket
 import sys
 
 
@@ -22,10 +23,8 @@ def _operator(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         verbose=args.verbose,
     )
-    logging.basicConfig(
-        level=logging.DEBUG if settings.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    # kopf.configure puts one handler on the root logger for kopf's and our loggers alike; a second
+    # (logging.basicConfig) printed every line twice in the pod's log.
     kopf.configure(verbose=settings.verbose)
     controller = Controller(settings, reconcilers(settings))
     asyncio.run(
@@ -35,6 +34,9 @@ def _operator(args: argparse.Namespace) -> int:
             clusterwide=not settings.namespaces,
             namespaces=settings.namespaces,
             liveness_endpoint=settings.liveness,
+            # kopf's default identity calls getpass.getuser(), which raises for a uid without a passwd
+            # entry: the image's non-root 65532, or any uid OpenShift picks (Identity is a NewType of str).
+            identity=f"{socket.gethostname()}@{os.getpid()}",  # type: ignore[arg-type]
         )
     )
     return 0

@@ -173,9 +173,53 @@ def test_default_values_render_the_operator_with_dashboards_and_pinned_images(
             {"limits": {"memory": "1Gi"}, "requests": {"cpu": "250m", "memory": "256Mi"}},
             separators=(",", ":"),
         ),
+        "KUBETUNE_IMAGE_PULL_SECRETS": "[]",
     }
     pod = chart.one("Deployment")["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsUser"] == 65532
+    assert "imagePullSecrets" not in pod
+
+
+# global.imageRegistry replaces a repository's registry host (a first component with "." or ":",
+# or "localhost"), or prefixes a repository that has none: (repository, registry, image).
+REGISTRY_CASES = [
+    ("ghcr.io/kubetune/operator", "registry.example.com/team", "registry.example.com/team/kubetune/operator"),
+    (
+        "docker.io/vllm/vllm-openai",
+        "registry.example.com/team/",
+        "registry.example.com/team/vllm/vllm-openai",
+    ),
+    ("vllm/vllm-openai", "mirror.local:5000", "mirror.local:5000/vllm/vllm-openai"),
+    ("localhost/kubetune/operator", "registry.example.com", "registry.example.com/kubetune/operator"),
+    ("localhost:5000/operator", "registry.example.com", "registry.example.com/operator"),
+    ("operator", "registry.example.com/team", "registry.example.com/team/operator"),
+    ("ghcr.io/kubetune/operator", "", "ghcr.io/kubetune/operator"),
+]
+
+
+@pytest.mark.parametrize(("repository", "registry", "image"), REGISTRY_CASES)
+def test_global_image_registry_replaces_the_registry_host(repository: str, registry: str, image: str) -> None:
+    chart = render(sets=[f"global.imageRegistry={registry}", f"operator.image.repository={repository}"])
+    assert container(chart)["image"] == f"{image}:0.1.0"
+
+
+def test_global_image_registry_and_pull_secrets_reach_every_image_and_pod() -> None:
+    chart = render(
+        sets=[
+            "global.imageRegistry=registry.example.com/team",
+            "imagePullSecrets={regcred,mirror-creds}",
+            "operator.imagePullSecrets={ops-only,regcred}",
+        ]
+    )
+    assert container(chart)["image"] == "registry.example.com/team/kubetune/operator:0.1.0"
+    variables = env(chart)
+    assert variables["KUBETUNE_TRAINER_IMAGE"] == "registry.example.com/team/kubetune/trainer:0.1.0"
+    assert variables["KUBETUNE_ROUTER_IMAGE"] == "registry.example.com/team/kubetune/router:0.1.0"
+    assert variables["KUBETUNE_VLLM_IMAGE"] == "registry.example.com/team/vllm/vllm-openai:v0.32.0"
+    # The operator gives the workload secrets to the pods it creates; its own pod gets both lists.
+    assert json.loads(variables["KUBETUNE_IMAGE_PULL_SECRETS"]) == ["regcred", "mirror-creds"]
+    pod = chart.one("Deployment")["spec"]["template"]["spec"]
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}, {"name": "mirror-creds"}, {"name": "ops-only"}]
 
 
 def test_dashboards_are_configmaps_for_the_grafana_sidecar(rendered: dict[str, Rendered]) -> None:
@@ -298,7 +342,7 @@ def test_values_file_documents_every_top_level_key() -> None:
     text = (CHART / "values.yaml").read_text()
     values = yaml.safe_load(text)
     schema = json.loads((CHART / "values.schema.json").read_text())
-    assert set(values) == set(schema["properties"]) - {"global"}
+    assert set(values) == set(schema["properties"])
 
 
 @pytest.mark.parametrize("name", VALUE_SETS)

@@ -55,15 +55,33 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/*
 Image reference from {repository, tag, digest}: "repo:tag", or "repo:tag@sha256:..." when pinned by digest.
+With global.imageRegistry set, the repository's registry host (a first path component with a "." or
+":", or "localhost") is replaced by it: ghcr.io/kubetune/operator -> <imageRegistry>/kubetune/operator,
+the name `make images REGISTRY=<imageRegistry> PUSH=1` pushes to.
 Call with (dict "image" .Values.x.image "context" $).
 */}}
 {{- define "kubetune.image" -}}
 {{- $tag := default .context.Chart.AppVersion .image.tag -}}
-{{- if .image.digest -}}
-{{- printf "%s:%s@%s" .image.repository $tag .image.digest -}}
-{{- else -}}
-{{- printf "%s:%s" .image.repository $tag -}}
+{{- $repository := .image.repository -}}
+{{- $registry := (.context.Values.global).imageRegistry | default "" | trimSuffix "/" -}}
+{{- if $registry -}}
+{{- $parts := splitList "/" $repository -}}
+{{- $host := first $parts -}}
+{{- if and (gt (len $parts) 1) (or (contains "." $host) (contains ":" $host) (eq $host "localhost")) -}}
+{{- $repository = rest $parts | join "/" -}}
 {{- end -}}
+{{- $repository = printf "%s/%s" $registry $repository -}}
+{{- end -}}
+{{- if .image.digest -}}
+{{- printf "%s:%s@%s" $repository $tag .image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $repository $tag -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Pull secrets of the operator's pod: imagePullSecrets (every pod) + operator.imagePullSecrets. */}}
+{{- define "kubetune.operatorPullSecrets" -}}
+{{- concat .Values.imagePullSecrets .Values.operator.imagePullSecrets | uniq | toJson -}}
 {{- end -}}
 
 {{/* Ports the operator process listens on; fixed by `kubetune operator`, not configurable. */}}
