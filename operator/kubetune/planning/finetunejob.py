@@ -32,6 +32,7 @@ from kubetune.planning.job_pods import (
     classify,
     clip,
     completion_index,
+    container_problem,
     job_condition,
     owned_by,
     parse_trainer_result,
@@ -391,6 +392,9 @@ def _in_flight(p: _Pass, current: _Attempt) -> _Verdict:
     unschedulable = unschedulable_reason(current.pods)
     if unschedulable:
         return _Verdict(Phase.PENDING, Reason.UNSCHEDULABLE, clip(unschedulable), actions=base)
+    problem = container_problem(current.pods)
+    if problem is not None:
+        return _Verdict(Phase.PENDING, problem[0], problem[1], actions=base)
     if (current.job.get("spec") or {}).get("suspend"):
         queued = bool(p.spec.resources.queue_name)
         return _Verdict(
