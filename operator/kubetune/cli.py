@@ -12,19 +12,28 @@ import sys
 def _operator(args: argparse.Namespace) -> int:
     import kopf
 
-    import kubetune.handlers  # noqa: F401  (registers the handlers)
+    from kubetune.controller.controller import Controller
+    from kubetune.handlers import operator_registry
+    from kubetune.reconcile import reconcilers
+    from kubetune.settings import OperatorSettings
 
-    if args.metrics_port:
-        os.environ["KUBETUNE_METRICS_PORT"] = str(args.metrics_port)
+    settings = OperatorSettings.from_env(
+        namespaces=tuple(args.namespace),
+        liveness=args.liveness,
+        metrics_port=args.metrics_port,
+        verbose=args.verbose,
+    )
     # kopf.configure puts one handler on the root logger for kopf's and our loggers alike; a second
     # (logging.basicConfig) printed every line twice in the pod's log.
-    kopf.configure(verbose=args.verbose)
+    kopf.configure(verbose=settings.verbose)
+    controller = Controller(settings, reconcilers(settings))
     asyncio.run(
         kopf.operator(
+            registry=operator_registry(controller),
             standalone=True,
-            clusterwide=not args.namespace,
-            namespaces=args.namespace or (),
-            liveness_endpoint=args.liveness,
+            clusterwide=not settings.namespaces,
+            namespaces=settings.namespaces,
+            liveness_endpoint=settings.liveness,
             # kopf's default identity calls getpass.getuser(), which raises for a uid without a passwd
             # entry: the image's non-root 65532, or any uid OpenShift picks (Identity is a NewType of str).
             identity=f"{socket.gethostname()}@{os.getpid()}",  # type: ignore[arg-type]
@@ -53,14 +62,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     op.add_argument(
         "--liveness",
-        default=os.environ.get("KUBETUNE_LIVENESS", "http://0.0.0.0:8080/healthz"),
-        help="kopf health endpoint URL (default %(default)s)",
+        default=None,
+        help="kopf health endpoint URL (default: $KUBETUNE_LIVENESS or http://0.0.0.0:8080/healthz)",
     )
     op.add_argument(
         "--metrics-port",
         type=int,
-        default=int(os.environ.get("KUBETUNE_METRICS_PORT", "9090")),
-        help="Prometheus metrics port; 0 disables (default %(default)s)",
+        default=None,
+        help="Prometheus metrics port; 0 disables (default: $KUBETUNE_METRICS_PORT or 9090)",
     )
     op.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     op.set_defaults(func=_operator)

@@ -22,8 +22,8 @@ from kubetune.analysis.run import analyze
 from kubetune.api.modeldeployment import Canary, CanaryAnalysis, CanaryStatus, ModelSource, Variant
 from kubetune.api.routerconfig import RouterConfig, RouterVariant
 from kubetune.devcluster.controlplane import free_port, terminate
+from kubetune.planning.canary import CanaryOutcome, CanaryPlan, plan_canary
 from kubetune.serving.synthetic import SyntheticLoad, generate
-from kubetune.status.canary import CanaryOutcome, CanaryPlan, plan_canary
 
 pytestmark = pytest.mark.slow
 

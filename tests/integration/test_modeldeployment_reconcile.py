@@ -17,8 +17,6 @@ from tests.support.cluster import Kube
 from tests.support.operator import running_operator
 from tests.support.polling import eventually
 
-from kubetune.reconcile import capabilities
-
 pytestmark = pytest.mark.cluster
 
 GOMOD = Path(os.environ.get("KUBETUNE_CACHE", str(Path.home() / ".cache" / "kubetune"))) / "gomod"
@@ -280,7 +278,6 @@ def pod_monitor_crd(kube: Kube) -> Iterator[None]:
         yield
     finally:
         kube.kubectl("delete", "-f", str(path), "--ignore-not-found", "--wait=true")
-        capabilities.clear_cache()
 
 
 def established(kube: Kube, crd: str) -> None:

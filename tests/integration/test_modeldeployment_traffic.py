@@ -32,7 +32,6 @@ from tests.support.operator import running_operator
 from tests.support.polling import eventually
 
 from kubetune.devcluster.kwok import KwokController, gpu_node
-from kubetune.reconcile import capabilities
 
 pytestmark = pytest.mark.cluster
 
@@ -396,7 +395,6 @@ def httproute_crd(kube: Kube) -> Iterator[None]:
         yield
     finally:
         kube.kubectl("delete", "-f", str(path), "--ignore-not-found", "--wait=true")
-        capabilities.clear_cache()
 
 
 def test_gateway_api_provider_renders_a_weighted_httproute(

@@ -9,12 +9,20 @@ from contextlib import contextmanager
 from kopf.testing import KopfRunner
 from tests.support.cluster import Kube
 
+from kubetune.controller.controller import Controller
+from kubetune.handlers import operator_registry
+from kubetune.reconcile import reconcilers
+from kubetune.settings import OperatorSettings
+
 
 @contextmanager
 def running_operator(
     kube: Kube, namespace: str, *, resync_seconds: float = 2.0, extra_env: dict[str, str] | None = None
 ) -> Iterator[KopfRunner]:
-    """The operator, watching one namespace, with short resync so tests see timers act."""
+    """The operator, watching one namespace, with short resync so tests see timers act.
+
+    Each run gets its own Controller and registry: nothing carries over between runs.
+    """
     env = {
         "KUBECONFIG": str(kube.kubeconfig),
         "KUBETUNE_KUBECONFIG": str(kube.kubeconfig),
@@ -25,15 +33,17 @@ def running_operator(
         **(extra_env or {}),
     }
     saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
+    os.environ.update(env)  # kopf's own login reads KUBECONFIG
     try:
-        with _reloaded_handlers():
-            runner = KopfRunner(
-                ["run", "--standalone", "--namespace", namespace, "-m", "kubetune.handlers"],
-                timeout=60,
-            )
-            with runner:
-                yield runner
+        settings = OperatorSettings.from_env({**os.environ, **env}, namespaces=(namespace,))
+        controller = Controller(settings, reconcilers(settings))
+        runner = KopfRunner(
+            ["run", "--standalone", "--namespace", namespace],
+            registry=operator_registry(controller),
+            timeout=60,
+        )
+        with runner:
+            yield runner
         assert runner.exception is None, runner.exception
     finally:
         for key, value in saved.items():
@@ -41,22 +51,3 @@ def running_operator(
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-
-
-@contextmanager
-def _reloaded_handlers() -> Iterator[None]:
-    """kopf registers handlers at import; a fresh registry per run reads the env above."""
-    import importlib
-    import sys
-
-    import kopf
-
-    previous = kopf.get_default_registry()
-    kopf.set_default_registry(kopf.OperatorRegistry())
-    for module in [m for m in sys.modules if m.startswith("kubetune.handlers")]:
-        del sys.modules[module]
-    importlib.import_module("kubetune.handlers")
-    try:
-        yield
-    finally:
-        kopf.set_default_registry(previous)

@@ -412,6 +412,12 @@ class VariantStatus(KubeModel):
     lineage: dict[str, str] = Field(
         default_factory=dict, description="FineTuneJob lineage (dataset digest, base revision, config hash)."
     )
+    smoke_tested: str | None = Field(
+        default=None,
+        max_length=1100,
+        description="What the SmokeTestPassed verdict is about: the served artifact and a hash of the "
+        "pod's containers (`<uri>@<hash>`); the verdict stands until either changes.",
+    )
     conditions: list[Condition] = conditions_field()
 
 

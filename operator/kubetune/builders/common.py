@@ -17,6 +17,8 @@ LABEL_JOB = f"{GROUP}/job-name"
 LABEL_DEPLOYMENT = f"{GROUP}/deployment"
 LABEL_VARIANT = f"{GROUP}/variant"
 LABEL_ROLE = f"{GROUP}/role"
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+"""Node label naming the GPU model (NVIDIA GPU feature discovery); `gpuType` selects on it."""
 ANNOTATION_SPEC_HASH = f"{GROUP}/spec-hash"
 MAX_NAME = 63
 

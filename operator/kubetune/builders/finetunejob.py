@@ -2,7 +2,7 @@
 
 Pure: the FineTuneJob (as read from the API) in, manifests out. The layout is documented in
 docs/training-topology.md; the reconciler decides which of these to apply and when
-(kubetune.status.finetunejob.observe).
+(kubetune.planning.finetunejob.observe).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from kubetune.builders.common import (
     standard_labels,
 )
 from kubetune.builders.deepspeed import build_deepspeed_config
-from kubetune.builders.storage import storage_layout
+from kubetune.builders.storage import StorageLayout, storage_layout
 from kubetune.builders.training_pod import (
     MASTER_PORT,
     RENDEZVOUS_PORT_NAME,
@@ -54,7 +54,7 @@ ROLE_VALIDATE = "validate"
 # 256 nodes the index takes 3 digits and a dash.
 MAX_JOB_NAME = 63 - 4
 
-# podFailurePolicy rule order is part of the contract with status.finetunejob: the Job's Failed
+# podFailurePolicy rule order is part of the contract with planning.finetunejob: the Job's Failed
 # condition names the matching rule by index.
 RULE_FATAL_EXIT = 0
 RULE_DISRUPTION = 1
@@ -147,10 +147,10 @@ def _spec(ftj: dict[str, Any]) -> FineTuneJobSpec:
     return FineTuneJobSpec.model_validate(ftj["spec"])
 
 
-def build_training_config(ftj: dict[str, Any]) -> TrainingConfig:
-    """The typed config the trainer parses from CONFIG_DIR/config.json."""
+def build_training_config(ftj: dict[str, Any], spec: FineTuneJobSpec | None = None) -> TrainingConfig:
+    """The typed config the trainer parses from CONFIG_DIR/config.json (`spec`: `ftj`'s, parsed)."""
     name, namespace = _meta(ftj)
-    spec = _spec(ftj)
+    spec = spec or _spec(ftj)
     paths = storage_layout(spec).paths
     if spec.deepspeed is not None:
         paths = paths.model_copy(update={"deepspeed_config": f"{CONFIG_DIR}/{DEEPSPEED_FILE}"})
@@ -198,6 +198,28 @@ def _pod_failure_policy(container: str, *, gang: bool) -> dict[str, Any]:
     return {"rules": rules}
 
 
+@dataclass(frozen=True)
+class _Build:
+    """What every child of one FineTuneJob is rendered from (parsed and derived once)."""
+
+    ftj: dict[str, Any]
+    name: str
+    namespace: str
+    spec: FineTuneJobSpec
+    names: ChildNames
+    layout: StorageLayout
+    digest: str
+    image: str
+    pull_policy: str | None
+
+    def metadata(
+        self, name: str, labels: dict[str, str], annotations: dict[str, str] | None = None
+    ) -> Manifest:
+        return metadata(
+            name=name, namespace=self.namespace, owner=self.ftj, labels=labels, annotations=annotations
+        )
+
+
 def build_children(
     ftj: dict[str, Any],
     *,
@@ -205,6 +227,7 @@ def build_children(
     deepspeed_from_ref: str | None = None,
     counted_restarts: int | None = None,
     trainer_image: str = DEFAULT_TRAINER_IMAGE,
+    spec: FineTuneJobSpec | None = None,
 ) -> FineTuneJobChildren:
     """All children of a FineTuneJob.
 
@@ -213,46 +236,62 @@ def build_children(
         runPolicy.backoffLimit (recorded on the Job so a crash between creating the Job and writing
         status.restarts loses nothing); defaults to `restart`.
     deepspeed_from_ref: the content of the ConfigMap key named by spec.deepspeed.configRef.
+    spec: `ftj`'s spec, already parsed (parsed here when not given).
     Raises ValueError when a referenced DeepSpeed config is missing or malformed.
     """
     name, namespace = _meta(ftj)
-    spec = _spec(ftj)
-    names = child_names(name)
-    layout = storage_layout(spec)
-    config = build_training_config(ftj)
+    spec = spec or _spec(ftj)
     deepspeed = build_deepspeed_config(spec, deepspeed_from_ref) if spec.deepspeed is not None else None
-    digest = spec_hash(spec, deepspeed)
-    image = (spec.image.image if spec.image else None) or trainer_image
-    pull_policy = spec.image.pull_policy if spec.image else None
-    run = spec.run_policy
+    b = _Build(
+        ftj=ftj,
+        name=name,
+        namespace=namespace,
+        spec=spec,
+        names=child_names(name),
+        layout=storage_layout(spec),
+        digest=spec_hash(spec, deepspeed),
+        image=(spec.image.image if spec.image else None) or trainer_image,
+        pull_policy=spec.image.pull_policy if spec.image else None,
+    )
+    # Containers share mount and securityContext dicts while being built; hand out independent
+    # trees so a caller editing one manifest cannot change another.
+    return FineTuneJobChildren(
+        names=b.names,
+        config_map=_tree(_config_map(b, build_training_config(ftj, spec), deepspeed)),
+        service=_tree(_rendezvous_service(b)),
+        service_account=_tree(_service_account(b)),
+        role=_tree(_role(b)),
+        role_binding=_tree(_role_binding(b)),
+        validation_job=_tree(_validation_job(b)),
+        training_job=_tree(_training_job(b, restart, counted_restarts)),
+        spec_hash=b.digest,
+    )
 
+
+def _config_map(b: _Build, config: TrainingConfig, deepspeed: dict[str, Any] | None) -> Manifest:
     data = {CONFIG_FILE: json.dumps(config.to_wire(), indent=2, sort_keys=True) + "\n"}
     if deepspeed is not None:
         data[DEEPSPEED_FILE] = json.dumps(deepspeed, indent=2, sort_keys=True) + "\n"
-    config_map = {
+    return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": metadata(
-            name=names.config_map,
-            namespace=namespace,
-            owner=ftj,
-            labels=_labels(name, "config"),
-            annotations={ANNOTATION_SPEC_HASH: digest},
+        "metadata": b.metadata(
+            b.names.config_map, _labels(b.name, "config"), annotations={ANNOTATION_SPEC_HASH: b.digest}
         ),
         "data": data,
     }
 
-    service = {
+
+def _rendezvous_service(b: _Build) -> Manifest:
+    return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": metadata(
-            name=names.service, namespace=namespace, owner=ftj, labels=_labels(name, "rendezvous")
-        ),
+        "metadata": b.metadata(b.names.service, _labels(b.name, "rendezvous")),
         "spec": {
             "clusterIP": "None",
             # Ranks must resolve each other before they are Ready (they never are: no probes).
             "publishNotReadyAddresses": True,
-            "selector": selector_labels(name, ROLE_TRAIN),
+            "selector": selector_labels(b.name, ROLE_TRAIN),
             "ports": [
                 {
                     "name": RENDEZVOUS_PORT_NAME,
@@ -264,64 +303,70 @@ def build_children(
         },
     }
 
-    rbac_labels = _labels(name, "rbac")
-    service_account = {
+
+def _service_account(b: _Build) -> Manifest:
+    return {
         "apiVersion": "v1",
         "kind": "ServiceAccount",
-        "metadata": metadata(name=names.service_account, namespace=namespace, owner=ftj, labels=rbac_labels),
+        "metadata": b.metadata(b.names.service_account, _labels(b.name, "rbac")),
     }
-    role = {
+
+
+def _role(b: _Build) -> Manifest:
+    """Rank 0 may write this FineTuneJob's status (progress), nothing else."""
+    return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
-        "metadata": metadata(name=names.role, namespace=namespace, owner=ftj, labels=rbac_labels),
+        "metadata": b.metadata(b.names.role, _labels(b.name, "rbac")),
         "rules": [
             {
                 "apiGroups": [GROUP],
                 "resources": [f"{PLURAL}/status"],
-                "resourceNames": [name],
+                "resourceNames": [b.name],
                 "verbs": ["get", "patch"],
             }
         ],
     }
-    role_binding = {
+
+
+def _role_binding(b: _Build) -> Manifest:
+    return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
-        "metadata": metadata(name=names.role_binding, namespace=namespace, owner=ftj, labels=rbac_labels),
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": names.role},
-        "subjects": [{"kind": "ServiceAccount", "name": names.service_account, "namespace": namespace}],
+        "metadata": b.metadata(b.names.role_binding, _labels(b.name, "rbac")),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": b.names.role},
+        "subjects": [{"kind": "ServiceAccount", "name": b.names.service_account, "namespace": b.namespace}],
     }
 
-    validate_labels = _labels(name, "validation", ROLE_VALIDATE)
-    validation_job = {
+
+def _validation_job(b: _Build) -> Manifest:
+    labels = _labels(b.name, "validation", ROLE_VALIDATE)
+    return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": metadata(
-            name=names.validation_job,
-            namespace=namespace,
-            owner=ftj,
-            labels=validate_labels,
-            annotations={ANNOTATION_SPEC_HASH: digest},
-        ),
+        "metadata": b.metadata(b.names.validation_job, labels, annotations={ANNOTATION_SPEC_HASH: b.digest}),
         "spec": {
-            "backoffLimit": run.backoff_limit,
+            "backoffLimit": b.spec.run_policy.backoff_limit,
             "podFailurePolicy": _pod_failure_policy(VALIDATOR_CONTAINER, gang=False),
             "template": {
-                "metadata": {"labels": validate_labels},
+                "metadata": {"labels": labels},
                 "spec": validation_pod_spec(
-                    spec,
-                    layout,
-                    image=image,
-                    pull_policy=pull_policy,
-                    config_map=names.config_map,
-                    service_account=names.service_account,
+                    b.spec,
+                    b.layout,
+                    image=b.image,
+                    pull_policy=b.pull_policy,
+                    config_map=b.names.config_map,
+                    service_account=b.names.service_account,
                 ),
             },
         },
     }
 
-    job_name = names.training_job(restart)
-    master_addr = f"{job_name}-0.{names.service}"
-    train_labels = _labels(name, "training", ROLE_TRAIN)
+
+def _training_job(b: _Build, restart: int, counted_restarts: int | None) -> Manifest:
+    spec = b.spec
+    job_name = b.names.training_job(restart)
+    train_labels = _labels(b.name, "training", ROLE_TRAIN)
     job_labels = train_labels | {LABEL_ATTEMPT: str(restart)}
     if spec.resources.queue_name:
         job_labels[KUEUE_QUEUE_LABEL] = spec.resources.queue_name
@@ -337,44 +382,26 @@ def build_children(
             "metadata": {"labels": train_labels | {LABEL_ATTEMPT: str(restart)}},
             "spec": training_pod_spec(
                 spec,
-                layout,
-                image=image,
-                pull_policy=pull_policy,
-                config_map=names.config_map,
-                service_account=names.service_account,
-                service=names.service,
-                master_addr=master_addr,
+                b.layout,
+                image=b.image,
+                pull_policy=b.pull_policy,
+                config_map=b.names.config_map,
+                service_account=b.names.service_account,
+                service=b.names.service,
+                master_addr=f"{job_name}-0.{b.names.service}",
             ),
         },
     }
-    training_job = {
+    annotations = {
+        ANNOTATION_SPEC_HASH: b.digest,
+        ANNOTATION_RESTARTS: str(restart if counted_restarts is None else counted_restarts),
+    }
+    return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": metadata(
-            name=job_name,
-            namespace=namespace,
-            owner=ftj,
-            labels=job_labels,
-            annotations={
-                ANNOTATION_SPEC_HASH: digest,
-                ANNOTATION_RESTARTS: str(restart if counted_restarts is None else counted_restarts),
-            },
-        ),
+        "metadata": b.metadata(job_name, job_labels, annotations=annotations),
         "spec": job_spec,
     }
-    # Containers share mount and securityContext dicts while being built; hand out independent
-    # trees so a caller editing one manifest cannot change another.
-    return FineTuneJobChildren(
-        names=names,
-        config_map=_tree(config_map),
-        service=_tree(service),
-        service_account=_tree(service_account),
-        role=_tree(role),
-        role_binding=_tree(role_binding),
-        validation_job=_tree(validation_job),
-        training_job=_tree(training_job),
-        spec_hash=digest,
-    )
 
 
 def _tree(manifest: Manifest) -> Manifest:
@@ -388,7 +415,7 @@ def training_job_mutable_fields(spec: FineTuneJobSpec) -> dict[str, Any]:
 
     With a Kueue queue the Job is created suspended and Kueue owns `suspend` from then on (it
     unsuspends on admission), so it is left out here; runPolicy.suspend of a queued job is carried
-    out by deleting the training Job (status.finetunejob decides).
+    out by deleting the training Job (planning.finetunejob decides).
     """
     run = spec.run_policy
     fields: dict[str, Any] = {}

@@ -21,6 +21,9 @@ from kubetune.builders.modeldeployment import variant_resource_name
 from kubetune.builders.router import router_resource_name
 from kubetune.builders.vllm import VLLM_PORT
 
+GATEWAY_API = "gateway-api"
+"""`traffic.provider` that renders an HTTPRoute instead of the router."""
+
 ROLE_ROUTE = "route"
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 
@@ -35,10 +38,13 @@ def httproute_name(deployment_name: str) -> str:
 
 
 def build_httproute(
-    mdep: Mapping[str, Any], weights: Mapping[str, int], annotations: Mapping[str, str] | None = None
+    mdep: Mapping[str, Any],
+    weights: Mapping[str, int],
+    annotations: Mapping[str, str] | None = None,
+    spec: ModelDeploymentSpec | None = None,
 ) -> Manifest:
     """All of `/` to the variants' Services in proportion to `weights` (0 for a variant not listed)."""
-    spec = ModelDeploymentSpec.model_validate(mdep["spec"])
+    spec = spec or ModelDeploymentSpec.model_validate(mdep["spec"])
     name = _name(mdep)
     parent_refs = []
     for ref in spec.traffic.gateway_parent_refs:

@@ -14,6 +14,7 @@ from kubetune.api.modeldeployment import ModelDeploymentSpec, Variant
 from kubetune.api.uris import Scheme, StorageUri, parse_uri
 from kubetune.builders.common import (
     ANNOTATION_SPEC_HASH,
+    GPU_PRODUCT_LABEL,
     LABEL_DEPLOYMENT,
     LABEL_ROLE,
     LABEL_VARIANT,
@@ -45,7 +46,6 @@ PORT_NAME = "http"
 HEALTH_PATH = "/health"
 METRICS_PATH = "/metrics"
 GPU_RESOURCE = "nvidia.com/gpu"
-GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 STAGING_VOLUME = "staged-models"
 STAGING_MOUNT = "/staging"
 CACHE_VOLUME = "cache"
@@ -259,15 +259,50 @@ def build_deployment(
     scrape_annotations: bool = True,
     stager_image: str = DEFAULT_TRAINER_IMAGE,
     default_image: str = DEFAULT_VLLM_IMAGE,
+    spec: ModelDeploymentSpec | None = None,
 ) -> Manifest:
     if not resolution.ready:
         raise ValueError(f"variant {variant.name}: model not resolved ({resolution.message})")
-    spec = _spec(mdep)
+    spec = spec or _spec(mdep)
     storage = _Storage(variant, resolution, stager_image)
-    image = (spec.image.image if spec.image else None) or default_image
+    container = _vllm_container(spec, variant, resolution, storage, default_image)
+    deployment_spec: dict[str, Any] = {
+        "selector": {"matchLabels": selector_labels(_name(mdep), variant.name)},
+        # A new pod must be Ready before an old one goes: no capacity dip for a one-replica variant.
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+        "revisionHistoryLimit": 3,
+        "progressDeadlineSeconds": PROGRESS_DEADLINE_S,
+        "template": {
+            "metadata": {
+                "labels": dict(sorted(_labels(mdep, variant).items())),
+                "annotations": dict(
+                    sorted(_pod_annotations(variant, resolution, scrape_annotations).items())
+                ),
+            },
+            "spec": _serving_pod(variant, container, storage),
+        },
+    }
+    if variant.autoscaling is None:
+        # With an autoscaler the replica count is its field: applying ours would fight it.
+        deployment_spec = {"replicas": variant.replicas, **deployment_spec}
+    manifest = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(mdep, variant, {ANNOTATION_MODEL_URI: served_uri(variant, resolution)}),
+        "spec": deployment_spec,
+    }
+    # A tree without shared sub-dicts (deepcopy would keep the sharing): editing one place of the
+    # manifest must not change another, and YAML renders without anchors.
+    result: Manifest = json.loads(json.dumps(manifest))
+    return result
+
+
+def _vllm_container(
+    spec: ModelDeploymentSpec, variant: Variant, resolution: Resolution, storage: _Storage, default_image: str
+) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": "vllm",
-        "image": image,
+        "image": (spec.image.image if spec.image else None) or default_image,
         "command": list(VLLM_COMMAND),
         "args": vllm_args(variant, resolution),
         "env": _serving_env(),
@@ -285,13 +320,21 @@ def build_deployment(
     }
     if spec.image and spec.image.pull_policy:
         container["imagePullPolicy"] = spec.image.pull_policy
-    pod_annotations = {ANNOTATION_SPEC_HASH: pod_spec_hash(variant, resolution)}
-    if scrape_annotations:
-        pod_annotations |= {
+    return container
+
+
+def _pod_annotations(variant: Variant, resolution: Resolution, scrape: bool) -> dict[str, str]:
+    annotations = {ANNOTATION_SPEC_HASH: pod_spec_hash(variant, resolution)}
+    if scrape:
+        annotations |= {
             "prometheus.io/scrape": "true",
             "prometheus.io/port": str(VLLM_PORT),
             "prometheus.io/path": METRICS_PATH,
         }
+    return annotations
+
+
+def _serving_pod(variant: Variant, container: dict[str, Any], storage: _Storage) -> dict[str, Any]:
     pod: dict[str, Any] = {
         # Service links would inject VLLM_PORT=tcp://... for a Service named "vllm": vLLM reads that
         # variable as its own setting and fails to start.
@@ -318,33 +361,7 @@ def build_deployment(
         pod["nodeSelector"] = {GPU_PRODUCT_LABEL: variant.resources.gpu_type}
     if variant.resources.tolerations:
         pod["tolerations"] = [t.to_wire() for t in variant.resources.tolerations]
-    deployment_spec: dict[str, Any] = {
-        "selector": {"matchLabels": selector_labels(_name(mdep), variant.name)},
-        # A new pod must be Ready before an old one goes: no capacity dip for a one-replica variant.
-        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
-        "revisionHistoryLimit": 3,
-        "progressDeadlineSeconds": PROGRESS_DEADLINE_S,
-        "template": {
-            "metadata": {
-                "labels": dict(sorted(_labels(mdep, variant).items())),
-                "annotations": dict(sorted(pod_annotations.items())),
-            },
-            "spec": pod,
-        },
-    }
-    if variant.autoscaling is None:
-        # With an autoscaler the replica count is its field: applying ours would fight it.
-        deployment_spec = {"replicas": variant.replicas, **deployment_spec}
-    manifest = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": _meta(mdep, variant, {ANNOTATION_MODEL_URI: served_uri(variant, resolution)}),
-        "spec": deployment_spec,
-    }
-    # A tree without shared sub-dicts (deepcopy would keep the sharing): editing one place of the
-    # manifest must not change another, and YAML renders without anchors.
-    result: Manifest = json.loads(json.dumps(manifest))
-    return result
+    return pod
 
 
 def build_service(mdep: Mapping[str, Any], variant: Variant) -> Manifest:
@@ -455,13 +472,15 @@ def build_variant_children(
     prometheus_url: str | None = None,
     stager_image: str = DEFAULT_TRAINER_IMAGE,
     default_image: str = DEFAULT_VLLM_IMAGE,
+    spec: ModelDeploymentSpec | None = None,
 ) -> list[Manifest]:
     """Deployment, Service, then PDB and autoscaler when they apply, for a resolved variant.
 
     `scrape_annotations`: False when a PodMonitor scrapes the pods (no double scrape).
     `autoscaler`: "keda" when KEDA's CRD exists; its Prometheus is `prometheus_url`, else the
-    canary analysis' URL of the spec.
+    canary analysis' URL of the spec. `spec`: `mdep`'s spec, already parsed (else parsed here).
     """
+    spec = spec or _spec(mdep)
     children = [
         build_deployment(
             mdep,
@@ -470,6 +489,7 @@ def build_variant_children(
             scrape_annotations=scrape_annotations,
             stager_image=stager_image,
             default_image=default_image,
+            spec=spec,
         ),
         build_service(mdep, variant),
     ]
@@ -478,7 +498,7 @@ def build_variant_children(
         children.append(pdb)
     if variant.autoscaling is not None:
         if autoscaler == "keda":
-            url = prometheus_url or _spec_prometheus_url(mdep)
+            url = prometheus_url or _spec_prometheus_url(spec)
             if url is None:
                 raise ValueError(
                     f"variant {variant.name}: KEDA autoscaling needs a Prometheus URL "
@@ -492,8 +512,8 @@ def build_variant_children(
     return children
 
 
-def _spec_prometheus_url(mdep: Mapping[str, Any]) -> str | None:
-    canary = _spec(mdep).traffic.canary
+def _spec_prometheus_url(spec: ModelDeploymentSpec) -> str | None:
+    canary = spec.traffic.canary
     return canary.analysis.prometheus_url if canary and canary.analysis else None
 
 

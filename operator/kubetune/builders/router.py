@@ -108,7 +108,10 @@ def _served_model(variant: Variant) -> str | None:
 
 
 def build_router_config(
-    mdep: Mapping[str, Any], weights: Mapping[str, int], ready: Mapping[str, bool]
+    mdep: Mapping[str, Any],
+    weights: Mapping[str, int],
+    ready: Mapping[str, bool],
+    spec: ModelDeploymentSpec | None = None,
 ) -> RouterConfig:
     """Every variant of the spec, with the weight to apply and whether it may take traffic.
 
@@ -117,7 +120,7 @@ def build_router_config(
     variant they land on. A variant that serves extra adapters keeps the client's `model`, which picks
     the adapter. A servedBy variant is its adapter's name in its host's pods.
     """
-    spec = ModelDeploymentSpec.model_validate(mdep["spec"])
+    spec = spec or ModelDeploymentSpec.model_validate(mdep["spec"])
     variants = tuple(
         RouterVariant(
             name=v.name,

@@ -6,7 +6,7 @@ from typing import Any
 
 from kubetune.api.finetunejob import FineTuneJobSpec
 from kubetune.api.trainingconfig import CONFIG_DIR, CONFIG_FILE, FATAL_EXIT_CODES
-from kubetune.builders.common import RESTRICTED_CONTAINER_SECURITY
+from kubetune.builders.common import GPU_PRODUCT_LABEL, RESTRICTED_CONTAINER_SECURITY
 from kubetune.builders.storage import StorageLayout
 
 TRAINER_CONTAINER = "trainer"
@@ -18,7 +18,6 @@ RENDEZVOUS_PORT_NAME = "rendezvous"
 CONFIG_VOLUME = "config"
 SHM_VOLUME = "dshm"
 GPU_RESOURCE = "nvidia.com/gpu"
-GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 POD_UID = 1000
 MASTER_WAIT_TIMEOUT_SECONDS = 1800

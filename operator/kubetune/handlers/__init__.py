@@ -1,8 +1,66 @@
-"""kopf handlers: decorators only, each a few lines calling one reconcile() per kind.
+"""kopf wiring: decorators only, each a few lines handing over to the Controller.
 
-Importing this package registers every handler (`kopf run -m kubetune.handlers`).
+`operator_registry(controller)` registers the handlers on a fresh registry (nothing registers as an
+import side effect): `kubetune operator` runs it, the tests run one per operator they start.
 """
 
-from kubetune.handlers import children, finetunejob, lifecycle, modeldeployment
+from __future__ import annotations
 
-__all__ = ["children", "finetunejob", "lifecycle", "modeldeployment"]
+from typing import Any
+
+import kopf
+
+from kubetune.api.common import GROUP, VERSION
+from kubetune.api.finetunejob import KIND as FINETUNEJOB
+from kubetune.api.finetunejob import PLURAL as FINETUNEJOBS
+from kubetune.api.modeldeployment import KIND as MODELDEPLOYMENT
+from kubetune.api.modeldeployment import PLURAL as MODELDEPLOYMENTS
+from kubetune.builders.common import MANAGED_BY
+from kubetune.controller.controller import Controller
+
+MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
+
+
+def configure(settings: kopf.OperatorSettings, worker_limit: int) -> None:
+    """kopf settings: no log-to-Event spam, long watches, bounded concurrency."""
+    settings.posting.enabled = False
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.batching.worker_limit = worker_limit
+    settings.networking.request_timeout = 60
+
+
+def operator_registry(controller: Controller) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.startup(registry=registry)
+    async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+        configure(settings, controller.settings.worker_limit)
+        await controller.start()
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(**_: Any) -> None:
+        await controller.stop()
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        """In-cluster service account first, else the kubeconfig (no extra client library needed)."""
+        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+    @kopf.on.event(GROUP, VERSION, FINETUNEJOBS, registry=registry)
+    async def finetunejob_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+        await controller.on_event(FINETUNEJOB, event.get("type"), body)
+
+    @kopf.on.event(GROUP, VERSION, MODELDEPLOYMENTS, registry=registry)
+    async def modeldeployment_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+        await controller.on_event(MODELDEPLOYMENT, event.get("type"), body)
+
+    @kopf.on.event("batch", "v1", "jobs", labels=MANAGED, registry=registry)
+    async def job_changed(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+        await controller.on_child_event(event.get("type"), body)
+
+    @kopf.on.event("apps", "v1", "deployments", labels=MANAGED, registry=registry)
+    async def deployment_changed(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+        await controller.on_child_event(event.get("type"), body)
+
+    return registry

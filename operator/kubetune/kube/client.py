@@ -123,16 +123,21 @@ def _write_temp(data: str) -> str:
     return handle.name
 
 
-def load_credentials(kubeconfig: str | None = None) -> Credentials:
-    """In-cluster service account when present, else KUBECONFIG / ~/.kube/config."""
-    host = os.environ.get("KUBERNETES_SERVICE_HOST")
-    if kubeconfig is None and host and (SERVICE_ACCOUNT_DIR / "token").exists():
+def load_credentials(
+    kubeconfig: str | None = None,
+    *,
+    service_host: str | None = None,
+    service_port: str = "443",
+    default_kubeconfig: str | None = None,
+) -> Credentials:
+    """`kubeconfig` if given, else the in-cluster service account (at `service_host`) when present,
+    else `default_kubeconfig` (the first $KUBECONFIG entry) or ~/.kube/config."""
+    if kubeconfig is None and service_host and (SERVICE_ACCOUNT_DIR / "token").exists():
         ctx = ssl.create_default_context(cafile=str(SERVICE_ACCOUNT_DIR / "ca.crt"))
-        port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
-        return Credentials(f"https://{host}:{port}", ctx, token_file=SERVICE_ACCOUNT_DIR / "token")
-    path = Path(
-        kubeconfig or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or Path.home() / ".kube/config"
-    )
+        return Credentials(
+            f"https://{service_host}:{service_port}", ctx, token_file=SERVICE_ACCOUNT_DIR / "token"
+        )
+    path = Path(kubeconfig or default_kubeconfig or Path.home() / ".kube/config")
     doc = yaml.safe_load(path.read_text())
     ctx_name = doc["current-context"]
     context = next(c["context"] for c in doc["contexts"] if c["name"] == ctx_name)

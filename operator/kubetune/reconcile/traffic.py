@@ -3,20 +3,16 @@ read back from what the API server stored (status reports observed weights, not 
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from kubetune.api.modeldeployment import ModelDeploymentSpec
 from kubetune.builders.common import Manifest
-from kubetune.builders.httproute import build_httproute, httproute_name, httproute_weights
+from kubetune.builders.httproute import GATEWAY_API, build_httproute, httproute_name, httproute_weights
 from kubetune.builders.modeldeployment import variant_resource_name
 from kubetune.builders.router import (
     ANNOTATION_ROLLOUT,
-    DEFAULT_ROUTER_IMAGE,
-    DEFAULT_ROUTER_RESOURCES,
     RouterSettings,
     build_router_children,
     build_router_config,
@@ -26,9 +22,9 @@ from kubetune.builders.router import (
     router_resource_name,
 )
 from kubetune.kube.client import KubeClient
-from kubetune.reconcile.capabilities import Capabilities
-
-GATEWAY_API = "gateway-api"
+from kubetune.planning.modeldeployment import ModelDeploymentContext
+from kubetune.reconcile.apply import apply_in_order
+from kubetune.settings import RouterDefaults
 
 
 @dataclass(frozen=True)
@@ -49,21 +45,18 @@ class AppliedTraffic:
 
 
 def router_settings(
-    mdep: Mapping[str, Any], spec: ModelDeploymentSpec, *, pod_monitor: bool
+    mdep: Mapping[str, Any], spec: ModelDeploymentSpec, defaults: RouterDefaults, *, pod_monitor: bool
 ) -> RouterSettings:
-    """The chart's defaults (env) with the spec's routerReplicas when the user set it."""
+    """The chart's defaults with the spec's routerReplicas when the user set it."""
     raw_traffic = (mdep.get("spec") or {}).get("traffic") or {}
-    env_replicas = os.environ.get("KUBETUNE_ROUTER_REPLICAS")
-    if "routerReplicas" in raw_traffic or not env_replicas:
+    if "routerReplicas" in raw_traffic or defaults.replicas is None:
         replicas = spec.traffic.router_replicas
     else:
-        replicas = int(env_replicas)
-    resources_json = os.environ.get("KUBETUNE_ROUTER_RESOURCES")
-    resources = json.loads(resources_json) if resources_json else DEFAULT_ROUTER_RESOURCES
+        replicas = defaults.replicas
     return RouterSettings(
-        image=os.environ.get("KUBETUNE_ROUTER_IMAGE") or DEFAULT_ROUTER_IMAGE,
+        image=defaults.image,
         replicas=replicas,
-        resources=resources,
+        resources=dict(defaults.resources),
         scrape_annotations=not pod_monitor,
     )
 
@@ -73,9 +66,9 @@ def _service_to_variant(mdep: Mapping[str, Any], spec: ModelDeploymentSpec) -> d
     return {variant_resource_name(name, v.name): v.name for v in spec.variants}
 
 
-async def previous_traffic(
-    client: KubeClient, mdep: Mapping[str, Any], spec: ModelDeploymentSpec, caps: Capabilities
-) -> PreviousTraffic:
+async def previous_traffic(client: KubeClient, ctx: ModelDeploymentContext) -> PreviousTraffic:
+    """The rollout id and the variants taking traffic, from the router ConfigMap or the HTTPRoute."""
+    mdep, spec, caps = ctx.obj, ctx.spec, ctx.caps
     meta = mdep["metadata"]
     if spec.traffic.provider == GATEWAY_API:
         if not caps.gateway_api:
@@ -102,15 +95,15 @@ async def previous_traffic(
 
 async def apply_traffic(
     client: KubeClient,
-    mdep: Mapping[str, Any],
-    spec: ModelDeploymentSpec,
+    ctx: ModelDeploymentContext,
     weights: Mapping[str, int],
     ready: Mapping[str, bool],
     *,
     rollout: str | None,
-    caps: Capabilities,
+    defaults: RouterDefaults,
 ) -> AppliedTraffic:
     """Apply the split; return the weights as the API server stored them."""
+    mdep, spec, caps = ctx.obj, ctx.spec, ctx.caps
     annotations = {ANNOTATION_ROLLOUT: rollout} if rollout else None
     if spec.traffic.provider == GATEWAY_API:
         if not caps.gateway_api:
@@ -119,15 +112,15 @@ async def apply_traffic(
             )
         # A Gateway has no notion of readiness beyond endpoints: a variant not ready gets no share.
         effective = {name: weight if ready.get(name) else 0 for name, weight in weights.items()}
-        route = build_httproute(mdep, effective, annotations)
-        stored = await client.apply(route)
-        return AppliedTraffic(httproute_weights(stored, _service_to_variant(mdep, spec)), None, [route])
-    config = build_router_config(mdep, weights, ready)
-    settings = router_settings(mdep, spec, pod_monitor=caps.pod_monitor and spec.metrics.pod_monitor)
+        route = build_httproute(mdep, effective, annotations, spec=spec)
+        (stored_route,) = await apply_in_order(client, [route])
+        return AppliedTraffic(httproute_weights(stored_route, _service_to_variant(mdep, spec)), None, [route])
+    config = build_router_config(mdep, weights, ready, spec=spec)
+    settings = router_settings(
+        mdep, spec, defaults, pod_monitor=caps.pod_monitor and spec.metrics.pod_monitor
+    )
     children = build_router_children(
         mdep, config, settings, pod_monitor=settings.scrape_annotations is False, annotations=annotations
     )
-    stored_configmap = await client.apply(children[0])
-    for child in children[1:]:
-        await client.apply(child)
-    return AppliedTraffic(routed_weights(router_config_of(stored_configmap)), router_endpoint(mdep), children)
+    stored = await apply_in_order(client, children)
+    return AppliedTraffic(routed_weights(router_config_of(stored[0])), router_endpoint(mdep), children)

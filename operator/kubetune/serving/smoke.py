@@ -43,6 +43,8 @@ class SmokeVerdict:
     message: str
     failing_prompt: str | None = None
     outcomes: tuple[PromptOutcome, ...] = ()
+    tested: str | None = None
+    """The smoke-test key of what was tested (see `kubetune.planning.smoke.smoke_key`)."""
 
     @property
     def passed(self) -> bool:

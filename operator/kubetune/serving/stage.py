@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kubetune.api.uris import Scheme, StorageUri, parse_uri
+from kubetune.staging import download_hf, download_s3_prefix, s3_client
 
 log = logging.getLogger("kubetune.serving.stage")
 MARKERS = ("config.json", "adapter_config.json")
@@ -25,38 +26,22 @@ def already_staged(dest: Path) -> bool:
     return any((dest / marker).is_file() for marker in MARKERS)
 
 
-def _download_hf(uri: StorageUri, dest: Path) -> None:
-    from huggingface_hub import snapshot_download
-
-    snapshot_download(uri.authority, local_dir=dest, token=os.environ.get("HF_TOKEN") or None)
-
-
-def _download_s3(uri: StorageUri, dest: Path) -> None:
-    import boto3  # type: ignore[import-not-found]
-
-    client = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
-    prefix = uri.path.rstrip("/") + "/"
-    found = False
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=uri.authority, Prefix=prefix):
-        for item in page.get("Contents", []):
-            found = True
-            target = dest / item["Key"][len(prefix) :]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            client.download_file(uri.authority, item["Key"], str(target))
-    if not found:
-        raise FileNotFoundError(f"s3://{uri.authority}/{prefix} holds no objects")
+def _download_s3(uri: StorageUri, dest: Path, endpoint_url: str | None) -> None:
+    client = s3_client(endpoint_url)
+    if download_s3_prefix(client, uri, dest) == 0:
+        raise FileNotFoundError(f"s3://{uri.authority}/{uri.path.rstrip('/')}/ holds no objects")
 
 
-def stage(uri_text: str, dest: Path) -> str:
+def stage(uri_text: str, dest: Path, *, hf_token: str | None = None, s3_endpoint: str | None = None) -> str:
     """Make `uri_text` available at `dest`; return what was done (for the log)."""
     uri = parse_uri(uri_text)
     if already_staged(dest):
         return f"{dest} already holds a model"
     dest.mkdir(parents=True, exist_ok=True)
     if uri.scheme is Scheme.HF:
-        _download_hf(uri, dest)
+        download_hf(uri.authority, dest, token=hf_token)
     elif uri.scheme is Scheme.S3:
-        _download_s3(uri, dest)
+        _download_s3(uri, dest, s3_endpoint)
     else:
         raise ValueError(f"{uri_text}: only hf:// and s3:// are staged; {uri.scheme} is mounted")
     return f"staged {uri_text} into {dest}"
@@ -71,7 +56,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     try:
-        log.info(stage(args.uri, args.dest))
+        done = stage(
+            args.uri,
+            args.dest,
+            hf_token=os.environ.get("HF_TOKEN") or None,
+            s3_endpoint=os.environ.get("AWS_ENDPOINT_URL") or None,
+        )
+        log.info(done)
     except Exception:
         log.exception("staging %s failed", args.uri)
         return 1

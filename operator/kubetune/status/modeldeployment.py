@@ -80,11 +80,23 @@ class DeploymentView:
         )
 
 
-def _previous_variant(mdep: Mapping[str, Any], name: str) -> Sequence[Any]:
+def _previous_variant(mdep: Mapping[str, Any], name: str) -> Mapping[str, Any]:
     for item in (mdep.get("status") or {}).get("variants") or []:
         if item.get("name") == name:
-            return list(item.get("conditions") or [])
-    return []
+            return dict(item)
+    return {}
+
+
+@dataclass
+class _Conditions:
+    """A variant's conditions being rewritten in one pass (transition semantics by set_condition)."""
+
+    items: list[Condition]
+    generation: int | None
+    now: datetime
+
+    def put(self, kind: ConditionType, status: ConditionStatus, reason: str, message: str) -> None:
+        self.items = set_condition(self.items, kind, status, reason, message, self.generation, self.now)
 
 
 def variant_status(
@@ -98,6 +110,7 @@ def variant_status(
     smoke_test: SmokeTest | None = None,
     endpoint: str | None = None,
     generation: int | None = None,
+    previous_tested: str | None = None,
     now: datetime,
 ) -> VariantStatus:
     """Status of one variant.
@@ -106,88 +119,22 @@ def variant_status(
     `smoke`: a new verdict, or None to keep the previous SmokeTestPassed condition (Unknown when
     there is none); pass `SmokeVerdict.pending(...)` when a new model invalidates an old verdict.
     `smoke_test`: the spec's settings (a disabled smoke test counts as passed).
+    `previous_tested`: what the previous verdict was about (kept with it when `smoke` is None).
     """
-    conditions = parse_conditions(previous_conditions)
-
-    def put(kind: ConditionType, status: ConditionStatus, reason: str, message: str) -> None:
-        nonlocal conditions
-        conditions = set_condition(conditions, kind, status, reason, message, generation, now)
-
-    put(
+    conditions = _Conditions(parse_conditions(previous_conditions), generation, now)
+    conditions.put(
         ConditionType.MODEL_READY,
         "True" if resolution.ready else "False",
         _MODEL_REASON[resolution.state],
         resolution.message,
     )
-    put(ConditionType.EVAL_GATE_PASSED, gate.status, gate.reason, gate.message)
-
+    conditions.put(ConditionType.EVAL_GATE_PASSED, gate.status, gate.reason, gate.message)
     view = DeploymentView.of(deployment) if deployment is not None else None
     if view is None:
-        blocker = resolution if not resolution.ready else gate
-        put(
-            ConditionType.AVAILABLE,
-            "False",
-            Reason.MINIMUM_REPLICAS_UNAVAILABLE,
-            f"not rolled out: {blocker.message}",
-        )
-        blocked_for_good = resolution.state in (ResolutionState.FAILED, ResolutionState.NOT_FOUND) or (
-            gate.status == "False"
-        )
-        reason = _MODEL_REASON[resolution.state] if not resolution.ready else gate.reason
-        put(ConditionType.PROGRESSING, "False" if blocked_for_good else "True", reason, blocker.message)
+        _not_rolled_out(conditions, resolution, gate)
     else:
-        if view.desired >= 1 and view.available >= view.desired:
-            put(
-                ConditionType.AVAILABLE,
-                "True",
-                Reason.MINIMUM_REPLICAS_AVAILABLE,
-                f"{view.available}/{view.desired} replicas available",
-            )
-        else:
-            put(
-                ConditionType.AVAILABLE,
-                "False",
-                Reason.MINIMUM_REPLICAS_UNAVAILABLE,
-                f"{view.available}/{view.desired} replicas available",
-            )
-        if view.deadline_exceeded:
-            put(
-                ConditionType.PROGRESSING,
-                "False",
-                Reason.PROGRESS_DEADLINE_EXCEEDED,
-                f"rollout stalled: {view.updated}/{view.desired} updated, {view.ready} ready",
-            )
-        elif view.rolled_out:
-            put(
-                ConditionType.PROGRESSING,
-                "False",
-                Reason.ROLLOUT_COMPLETE,
-                f"{view.updated}/{view.desired} replicas on the current template",
-            )
-        else:
-            put(
-                ConditionType.PROGRESSING,
-                "True",
-                Reason.ROLLING_OUT,
-                f"{view.updated}/{view.desired} updated, {view.available} available",
-            )
-
-    if smoke_test is not None and not smoke_test.enabled:
-        put(
-            ConditionType.SMOKE_TEST_PASSED,
-            "True",
-            Reason.SMOKE_PASSED,
-            "smoke test disabled in spec.smokeTest",
-        )
-    elif smoke is not None:
-        put(ConditionType.SMOKE_TEST_PASSED, smoke.status, smoke.reason, smoke.message)
-    elif find_condition(conditions, ConditionType.SMOKE_TEST_PASSED) is None:
-        put(
-            ConditionType.SMOKE_TEST_PASSED,
-            "Unknown",
-            Reason.PENDING,
-            "runs when the variant becomes Available",
-        )
+        _rollout(conditions, view)
+    tested = _smoke(conditions, smoke, smoke_test, previous_tested)
 
     model_uri = view.model_uri if view is not None else None
     if variant.served_by is not None and view is not None:
@@ -199,13 +146,98 @@ def variant_status(
         endpoint=endpoint if view is not None else None,
         model_uri=model_uri,
         lineage=dict(resolution.lineage),
-        conditions=conditions,
+        smoke_tested=tested,
+        conditions=conditions.items,
     )
+
+
+def _not_rolled_out(conditions: _Conditions, resolution: Resolution, gate: GateVerdict) -> None:
+    """No Deployment: what blocks it (the model or the gate), and whether that can still change."""
+    blocker = resolution if not resolution.ready else gate
+    conditions.put(
+        ConditionType.AVAILABLE,
+        "False",
+        Reason.MINIMUM_REPLICAS_UNAVAILABLE,
+        f"not rolled out: {blocker.message}",
+    )
+    blocked_for_good = resolution.state in (ResolutionState.FAILED, ResolutionState.NOT_FOUND) or (
+        gate.status == "False"
+    )
+    reason = _MODEL_REASON[resolution.state] if not resolution.ready else gate.reason
+    conditions.put(
+        ConditionType.PROGRESSING, "False" if blocked_for_good else "True", reason, blocker.message
+    )
+
+
+def _rollout(conditions: _Conditions, view: DeploymentView) -> None:
+    """Available and Progressing from the observed Deployment."""
+    available = view.desired >= 1 and view.available >= view.desired
+    conditions.put(
+        ConditionType.AVAILABLE,
+        "True" if available else "False",
+        Reason.MINIMUM_REPLICAS_AVAILABLE if available else Reason.MINIMUM_REPLICAS_UNAVAILABLE,
+        f"{view.available}/{view.desired} replicas available",
+    )
+    if view.deadline_exceeded:
+        conditions.put(
+            ConditionType.PROGRESSING,
+            "False",
+            Reason.PROGRESS_DEADLINE_EXCEEDED,
+            f"rollout stalled: {view.updated}/{view.desired} updated, {view.ready} ready",
+        )
+    elif view.rolled_out:
+        conditions.put(
+            ConditionType.PROGRESSING,
+            "False",
+            Reason.ROLLOUT_COMPLETE,
+            f"{view.updated}/{view.desired} replicas on the current template",
+        )
+    else:
+        conditions.put(
+            ConditionType.PROGRESSING,
+            "True",
+            Reason.ROLLING_OUT,
+            f"{view.updated}/{view.desired} updated, {view.available} available",
+        )
+
+
+def _smoke(
+    conditions: _Conditions,
+    smoke: SmokeVerdict | None,
+    smoke_test: SmokeTest | None,
+    previous_tested: str | None,
+) -> str | None:
+    """SmokeTestPassed; returns what the standing verdict is about (`smokeTested`)."""
+    if smoke_test is not None and not smoke_test.enabled:
+        conditions.put(
+            ConditionType.SMOKE_TEST_PASSED,
+            "True",
+            Reason.SMOKE_PASSED,
+            "smoke test disabled in spec.smokeTest",
+        )
+        return None
+    if smoke is not None:
+        conditions.put(ConditionType.SMOKE_TEST_PASSED, smoke.status, smoke.reason, smoke.message)
+        return smoke.tested
+    if find_condition(conditions.items, ConditionType.SMOKE_TEST_PASSED) is None:
+        conditions.put(
+            ConditionType.SMOKE_TEST_PASSED,
+            "Unknown",
+            Reason.PENDING,
+            "runs when the variant becomes Available",
+        )
+    return previous_tested
 
 
 def previous_variant_conditions(mdep: Mapping[str, Any], variant_name: str) -> list[Condition]:
     """The variant's conditions as last written (input of variant_status' transition semantics)."""
-    return parse_conditions(_previous_variant(mdep, variant_name))
+    return parse_conditions(_previous_variant(mdep, variant_name).get("conditions") or [])
+
+
+def previous_smoke_tested(mdep: Mapping[str, Any], variant_name: str) -> str | None:
+    """What the variant's last smoke-test verdict was about, as last written."""
+    value = _previous_variant(mdep, variant_name).get("smokeTested")
+    return str(value) if value else None
 
 
 # --- the whole object ------------------------------------------------------------------------------
@@ -282,12 +314,14 @@ def deployment_status(
     *,
     endpoint: str | None = None,
     canary: CanaryStatus | None = None,
+    spec: ModelDeploymentSpec | None = None,
 ) -> ModelDeploymentStatus:
     """Aggregate the variants; `observed_weights` are read back from the router or HTTPRoute.
 
     `canary` defaults to what the object's status already holds (the canary controller owns it).
+    `spec`: the pass's parsed spec (parsed from `mdep` when not given).
     """
-    spec = ModelDeploymentSpec.model_validate(mdep["spec"])
+    spec = spec or ModelDeploymentSpec.model_validate(mdep["spec"])
     previous = mdep.get("status") or {}
     generation = (mdep.get("metadata") or {}).get("generation")
     order = {v.name: i for i, v in enumerate(spec.variants)}
@@ -295,69 +329,17 @@ def deployment_status(
         (v.model_copy(update={"weight": observed_weights.get(v.name, 0)}) for v in variant_statuses),
         key=lambda v: order.get(v.name, len(order)),
     )
-    by_name = {v.name: v for v in variants}
-
-    conditions = parse_conditions(previous.get("conditions"))
-
-    def put(kind: ConditionType, status: ConditionStatus, reason: str, message: str) -> None:
-        nonlocal conditions
-        conditions = set_condition(conditions, kind, status, reason, message, generation, now)
-
-    n = len(variants)
-    put(
-        ConditionType.MODEL_READY,
-        *_aggregate(variants, ConditionType.MODEL_READY, Reason.MODEL_RESOLVED, f"all {n} variants resolved"),
-    )
-    put(
-        ConditionType.EVAL_GATE_PASSED,
-        *_aggregate(
-            variants, ConditionType.EVAL_GATE_PASSED, Reason.GATE_PASSED, f"all {n} variants pass their gates"
-        ),
-    )
-    put(
-        ConditionType.SMOKE_TEST_PASSED,
-        *_aggregate(
-            variants, ConditionType.SMOKE_TEST_PASSED, Reason.SMOKE_PASSED, f"all {n} variants passed"
-        ),
-    )
-
-    serving = [by_name[name] for name in _serving_set(spec, observed_weights) if name in by_name]
-    down = [v for v in serving if _state(v, ConditionType.AVAILABLE) != "True"]
-    available = bool(serving) and not down
-    if available:
-        put(
-            ConditionType.AVAILABLE,
-            "True",
-            Reason.MINIMUM_REPLICAS_AVAILABLE,
-            "serving variants available: " + ", ".join(v.name for v in serving),
-        )
-    else:
-        put(
-            ConditionType.AVAILABLE,
-            "False",
-            Reason.MINIMUM_REPLICAS_UNAVAILABLE,
-            "unavailable: " + ", ".join(v.name for v in down or serving),
-        )
-
-    rolling = [v for v in variants if _state(v, ConditionType.PROGRESSING) == "True"]
-    if rolling:
-        put(
-            ConditionType.PROGRESSING,
-            "True",
-            Reason.ROLLING_OUT,
-            "; ".join(
-                f"{v.name}: {c.message}" for v in rolling if (c := _cond(v, ConditionType.PROGRESSING))
-            ),
-        )
-    else:
-        put(ConditionType.PROGRESSING, "False", Reason.ROLLOUT_COMPLETE, "no variant is rolling out")
+    conditions = _Conditions(parse_conditions(previous.get("conditions")), generation, now)
+    _aggregate_variants(conditions, variants)
+    serving = _serving(conditions, spec, variants, observed_weights)
+    rolling = _rolling(conditions, variants)
 
     ready = sum(1 for v in variants if _state(v, ConditionType.AVAILABLE) == "True")
     weights = ",".join(f"{v.name}={observed_weights[v.name]}" for v in variants if v.name in observed_weights)
     previous_canary = previous.get("canary")
     return ModelDeploymentStatus(
-        phase=_phase(variants, serving, available, bool(rolling)),
-        conditions=conditions,
+        phase=_phase(variants, serving, _state_of(conditions, ConditionType.AVAILABLE), bool(rolling)),
+        conditions=conditions.items,
         observed_generation=generation,
         ready_variants=f"{ready}/{len(spec.variants)}",
         weights=weights or None,
@@ -367,3 +349,65 @@ def deployment_status(
         else (CanaryStatus.model_validate(previous_canary) if previous_canary else None),
         endpoint=endpoint,
     )
+
+
+def _state_of(conditions: _Conditions, kind: ConditionType) -> bool:
+    condition = find_condition(conditions.items, kind)
+    return condition is not None and condition.status == "True"
+
+
+def _aggregate_variants(conditions: _Conditions, variants: Sequence[VariantStatus]) -> None:
+    """ModelReady, EvalGatePassed and SmokeTestPassed: True when every variant's is."""
+    n = len(variants)
+    for kind, reason, message in (
+        (ConditionType.MODEL_READY, Reason.MODEL_RESOLVED, f"all {n} variants resolved"),
+        (ConditionType.EVAL_GATE_PASSED, Reason.GATE_PASSED, f"all {n} variants pass their gates"),
+        (ConditionType.SMOKE_TEST_PASSED, Reason.SMOKE_PASSED, f"all {n} variants passed"),
+    ):
+        conditions.put(kind, *_aggregate(variants, kind, reason, message))
+
+
+def _serving(
+    conditions: _Conditions,
+    spec: ModelDeploymentSpec,
+    variants: Sequence[VariantStatus],
+    observed_weights: Mapping[str, int],
+) -> list[VariantStatus]:
+    """Available when every variant clients depend on is; returns those variants."""
+    by_name = {v.name: v for v in variants}
+    serving = [by_name[name] for name in _serving_set(spec, observed_weights) if name in by_name]
+    down = [v for v in serving if _state(v, ConditionType.AVAILABLE) != "True"]
+    if serving and not down:
+        conditions.put(
+            ConditionType.AVAILABLE,
+            "True",
+            Reason.MINIMUM_REPLICAS_AVAILABLE,
+            "serving variants available: " + ", ".join(v.name for v in serving),
+        )
+    else:
+        conditions.put(
+            ConditionType.AVAILABLE,
+            "False",
+            Reason.MINIMUM_REPLICAS_UNAVAILABLE,
+            "unavailable: " + ", ".join(v.name for v in down or serving),
+        )
+    return serving
+
+
+def _rolling(conditions: _Conditions, variants: Sequence[VariantStatus]) -> list[VariantStatus]:
+    """Progressing while any variant rolls out; returns those variants."""
+    rolling = [v for v in variants if _state(v, ConditionType.PROGRESSING) == "True"]
+    if rolling:
+        conditions.put(
+            ConditionType.PROGRESSING,
+            "True",
+            Reason.ROLLING_OUT,
+            "; ".join(
+                f"{v.name}: {c.message}" for v in rolling if (c := _cond(v, ConditionType.PROGRESSING))
+            ),
+        )
+    else:
+        conditions.put(
+            ConditionType.PROGRESSING, "False", Reason.ROLLOUT_COMPLETE, "no variant is rolling out"
+        )
+    return rolling

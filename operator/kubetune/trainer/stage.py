@@ -13,6 +13,7 @@ from pathlib import Path
 
 from kubetune.api.trainingconfig import TrainingConfig
 from kubetune.api.uris import Scheme, StorageUri, parse_uri
+from kubetune.staging import download_hf, download_s3_object, download_s3_prefix, s3_client
 from kubetune.trainer.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -22,29 +23,18 @@ DATA_SUFFIXES = (".jsonl", ".json")
 
 def _download_s3(uri: StorageUri, target: Path, *, directory: bool) -> None:
     try:
-        import boto3  # type: ignore[import-not-found]
+        client = s3_client(os.environ.get("AWS_ENDPOINT_URL") or None)
     except ImportError:
         raise ConfigError(f"s3://{uri.authority}/{uri.path}: boto3 is not installed in this image") from None
-    client = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
-    if not directory:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        client.download_file(uri.authority, uri.path, str(target))
-        return
-    prefix = uri.path.rstrip("/") + "/"
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=uri.authority, Prefix=prefix):
-        for item in page.get("Contents", []):
-            destination = target / item["Key"][len(prefix) :]
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            client.download_file(uri.authority, item["Key"], str(destination))
+    if directory:
+        download_s3_prefix(client, uri, target)
+    else:
+        download_s3_object(client, uri, target)
 
 
 def _download_hf(repo: str, target: Path, *, revision: str | None, repo_type: str) -> Path:
-    from huggingface_hub import snapshot_download
-
     token = os.environ.get("HF_TOKEN") or None
-    return Path(
-        snapshot_download(repo, revision=revision, repo_type=repo_type, local_dir=target, token=token)
-    )
+    return download_hf(repo, target, token=token, revision=revision, repo_type=repo_type)
 
 
 def stage_model(config: TrainingConfig) -> None:

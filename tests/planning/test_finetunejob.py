@@ -11,9 +11,11 @@ import pytest
 from kubetune.api.conditions import ConditionType, Reason
 from kubetune.api.finetunejob import Phase, Progress
 from kubetune.builders.finetunejob import build_children
+from kubetune.planning.finetunejob import observe
+from kubetune.planning.job_pods import parse_trainer_result
 from kubetune.preflight import Problem
 from kubetune.status.conditions import find_condition
-from kubetune.status.finetunejob import compute_progress, format_duration, observe, parse_trainer_result
+from kubetune.status.progress import compute_progress, format_duration
 
 NOW = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
 START = NOW - timedelta(hours=1)
@@ -657,3 +659,61 @@ def test_success_without_readable_result_points_at_the_output_layout() -> None:
     assert obs.status.artifacts.manifest_uri is not None
     assert obs.status.artifacts.manifest_uri.endswith("/kubetune-manifest.json")
     assert obs.status.test_prompts == []
+
+
+def waiting(
+    job: dict[str, Any], reason: str, message: str = "", *, oom_before: bool = False
+) -> dict[str, Any]:
+    observed = pod(job, 0, "Pending")
+    status: dict[str, Any] = {"name": "trainer", "state": {"waiting": {"reason": reason, "message": message}}}
+    if oom_before:
+        status["lastState"] = {"terminated": {"reason": "OOMKilled", "exitCode": 137}}
+    observed["status"]["containerStatuses"] = [status]
+    return observed
+
+
+@pytest.mark.parametrize(
+    ("reason", "message", "oom_before", "expected_reason", "expected_text"),
+    [
+        (
+            "ErrImagePull",
+            'failed to pull "ghcr.io/x/trainer:typo": not found',
+            False,
+            Reason.ERR_IMAGE_PULL,
+            "container trainer: ErrImagePull: failed to pull",
+        ),
+        ("ImagePullBackOff", "Back-off pulling image", False, Reason.IMAGE_PULL_BACK_OFF, "ImagePullBackOff"),
+        (
+            "ErrImageNeverPull",
+            "image is not present",
+            False,
+            Reason.ERR_IMAGE_NEVER_PULL,
+            "ErrImageNeverPull",
+        ),
+        (
+            "CreateContainerConfigError",
+            'secret "hf-token" not found',
+            False,
+            Reason.CREATE_CONTAINER_CONFIG_ERROR,
+            'secret "hf-token" not found',
+        ),
+        ("CrashLoopBackOff", "back-off 10s", False, Reason.CRASH_LOOP_BACK_OFF, "CrashLoopBackOff"),
+        ("CrashLoopBackOff", "back-off 10s", True, Reason.OOM_KILLED, "exceeding its memory limit"),
+    ],
+)
+def test_a_container_that_cannot_start_shows_the_kubelets_reason(
+    reason: str, message: str, oom_before: bool, expected_reason: Reason, expected_text: str
+) -> None:
+    job = training()
+    obs = observe(ftj(), [VALID, job], [waiting(job, reason, message, oom_before=oom_before)], NOW)
+    assert obs.status.phase is Phase.PENDING
+    c = find_condition(obs.status.conditions, ConditionType.RUNNING)
+    assert c is not None
+    assert (c.status, c.reason) == ("False", expected_reason)
+    assert expected_text in c.message
+
+
+def test_a_container_still_being_created_is_only_starting() -> None:
+    job = training()
+    obs = observe(ftj(), [VALID, job], [waiting(job, "ContainerCreating")], NOW)
+    assert cond(obs.status, ConditionType.RUNNING)[:2] == ("False", Reason.PENDING)

@@ -16,8 +16,8 @@ from kubetune.api.modeldeployment import (
     ModelSource,
     Variant,
 )
-from kubetune.reconcile.canary import canary_events
-from kubetune.status.canary import CanaryOutcome, CanaryPlan, duration_seconds, plan_canary
+from kubetune.planning.canary import CanaryOutcome, CanaryPlan, duration_seconds, plan_canary
+from kubetune.planning.canary_report import canary_events
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 ANALYSIS = CanaryAnalysis(prometheus_url="http://prom:9090", min_requests=10)

@@ -10,12 +10,12 @@ from tests.serving.objects import model_deployment
 
 from kubetune.api.conditions import Reason
 from kubetune.api.modeldeployment import CanaryStatus, ModelDeploymentSpec
-from kubetune.reconcile import modeldeployment, smoke, synthetic
-from kubetune.reconcile.smoke import SMOKE_URL_OVERRIDE_ENV
-from kubetune.reconcile.synthetic import SYNTHETIC_URL_ANNOTATION, desired_load
+from kubetune.planning.canary import CanaryOutcome, CanaryPlan
+from kubetune.planning.synthetic import SYNTHETIC_URL_ANNOTATION, desired_load
+from kubetune.reconcile.modeldeployment import ModelDeploymentReconciler
 from kubetune.serving.smoke import DEFAULT_PROMPTS
 from kubetune.serving.synthetic import SyntheticLoad, request_body, request_headers
-from kubetune.status.canary import CanaryOutcome, CanaryPlan
+from kubetune.settings import SMOKE_URL_OVERRIDE_ENV, OperatorSettings
 
 URI = {"uri": "pvc://models/base"}
 
@@ -96,11 +96,13 @@ def test_url_annotation_is_honoured_only_where_the_operator_allows_it(
     obj["metadata"]["annotations"] = {SYNTHETIC_URL_ANNOTATION: "http://127.0.0.1:9/v1"}
     spec = ModelDeploymentSpec.model_validate(obj["spec"])
     monkeypatch.delenv(SMOKE_URL_OVERRIDE_ENV, raising=False)
-    load = desired_load(obj, spec, plan(), ())
+    allowed = OperatorSettings.from_env().allow_url_overrides
+    load = desired_load(obj, spec, plan(), (), allow_url_override=allowed)
     assert load is not None
     assert load.url == "http://chat-router.ml.svc:8080/v1"
     monkeypatch.setenv(SMOKE_URL_OVERRIDE_ENV, "allow")
-    load = desired_load(obj, spec, plan(), ())
+    allowed = OperatorSettings.from_env().allow_url_overrides
+    load = desired_load(obj, spec, plan(), (), allow_url_override=allowed)
     assert load is not None
     assert load.url == "http://127.0.0.1:9/v1"
 
@@ -120,17 +122,19 @@ def test_requests_are_pinned_marked_and_streamed() -> None:
 
 
 async def test_a_deleted_model_deployment_stops_its_generator_and_smoke_tests() -> None:
+    reconciler = ModelDeploymentReconciler(OperatorSettings())
+    synthetic, smoke = reconciler.synthetic, reconciler.smoke
     load = SyntheticLoad(url="http://127.0.0.1:9/v1", variants=("a",), prompts=("p",), requests_per_second=1)
-    synthetic.ensure("ml", "chat", load)
-    synthetic.ensure("ml", "chat", load)  # a repeated pass keeps the running generator
-    generator = synthetic._generators[("ml", "chat")][1]
-    assert synthetic.active("ml", "chat") == load
+    synthetic.ensure("uid-1", load)
+    synthetic.ensure("uid-1", load)  # a repeated pass keeps the running generator
+    generator = synthetic._generators["uid-1"][1]
+    assert synthetic.active("uid-1") == load
     never = asyncio.get_running_loop().create_future()
-    smoke._tasks[("ml", "chat", "a")] = ("key", asyncio.ensure_future(never))
-    assert smoke.running("ml", "chat")
-    modeldeployment.forget("ml", "chat", "uid-1")
-    assert synthetic.active("ml", "chat") is None
-    assert not smoke.running("ml", "chat")
+    smoke._tasks[("uid-1", "a")] = ("key", asyncio.ensure_future(never))
+    assert smoke.running("uid-1")
+    reconciler.forget("uid-1")
+    assert synthetic.active("uid-1") is None
+    assert not smoke.running("uid-1")
     await asyncio.sleep(0)
     assert generator.cancelled() or generator.done()
     assert never.cancelled()

@@ -1,32 +1,11 @@
-"""What every reconciler returns, and the compare-then-patch of status."""
+"""Compare-then-patch of a custom object's status subresource."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from kubetune.kube.client import KubeClient
-
-
-@dataclass(frozen=True)
-class Event:
-    type: Literal["Normal", "Warning"]
-    reason: str
-    message: str
-
-
-@dataclass
-class Outcome:
-    """Result of one pass: the full new status, the Events to post, and when to look again.
-
-    `requeue_after_s`: a decision falls due then (a canary step, a smoke test finishing) that no watch
-    event would announce; without it the object waits for the periodic resync.
-    """
-
-    status: dict[str, Any]
-    events: list[Event] = field(default_factory=list)
-    requeue_after_s: float | None = None
 
 
 def merge_patch(current: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -1,0 +1,1 @@
+"""The runtime around the reconcilers: queue, locks, requeues, watch cache, status writes and Events."""

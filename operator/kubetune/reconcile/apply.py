@@ -1,0 +1,37 @@
+"""The one generic applier: executes a Plan against the API, in the Plan's order."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from kubetune.kube.client import KubeClient
+from kubetune.planning.plan import Plan
+
+Manifest = dict[str, Any]
+
+
+async def apply_in_order(client: KubeClient, manifests: Sequence[Manifest]) -> list[Manifest]:
+    """Server-side apply one after another (a later child may need an earlier one); what was stored."""
+    return [await client.apply(manifest) for manifest in manifests]
+
+
+async def execute(client: KubeClient, namespace: str, plan: Plan) -> None:
+    await asyncio.gather(
+        *(client.apply(manifest) for manifest in plan.apply),
+        *(client.ensure(manifest) for manifest in plan.create),
+    )
+    for delete in plan.delete:
+        await client.delete(
+            delete.api_version,
+            delete.kind,
+            namespace,
+            delete.name,
+            uid=delete.uid,
+            propagation=delete.propagation,
+        )
+    for patch in plan.patch:
+        await client.patch_merge(patch.api_version, patch.kind, namespace, patch.name, patch.patch)
+    for manifest in plan.replace:
+        await client.apply(manifest)

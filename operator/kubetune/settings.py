@@ -1,0 +1,110 @@
+"""The operator's settings: parsed once, at start-up, from its command line and environment.
+
+Everything configurable reaches the controller, the reconcilers and the kube client through one
+`OperatorSettings` passed down from `kubetune operator`; no other operator module reads the
+environment. The variable names are the ones the Helm chart, the dev cluster and the tests set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubetune.builders.finetunejob import DEFAULT_TRAINER_IMAGE
+from kubetune.builders.modeldeployment import DEFAULT_VLLM_IMAGE
+from kubetune.builders.router import DEFAULT_ROUTER_IMAGE, DEFAULT_ROUTER_RESOURCES
+
+DEFAULT_LIVENESS = "http://0.0.0.0:8080/healthz"
+DEFAULT_METRICS_PORT = 9090
+SMOKE_URL_OVERRIDE_ENV = "KUBETUNE_SMOKE_URL_OVERRIDE"
+
+
+@dataclass(frozen=True)
+class KubeSettings:
+    """Where the API server is: an explicit kubeconfig, else in-cluster, else $KUBECONFIG / ~/.kube."""
+
+    kubeconfig: str | None = None
+    service_host: str | None = None
+    service_port: str = "443"
+    default_kubeconfig: str | None = None
+
+
+@dataclass(frozen=True)
+class RouterDefaults:
+    """The chart's router defaults; a spec's `routerReplicas` overrides `replicas`."""
+
+    image: str = DEFAULT_ROUTER_IMAGE
+    replicas: int | None = None
+    resources: Mapping[str, Any] = field(default_factory=lambda: DEFAULT_ROUTER_RESOURCES)
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    # How the operator runs (command line first, then the environment).
+    namespaces: tuple[str, ...] = ()
+    liveness: str = DEFAULT_LIVENESS
+    metrics_port: int | None = None
+    """None or 0: no metrics endpoint."""
+    verbose: bool = False
+    kube: KubeSettings = field(default_factory=KubeSettings)
+    instance: str = "local"
+    """`reportingInstance` of the Events the operator posts (the pod's hostname)."""
+    resync_seconds: float = 30.0
+    worker_limit: int = 200
+    # What it renders.
+    trainer_image: str = DEFAULT_TRAINER_IMAGE
+    vllm_image: str = DEFAULT_VLLM_IMAGE
+    router: RouterDefaults = field(default_factory=RouterDefaults)
+    prometheus_url: str | None = None
+    # How often it looks again.
+    crd_cache_seconds: float = 60.0
+    smoke_wait_seconds: float = 5.0
+    smoke_timeout_seconds: float = 300.0
+    allow_url_overrides: bool = False
+    """Honour the smoke-test / synthetic-traffic URL annotations (tests and dev clusters only)."""
+
+    @classmethod
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        namespaces: tuple[str, ...] = (),
+        liveness: str | None = None,
+        metrics_port: int | None = None,
+        verbose: bool = False,
+    ) -> OperatorSettings:
+        """Settings from `environ` (the process environment by default) and the command line's values."""
+        env = os.environ if environ is None else environ
+        port_text = env.get("KUBETUNE_METRICS_PORT", str(DEFAULT_METRICS_PORT))
+        resources = env.get("KUBETUNE_ROUTER_RESOURCES")
+        replicas = env.get("KUBETUNE_ROUTER_REPLICAS")
+        return cls(
+            namespaces=namespaces,
+            liveness=liveness or env.get("KUBETUNE_LIVENESS") or DEFAULT_LIVENESS,
+            metrics_port=metrics_port if metrics_port is not None else int(port_text) if port_text else None,
+            verbose=verbose,
+            kube=KubeSettings(
+                kubeconfig=env.get("KUBETUNE_KUBECONFIG"),
+                service_host=env.get("KUBERNETES_SERVICE_HOST"),
+                service_port=env.get("KUBERNETES_SERVICE_PORT", "443"),
+                default_kubeconfig=env.get("KUBECONFIG", "").split(os.pathsep)[0] or None,
+            ),
+            instance=env.get("HOSTNAME", "local"),
+            resync_seconds=float(env.get("KUBETUNE_RESYNC_SECONDS", "30")),
+            worker_limit=int(env.get("KUBETUNE_WORKER_LIMIT", "200")),
+            trainer_image=env.get("KUBETUNE_TRAINER_IMAGE") or DEFAULT_TRAINER_IMAGE,
+            vllm_image=env.get("KUBETUNE_VLLM_IMAGE") or DEFAULT_VLLM_IMAGE,
+            router=RouterDefaults(
+                image=env.get("KUBETUNE_ROUTER_IMAGE") or DEFAULT_ROUTER_IMAGE,
+                replicas=int(replicas) if replicas else None,
+                resources=json.loads(resources) if resources else DEFAULT_ROUTER_RESOURCES,
+            ),
+            prometheus_url=env.get("KUBETUNE_PROMETHEUS_URL") or None,
+            crd_cache_seconds=float(env.get("KUBETUNE_CRD_CACHE_SECONDS", "60")),
+            smoke_wait_seconds=float(env.get("KUBETUNE_SMOKE_WAIT_SECONDS", "5")),
+            smoke_timeout_seconds=float(env.get("KUBETUNE_SMOKE_TIMEOUT_SECONDS", "300")),
+            allow_url_overrides=env.get(SMOKE_URL_OVERRIDE_ENV) == "allow",
+        )

@@ -1,0 +1,98 @@
+"""FineTuneJobReconciler on an in-memory API: what one pass applies, deletes and reports."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from tests.support.fake_kube import FakeKube
+
+from kubetune.reconcile.finetunejob import FineTuneJobReconciler
+from kubetune.settings import OperatorSettings
+
+NOW = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
+API = "kubetune.io/v1alpha1"
+
+
+def ftj(**spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": API,
+        "kind": "FineTuneJob",
+        "metadata": {"name": "demo", "namespace": "ns", "uid": "u-1", "generation": 1},
+        "spec": {
+            "baseModel": {"uri": "pvc://m/x"},
+            "dataset": {"uri": "pvc://d/x.jsonl"},
+            "output": {"uri": "pvc://o/x"},
+            "resources": {"nodes": 2, "gpusPerNode": 1},
+            **spec,
+        },
+    }
+
+
+def complete(job: dict[str, Any]) -> None:
+    job["status"] = {"conditions": [{"type": "Complete", "status": "True"}]}
+
+
+async def test_first_pass_creates_only_what_validation_needs() -> None:
+    kube = FakeKube()
+    reconciler = FineTuneJobReconciler(OperatorSettings(trainer_image="trainer:test"))
+    outcome = await reconciler.reconcile(kube, ftj(), NOW, resync=False)  # type: ignore[arg-type]
+    assert outcome.status["phase"] == "Pending"
+    assert sorted(kube.verbs("apply")) == [("ConfigMap", "demo-config"), ("ServiceAccount", "demo-trainer")]
+    (job,) = kube.of_kind("Job")
+    assert job["metadata"]["name"] == "demo-validate"
+    assert job["spec"]["template"]["spec"]["containers"][0]["image"] == "trainer:test"
+
+
+async def test_after_validation_the_training_job_and_shared_children_follow() -> None:
+    kube = FakeKube()
+    reconciler = FineTuneJobReconciler(OperatorSettings())
+    await reconciler.reconcile(kube, ftj(), NOW, resync=False)  # type: ignore[arg-type]
+    complete(kube.find("batch/v1", "Job", "ns", "demo-validate"))  # type: ignore[arg-type]
+    kube.calls.clear()
+    outcome = await reconciler.reconcile(kube, ftj(), NOW, resync=False)  # type: ignore[arg-type]
+    assert {k for k, _ in kube.verbs("apply")} >= {"ConfigMap", "Service", "Role", "RoleBinding", "Job"}
+    assert sorted(j["metadata"]["name"] for j in kube.of_kind("Job")) == ["demo-train-r0", "demo-validate"]
+    assert outcome.status["phase"] == "Pending"
+    # With the training Job of this spec in place, a watch-event pass writes nothing...
+    kube.calls.clear()
+    await reconciler.reconcile(kube, ftj(), NOW, resync=False)  # type: ignore[arg-type]
+    assert kube.verbs("apply") == []
+    # ...nor does a resync soon after this process applied the shared children;
+    await reconciler.reconcile(kube, ftj(), NOW, resync=True)  # type: ignore[arg-type]
+    assert kube.verbs("apply") == []
+    # one with no record of them (a restarted operator) repairs drift, once.
+    reconciler.forget("u-1")
+    await reconciler.reconcile(kube, ftj(), NOW, resync=True)  # type: ignore[arg-type]
+    assert sorted(k for k, _ in kube.verbs("apply")) == [
+        "ConfigMap",
+        "Role",
+        "RoleBinding",
+        "Service",
+        "ServiceAccount",
+    ]
+    await reconciler.reconcile(kube, ftj(), NOW, resync=True)  # type: ignore[arg-type]
+    assert len(kube.verbs("apply")) == 5
+
+
+async def test_an_invalid_spec_fails_without_children() -> None:
+    kube = FakeKube()
+    obj = ftj()
+    obj["spec"]["resources"]["nodes"] = 0
+    outcome = await FineTuneJobReconciler(OperatorSettings()).reconcile(kube, obj, NOW, resync=False)  # type: ignore[arg-type]
+    assert outcome.status["phase"] == "Failed"
+    assert [(e.type, e.reason) for e in outcome.events] == [("Warning", "InvalidSpec")]
+    assert kube.calls == []
+
+
+async def test_suspending_deletes_the_running_gang_of_a_queued_job() -> None:
+    kube = FakeKube()
+    reconciler = FineTuneJobReconciler(OperatorSettings())
+    obj = ftj(resources={"nodes": 1, "gpusPerNode": 1, "queueName": "team"})
+    await reconciler.reconcile(kube, obj, NOW, resync=False)  # type: ignore[arg-type]
+    complete(kube.find("batch/v1", "Job", "ns", "demo-validate"))  # type: ignore[arg-type]
+    await reconciler.reconcile(kube, obj, NOW, resync=False)  # type: ignore[arg-type]
+    obj["spec"]["runPolicy"] = {"suspend": True}
+    outcome = await reconciler.reconcile(kube, obj, NOW, resync=False)  # type: ignore[arg-type]
+    assert outcome.status["phase"] == "Suspended"
+    assert kube.verbs("delete") == [("Job", "demo-train-r0")]

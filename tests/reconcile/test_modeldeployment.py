@@ -1,0 +1,73 @@
+"""ModelDeploymentReconciler on an in-memory API: children applied, pruned, and the status reported."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from tests.serving.objects import model_deployment
+from tests.support.fake_kube import FakeKube
+
+from kubetune.reconcile.modeldeployment import ModelDeploymentReconciler
+from kubetune.settings import OperatorSettings, RouterDefaults
+
+NOW = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
+
+
+def two_variants(**spec: Any) -> dict[str, Any]:
+    return model_deployment(
+        [
+            {"name": "a", "model": {"uri": "pvc://models/a"}, "weight": 70},
+            {"name": "b", "model": {"uri": "pvc://models/b"}, "weight": 30},
+        ],
+        **spec,
+    )
+
+
+def names(kube: FakeKube, kind: str) -> list[str]:
+    return sorted(o["metadata"]["name"] for o in kube.of_kind(kind))
+
+
+async def test_a_pass_applies_variants_and_router_and_reports_what_was_stored() -> None:
+    kube = FakeKube()
+    settings = OperatorSettings(
+        vllm_image="vllm:test", router=RouterDefaults(image="router:test", replicas=3)
+    )
+    outcome = await ModelDeploymentReconciler(settings).reconcile(kube, two_variants(), NOW, resync=False)  # type: ignore[arg-type]
+    assert names(kube, "Deployment") == ["chat-router", "chat-vllm-a", "chat-vllm-b"]
+    router = kube.find("apps/v1", "Deployment", "ml", "chat-router")
+    assert router is not None
+    assert router["spec"]["replicas"] == 3
+    assert router["spec"]["template"]["spec"]["containers"][0]["image"] == "router:test"
+    vllm = kube.find("apps/v1", "Deployment", "ml", "chat-vllm-a")
+    assert vllm is not None
+    assert vllm["spec"]["template"]["spec"]["containers"][0]["image"] == "vllm:test"
+    # Nothing is routable before the pods are available and smoke-tested.
+    assert outcome.status["weights"] == "a=0,b=0"
+    assert ("Normal", "Accepted") in [(e.type, e.reason) for e in outcome.events]
+    assert outcome.requeue_after_s is None
+
+
+async def test_pruning_runs_when_the_rendered_set_changes_and_removes_what_left_the_spec() -> None:
+    kube = FakeKube()
+    reconciler = ModelDeploymentReconciler(OperatorSettings())
+    await reconciler.reconcile(kube, two_variants(), NOW, resync=False)  # type: ignore[arg-type]
+    kube.calls.clear()
+    await reconciler.reconcile(kube, two_variants(), NOW, resync=True)  # type: ignore[arg-type]
+    assert ("PodDisruptionBudget", "") not in kube.verbs("list"), "same children: no prune listing"
+    only_a = two_variants()
+    only_a["spec"]["variants"] = only_a["spec"]["variants"][:1]
+    only_a["spec"]["variants"][0]["weight"] = 100
+    await reconciler.reconcile(kube, only_a, NOW, resync=False)  # type: ignore[arg-type]
+    assert names(kube, "Deployment") == ["chat-router", "chat-vllm-a"]
+    assert "chat-vllm-b" not in names(kube, "Service")
+
+
+async def test_an_invalid_spec_is_reported_and_touches_nothing() -> None:
+    kube = FakeKube()
+    obj = two_variants()
+    obj["spec"]["variants"][0]["weight"] = -1
+    outcome = await ModelDeploymentReconciler(OperatorSettings()).reconcile(kube, obj, NOW, resync=False)  # type: ignore[arg-type]
+    assert outcome.status["phase"] == "Failed"
+    assert [(e.type, e.reason) for e in outcome.events] == [("Warning", "InvalidSpec")]
+    assert kube.calls == []
