@@ -58,6 +58,8 @@ class OperatorSettings:
     trainer_image: str = DEFAULT_TRAINER_IMAGE
     vllm_image: str = DEFAULT_VLLM_IMAGE
     router: RouterDefaults = field(default_factory=RouterDefaults)
+    image_pull_secrets: tuple[str, ...] = ()
+    """Secrets every pod the operator creates pulls with (the chart's `imagePullSecrets`)."""
     prometheus_url: str | None = None
     # How often it looks again.
     crd_cache_seconds: float = 60.0
@@ -103,8 +105,22 @@ class OperatorSettings:
                 resources=json.loads(resources) if resources else DEFAULT_ROUTER_RESOURCES,
             ),
             prometheus_url=env.get("KUBETUNE_PROMETHEUS_URL") or None,
+            image_pull_secrets=parse_pull_secrets(env.get("KUBETUNE_IMAGE_PULL_SECRETS", "")),
             crd_cache_seconds=float(env.get("KUBETUNE_CRD_CACHE_SECONDS", "60")),
             smoke_wait_seconds=float(env.get("KUBETUNE_SMOKE_WAIT_SECONDS", "5")),
             smoke_timeout_seconds=float(env.get("KUBETUNE_SMOKE_TIMEOUT_SECONDS", "300")),
             allow_url_overrides=env.get(SMOKE_URL_OVERRIDE_ENV) == "allow",
         )
+
+
+def parse_pull_secrets(text: str) -> tuple[str, ...]:
+    """The chart's JSON list of Secret names (a comma-separated list is accepted too)."""
+    text = text.strip()
+    if not text:
+        return ()
+    if text.startswith("["):
+        names = json.loads(text)
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ValueError(f"KUBETUNE_IMAGE_PULL_SECRETS must be a JSON list of names, not {text!r}")
+        return tuple(n for n in names if n)
+    return tuple(n.strip() for n in text.split(",") if n.strip())

@@ -743,3 +743,12 @@ def test_wait_for_master_script_runs(index: str, listening: bool, rc: int) -> No
     assert proc.returncode == rc, proc.stderr
     if rc:
         assert "rank 0 not reachable at 127.0.0.1" in proc.stderr
+
+
+@pytest.mark.parametrize(("names", "expected"), [((), None), (("regcred",), [{"name": "regcred"}])])
+def test_both_jobs_pull_with_the_charts_image_pull_secrets(
+    names: tuple[str, ...], expected: list[dict[str, str]] | None
+) -> None:
+    children = build_children(ftj(), restart=0, image_pull_secrets=names)
+    for job in (children.validation_job, children.training_job):
+        assert job["spec"]["template"]["spec"].get("imagePullSecrets") == expected

@@ -451,3 +451,10 @@ def test_pod_monitor_relabels_the_variant() -> None:
     relabel = {r["targetLabel"]: r["sourceLabels"] for r in endpoint["relabelings"]}
     assert relabel["variant"] == ["__meta_kubernetes_pod_label_kubetune_io_variant"]
     assert relabel["model_deployment"] == ["__meta_kubernetes_pod_label_kubetune_io_deployment"]
+
+
+def test_vllm_pods_pull_with_the_charts_image_pull_secrets() -> None:
+    mdep, v = mdep_for()
+    deployment = build_variant_children(mdep, v, ready(), image_pull_secrets=("regcred",))[0]
+    assert deployment["kind"] == "Deployment"
+    assert deployment["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "regcred"}]

@@ -156,3 +156,11 @@ def test_served_by_variants_route_to_their_hosts_pods_under_the_adapter_name() -
         ((host,), "a2", 20),
     ]
     assert by_name["base"].weight == 0
+
+
+def test_the_router_pulls_with_the_charts_image_pull_secrets() -> None:
+    mdep = MDEP
+    plain = build_router_deployment(mdep, RouterSettings())["spec"]["template"]["spec"]
+    assert "imagePullSecrets" not in plain
+    with_secrets = build_router_deployment(mdep, RouterSettings(image_pull_secrets=("regcred",)))
+    assert with_secrets["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "regcred"}]

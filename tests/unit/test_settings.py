@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from kubetune.builders.finetunejob import DEFAULT_TRAINER_IMAGE
 from kubetune.builders.router import DEFAULT_ROUTER_RESOURCES
-from kubetune.settings import DEFAULT_LIVENESS, OperatorSettings
+from kubetune.settings import DEFAULT_LIVENESS, OperatorSettings, parse_pull_secrets
 
 
 def test_defaults_without_environment() -> None:
@@ -65,3 +67,17 @@ def test_the_command_line_wins_over_the_environment() -> None:
     env = {"KUBETUNE_METRICS_PORT": "9100", "KUBETUNE_LIVENESS": "http://e/healthz"}
     settings = OperatorSettings.from_env(env, metrics_port=0, liveness="http://c/healthz", namespaces=("a",))
     assert (settings.metrics_port, settings.liveness, settings.namespaces) == (0, "http://c/healthz", ("a",))
+
+
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [("", ()), ('["regcred"]', ("regcred",)), ('["a", "b"]', ("a", "b")), ("a, b", ("a", "b")), ("[]", ())],
+)
+def test_image_pull_secrets_from_the_charts_json_list(text: str, names: tuple[str, ...]) -> None:
+    assert parse_pull_secrets(text) == names
+    assert OperatorSettings.from_env({"KUBETUNE_IMAGE_PULL_SECRETS": text}).image_pull_secrets == names
+
+
+def test_a_malformed_pull_secret_list_is_an_error_naming_the_variable() -> None:
+    with pytest.raises(ValueError, match="KUBETUNE_IMAGE_PULL_SECRETS"):
+        parse_pull_secrets('[{"name": "x"}]')

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kubetune.api.common import GROUP
@@ -30,6 +30,15 @@ def child_name(parent: str, *parts: str | int, limit: int = MAX_NAME) -> str:
         return name
     digest = hashlib.sha256(name.encode()).hexdigest()[:8]
     return f"{name[: limit - 9].rstrip('-')}-{digest}"
+
+
+def with_image_pull_secrets(workload: Manifest, names: Sequence[str]) -> Manifest:
+    """A Job or Deployment whose pods pull with `names` (the chart's `imagePullSecrets`)."""
+    if not names:
+        return workload
+    template = workload["spec"]["template"]
+    pod = {**template["spec"], "imagePullSecrets": [{"name": name} for name in names]}
+    return {**workload, "spec": {**workload["spec"], "template": {**template, "spec": pod}}}
 
 
 def stable_hash(obj: Any, length: int = 16) -> str:

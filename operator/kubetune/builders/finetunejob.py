@@ -8,6 +8,7 @@ docs/training-topology.md; the reconciler decides which of these to apply and wh
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,7 @@ from kubetune.builders.common import (
     metadata,
     stable_hash,
     standard_labels,
+    with_image_pull_secrets,
 )
 from kubetune.builders.deepspeed import build_deepspeed_config
 from kubetune.builders.storage import StorageLayout, storage_layout
@@ -228,6 +230,7 @@ def build_children(
     counted_restarts: int | None = None,
     trainer_image: str = DEFAULT_TRAINER_IMAGE,
     spec: FineTuneJobSpec | None = None,
+    image_pull_secrets: Sequence[str] = (),
 ) -> FineTuneJobChildren:
     """All children of a FineTuneJob.
 
@@ -237,6 +240,7 @@ def build_children(
         status.restarts loses nothing); defaults to `restart`.
     deepspeed_from_ref: the content of the ConfigMap key named by spec.deepspeed.configRef.
     spec: `ftj`'s spec, already parsed (parsed here when not given).
+    image_pull_secrets: Secrets both Jobs' pods pull with (the chart's `imagePullSecrets`).
     Raises ValueError when a referenced DeepSpeed config is missing or malformed.
     """
     name, namespace = _meta(ftj)
@@ -262,8 +266,10 @@ def build_children(
         service_account=_tree(_service_account(b)),
         role=_tree(_role(b)),
         role_binding=_tree(_role_binding(b)),
-        validation_job=_tree(_validation_job(b)),
-        training_job=_tree(_training_job(b, restart, counted_restarts)),
+        validation_job=_tree(with_image_pull_secrets(_validation_job(b), image_pull_secrets)),
+        training_job=_tree(
+            with_image_pull_secrets(_training_job(b, restart, counted_restarts), image_pull_secrets)
+        ),
         spec_hash=b.digest,
     )
 

@@ -6,7 +6,7 @@ manifests out (applied by the reconciler with server-side apply).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from kubetune.api.common import GROUP
@@ -24,6 +24,7 @@ from kubetune.builders.common import (
     metadata,
     stable_hash,
     standard_labels,
+    with_image_pull_secrets,
 )
 from kubetune.builders.finetunejob import DEFAULT_TRAINER_IMAGE
 from kubetune.builders.storage import S3_OPTIONAL_SECRET_KEYS, S3_SECRET_KEYS
@@ -473,6 +474,7 @@ def build_variant_children(
     stager_image: str = DEFAULT_TRAINER_IMAGE,
     default_image: str = DEFAULT_VLLM_IMAGE,
     spec: ModelDeploymentSpec | None = None,
+    image_pull_secrets: Sequence[str] = (),
 ) -> list[Manifest]:
     """Deployment, Service, then PDB and autoscaler when they apply, for a resolved variant.
 
@@ -482,14 +484,17 @@ def build_variant_children(
     """
     spec = spec or _spec(mdep)
     children = [
-        build_deployment(
-            mdep,
-            variant,
-            resolution,
-            scrape_annotations=scrape_annotations,
-            stager_image=stager_image,
-            default_image=default_image,
-            spec=spec,
+        with_image_pull_secrets(
+            build_deployment(
+                mdep,
+                variant,
+                resolution,
+                scrape_annotations=scrape_annotations,
+                stager_image=stager_image,
+                default_image=default_image,
+                spec=spec,
+            ),
+            image_pull_secrets,
         ),
         build_service(mdep, variant),
     ]

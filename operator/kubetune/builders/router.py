@@ -26,6 +26,7 @@ from kubetune.builders.common import (
     child_name,
     metadata,
     standard_labels,
+    with_image_pull_secrets,
 )
 from kubetune.builders.modeldeployment import variant_resource_name
 from kubetune.builders.vllm import VLLM_PORT
@@ -54,6 +55,7 @@ class RouterSettings:
     resources: Mapping[str, Any] = field(default_factory=lambda: dict(DEFAULT_ROUTER_RESOURCES))
     scrape_annotations: bool = True
     """False when a PodMonitor scrapes the router (no double scrape)."""
+    image_pull_secrets: tuple[str, ...] = ()
 
 
 def _name(mdep: Mapping[str, Any]) -> str:
@@ -182,7 +184,7 @@ def build_router_deployment(mdep: Mapping[str, Any], settings: RouterSettings) -
     template_meta: dict[str, Any] = {"labels": dict(sorted(_labels(mdep).items()))}
     if pod_annotations:
         template_meta["annotations"] = dict(sorted(pod_annotations.items()))
-    return {
+    deployment: Manifest = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": _meta(mdep),
@@ -213,6 +215,7 @@ def build_router_deployment(mdep: Mapping[str, Any], settings: RouterSettings) -
             },
         },
     }
+    return with_image_pull_secrets(deployment, settings.image_pull_secrets)
 
 
 def build_router_service(mdep: Mapping[str, Any]) -> Manifest:

@@ -47,6 +47,7 @@ class FineTuneJobContext:
     deepspeed_from_ref: str | None = None
     node_gpu_capacity: dict[str, int] | None = None
     trainer_image: str = ""
+    image_pull_secrets: tuple[str, ...] = ()
     resync: bool = False
     since_full_apply_s: float | None = None
     """Seconds since this process last applied the shared children (None: never)."""
@@ -91,6 +92,7 @@ def plan_finetunejob(ctx: FineTuneJobContext) -> Plan:
             counted_restarts=decisions.counted_restarts,
             deepspeed_from_ref=ctx.deepspeed_from_ref,
             trainer_image=ctx.trainer_image,
+            image_pull_secrets=ctx.image_pull_secrets,
             spec=ctx.spec,
         )
         plan.replace.append(attempt.training_job)
@@ -108,6 +110,7 @@ def _desired(
             restart=0,
             deepspeed_from_ref=ctx.deepspeed_from_ref,
             trainer_image=ctx.trainer_image,
+            image_pull_secrets=ctx.image_pull_secrets,
             spec=spec,
         )
     except ValueError as exc:

@@ -67,6 +67,7 @@ class RenderSettings:
     vllm_image: str
     prometheus_url: str | None
     allow_url_overrides: bool = False
+    image_pull_secrets: tuple[str, ...] = ()
 
 
 @dataclass
@@ -155,6 +156,7 @@ def render_variants(ctx: ModelDeploymentContext, settings: RenderSettings) -> Re
             stager_image=settings.trainer_image,
             default_image=settings.vllm_image,
             spec=spec,
+            image_pull_secrets=settings.image_pull_secrets,
         )
         children[variant.name] = rendered
         keys[variant.name] = smoke_key(variant, ctx.resolutions[variant.name], rendered[0])

@@ -102,6 +102,7 @@ class FineTuneJobReconciler:
             deepspeed_from_ref=deepspeed_text,
             node_gpu_capacity=capacity,
             trainer_image=self.settings.trainer_image,
+            image_pull_secrets=self.settings.image_pull_secrets,
             resync=resync,
             since_full_apply_s=None if applied_at is None else time.monotonic() - applied_at,
         )

@@ -64,6 +64,7 @@ class ModelDeploymentReconciler:
             vllm_image=settings.vllm_image,
             prometheus_url=settings.prometheus_url,
             allow_url_overrides=settings.allow_url_overrides,
+            image_pull_secrets=settings.image_pull_secrets,
         )
         self.capabilities = CapabilityCache(settings.crd_cache_seconds)
         self.smoke = SmokeTests(wait_s=settings.smoke_wait_seconds, timeout_s=settings.smoke_timeout_seconds)
@@ -220,6 +221,7 @@ class ModelDeploymentReconciler:
             ready,
             rollout=rollout_id(ctx.spec, ctx.resolutions),
             defaults=self.settings.router,
+            pull_secrets=self.settings.image_pull_secrets,
         )
         if traffic.problem and ctx.previous_status.phase is None:
             ctx.events.append(Event("Warning", Reason.TRAFFIC_NOT_APPLIED, traffic.problem))

@@ -45,7 +45,12 @@ class AppliedTraffic:
 
 
 def router_settings(
-    mdep: Mapping[str, Any], spec: ModelDeploymentSpec, defaults: RouterDefaults, *, pod_monitor: bool
+    mdep: Mapping[str, Any],
+    spec: ModelDeploymentSpec,
+    defaults: RouterDefaults,
+    *,
+    pod_monitor: bool,
+    pull_secrets: tuple[str, ...] = (),
 ) -> RouterSettings:
     """The chart's defaults with the spec's routerReplicas when the user set it."""
     raw_traffic = (mdep.get("spec") or {}).get("traffic") or {}
@@ -58,6 +63,7 @@ def router_settings(
         replicas=replicas,
         resources=dict(defaults.resources),
         scrape_annotations=not pod_monitor,
+        image_pull_secrets=pull_secrets,
     )
 
 
@@ -101,6 +107,7 @@ async def apply_traffic(
     *,
     rollout: str | None,
     defaults: RouterDefaults,
+    pull_secrets: tuple[str, ...] = (),
 ) -> AppliedTraffic:
     """Apply the split; return the weights as the API server stored them."""
     mdep, spec, caps = ctx.obj, ctx.spec, ctx.caps
@@ -117,7 +124,11 @@ async def apply_traffic(
         return AppliedTraffic(httproute_weights(stored_route, _service_to_variant(mdep, spec)), None, [route])
     config = build_router_config(mdep, weights, ready, spec=spec)
     settings = router_settings(
-        mdep, spec, defaults, pod_monitor=caps.pod_monitor and spec.metrics.pod_monitor
+        mdep,
+        spec,
+        defaults,
+        pod_monitor=caps.pod_monitor and spec.metrics.pod_monitor,
+        pull_secrets=pull_secrets,
     )
     children = build_router_children(
         mdep, config, settings, pod_monitor=settings.scrape_annotations is False, annotations=annotations
