@@ -8,9 +8,11 @@ PY := $(VENV)/bin/python
 export KUBETUNE_CACHE ?= $(HOME)/.cache/kubetune
 export KUBETUNE_BIN ?= $(KUBETUNE_CACHE)/bin
 export PIP_CACHE_DIR ?= $(HOME)/.cache/pip
-EXTRAS := test,router,trainer
+EXTRAS := test,trainer
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
+# Go builds share the module and build caches with .ci/toolchain/build.sh; never a toolchain download.
+GOENV := GOMODCACHE=$(KUBETUNE_CACHE)/gomod GOCACHE=$(KUBETUNE_CACHE)/gocache GOTOOLCHAIN=local GOFLAGS=-mod=readonly
 
 .PHONY: help
 help: ## list targets
@@ -25,19 +27,27 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-*; touch $@
 
 .PHONY: install
-install: $(STAMP) ## create .venv with the package (editable) and its test, router and trainer extras
+install: $(STAMP) ## create .venv with the package (editable) and its test and trainer extras
 
 .PHONY: cluster-binaries
 cluster-binaries: ## build kube-apiserver, controller-manager, scheduler, etcd, kwok, helm from pinned Go modules (cached)
 	.ci/toolchain/build.sh
+
+.PHONY: router
+router: ## build the router (Go, static) into the cache; a no-op when the binary for these sources exists
+	router/build.sh >/dev/null
 
 .PHONY: vllm-env
 vllm-env: ## separate CPU vLLM virtualenv (outside the repo, cached) for the real-server tests
 	.ci/vllm-env.sh
 
 .PHONY: system-packages
-system-packages: ## apt packages the tests start for real (Prometheus)
-	@command -v prometheus >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null)
+# The real node (kubetune.devcluster.node) runs pods with containerd + runc on a CNI bridge, and
+# kube-proxy programs iptables; Prometheus scrapes it in the e2e tests and `make dev`.
+NODE_PACKAGES := prometheus containerd runc containernetworking-plugins iptables conntrack curl
+system-packages: ## apt packages the tests start for real (Prometheus, containerd, runc, CNI plugins, iptables)
+	@dpkg-query -W $(NODE_PACKAGES) >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	  apt-get -o DPkg::Lock::Timeout=900 install -y -qq $(NODE_PACKAGES) >/dev/null)
 
 .PHONY: image-tools
 image-tools: ## apt packages `make images` uses: buildah, skopeo, mmdebstrap, containerd (ctr) + runc
@@ -60,20 +70,24 @@ images: image-tools ## build the operator, trainer, router and CPU vLLM images w
 manifests: install ## regenerate crds/ (and the chart's copy) from the typed API models
 	$(PY) -m kubetune.crdgen crds charts/kubetune/crds
 	$(PY) -m kubetune.chartgen
+	$(PY) -m kubetune.routerschema router/internal/config/routerconfig.schema.json
 
 .PHONY: lint
-lint: install ## ruff + mypy
+lint: install ## ruff + mypy, gofmt + go vet
 	$(VENV)/bin/ruff check operator tests bench
 	$(VENV)/bin/ruff format --check operator tests bench
 	$(VENV)/bin/mypy
+	@unformatted=$$(gofmt -l router); test -z "$$unformatted" || { echo "gofmt needed: $$unformatted"; exit 1; }
+	cd router && $(GOENV) go vet ./...
 
 .PHONY: prerequisites
 prerequisites: ## everything the tests need, in parallel (Go builds are CPU-bound, pip, apt and images mostly network and disk)
-	$(MAKE) --no-print-directory -j4 install cluster-binaries system-packages vllm-env images
+	$(MAKE) --no-print-directory -j4 install cluster-binaries system-packages vllm-env router images
 
 .PHONY: test
 test: prerequisites ## everything CI runs: lint, unit, real-apiserver, training, serving, chart tests
 	$(MAKE) --no-print-directory lint
+	cd router && $(GOENV) go test ./...
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 .PHONY: run
@@ -81,7 +95,7 @@ run: install ## run the operator against the current kubeconfig
 	$(VENV)/bin/kubetune operator
 
 .PHONY: dev
-dev: install cluster-binaries ## local control plane + CRDs + operator + examples, then show them
+dev: install cluster-binaries system-packages images ## the quickstart for real: local node, images, helm install, train, serve, canary
 	$(PY) -m kubetune.dev up
 
 .PHONY: dev-down
@@ -89,7 +103,7 @@ dev-down: ## stop the local control plane started by `make dev`
 	$(PY) -m kubetune.dev down
 
 .PHONY: bench
-bench: install cluster-binaries ## benchmarks that print figures (not part of `make test`)
+bench: install cluster-binaries router ## benchmarks that print figures (not part of `make test`)
 	$(PY) bench/trainer_cpu.py
 	$(PY) bench/router.py
 	$(PY) bench/operator_scale.py

@@ -1,4 +1,4 @@
-"""Router overhead benchmark: direct vs kubetune router vs nginx vs vllm-router, on loopback.
+"""Router overhead benchmark: direct vs kubetune router (Go binary) vs nginx vs vllm-router, on loopback.
 
 Backends: two fake OpenAI servers with a fixed latency, served by nginx's echo module (C, nearly free of CPU,
 so the proxies are what is measured): `/v1/chat/completions` answers JSON after `--backend-delay-ms`,
@@ -10,10 +10,12 @@ Scenarios, each against every target:
   stream  the same on the streaming path
   max     `--max-connections` connections on the instant path: the highest sustained req/s
 
-nginx does a 70/30 weighted split (`upstream` weights, generated here), one worker process like the
-router's one process; vllm-router (PyPI, Rust) round-robins (it has no weights) with its default threads.
+nginx does a 70/30 weighted split (`upstream` weights, generated here), one worker process; the kubetune
+router (router/, built by router/build.sh) does the same split on one core like it (GOMAXPROCS=1;
+`--router-procs 0` keeps Go's default, one per core); vllm-router (PyPI, Rust) round-robins (it has no
+weights) with its default threads.
 
-Run: .venv/bin/python bench/router.py [--duration 10]
+Run: .venv/bin/python bench/router.py [--duration 10] [--profile]
 Last line: `router: added_p99_ms=<x> rps_vs_nginx=<ratio> rps_vs_vllm_router=<ratio>`.
 """
 
@@ -23,7 +25,6 @@ import argparse
 import contextlib
 import json
 import os
-import pstats
 import re
 import shutil
 import subprocess
@@ -66,6 +67,12 @@ CHAT_RESPONSE = json.dumps(
 
 
 VLLM_ROUTER_VERSION = "0.1.17"
+
+
+def router_binary() -> str:
+    """The Go router for the current sources (cached by source hash: a no-op when already built)."""
+    built = subprocess.run([str(REPO / "router/build.sh")], capture_output=True, text=True, check=True)
+    return built.stdout.strip().splitlines()[-1]
 
 
 def ensure_vllm_router() -> str | None:
@@ -203,10 +210,14 @@ def wait_http(url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: 
 
 
 @contextlib.contextmanager
-def started(name: str, argv: list[str], workdir: Path, ready_url: str) -> Iterator[Service]:
+def started(
+    name: str, argv: list[str], workdir: Path, ready_url: str, env: dict[str, str] | None = None
+) -> Iterator[Service]:
     log = workdir / f"{name}.log"
     with log.open("wb") as out:
-        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+        process = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, **(env or {})}
+        )
     try:
         wait_http(ready_url, process, log)
         yield Service(name, process, log)
@@ -299,7 +310,10 @@ def main() -> None:
     parser.add_argument("--latency-connections", type=int, default=10, help="Connections for plain/stream.")
     parser.add_argument("--max-connections", type=int, default=64, help="Connections for max req/s.")
     parser.add_argument(
-        "--profile", action="store_true", help="Also profile the router (cProfile) under max load."
+        "--router-procs", type=int, default=1, help="GOMAXPROCS of the router (0: Go's default, all cores)."
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="Also profile the router (pprof) under max load."
     )
     args = parser.parse_args()
 
@@ -314,7 +328,8 @@ def main() -> None:
         proxy_conf(workdir, ports["nginx"], [(backends[0], 7), (backends[1], 3)])
     )
     (workdir / "router.json").write_text(json.dumps(router_config(backends)))
-    python = sys.executable
+    router = router_binary()
+    router_env = {"GOMAXPROCS": str(args.router_procs)} if args.router_procs > 0 else {}
     notes: list[str] = []
 
     with contextlib.ExitStack() as stack:
@@ -337,9 +352,7 @@ def main() -> None:
             )
         ).process.pid
         router_argv = [
-            python,
-            "-m",
-            "kubetune.router",
+            router,
             "--config",
             str(workdir / "router.json"),
             "--host",
@@ -350,7 +363,7 @@ def main() -> None:
             "WARNING",
         ]
         pids["kubetune-router"] = stack.enter_context(
-            started("router", router_argv, workdir, f"http://127.0.0.1:{ports['router']}/readyz")
+            started("router", router_argv, workdir, f"http://127.0.0.1:{ports['router']}/readyz", router_env)
         ).process.pid
         targets["kubetune-router"] = f"http://127.0.0.1:{ports['router']}"
         targets["nginx"] = f"http://127.0.0.1:{ports['nginx']}"
@@ -401,7 +414,7 @@ def main() -> None:
         for note in notes:
             print("note:", note)
         if args.profile:
-            profile_router(workdir, args, python)
+            profile_router(workdir, args, router, router_env)
 
     plain_direct, plain_router = results[("plain", "direct")], results[("plain", "kubetune-router")]
     added_p99 = plain_router.p99_ms - plain_direct.p99_ms
@@ -432,6 +445,7 @@ def print_table(
     print(
         f"\nloopback, {os.cpu_count()} cores shared by wrk, backend, proxy; {args.duration}s per cell; "
         f"backend delay {args.backend_delay_ms:g} ms (plain), 8 events x 5 ms (stream); "
+        f"router GOMAXPROCS {args.router_procs or 'default'}; "
         f"load average {Path('/proc/loadavg').read_text().split()[0]} (other work on the machine skews "
         "wall times; cpu us/req is the proxy's own CPU per request, all threads and workers)"
     )
@@ -452,18 +466,11 @@ def print_table(
             )
 
 
-def profile_router(workdir: Path, args: argparse.Namespace, python: str) -> None:
-    """Run the router under cProfile at max load and print where its time goes."""
-    port = free_port()
-    stats = workdir / "router.prof"
+def profile_router(workdir: Path, args: argparse.Namespace, router: str, env: dict[str, str]) -> None:
+    """Run the router with pprof on, take a CPU profile under max load and print where its time goes."""
+    port, debug = free_port(), free_port()
     argv = [
-        python,
-        "-m",
-        "cProfile",
-        "-o",
-        str(stats),
-        "-m",
-        "kubetune.router",
+        router,
         "--config",
         str(workdir / "router.json"),
         "--host",
@@ -472,8 +479,21 @@ def profile_router(workdir: Path, args: argparse.Namespace, python: str) -> None
         str(port),
         "--log-level",
         "WARNING",
+        "--debug-addr",
+        f"127.0.0.1:{debug}",
     ]
-    with started("router-profiled", argv, workdir, f"http://127.0.0.1:{port}/readyz") as service:
+    profile = workdir / "router.pprof"
+    seconds = max(1, args.duration - 2)
+    with started("router-profiled", argv, workdir, f"http://127.0.0.1:{port}/readyz", env):
+        fetch = subprocess.Popen(
+            [
+                "curl",
+                "-s",
+                "-o",
+                str(profile),
+                f"http://127.0.0.1:{debug}/debug/pprof/profile?seconds={seconds}",
+            ]
+        )
         run_wrk(
             f"http://127.0.0.1:{port}/v1/fast/chat/completions",
             CHAT_BODY,
@@ -481,10 +501,25 @@ def profile_router(workdir: Path, args: argparse.Namespace, python: str) -> None
             args.duration,
             workdir,
         )
-        service.process.send_signal(2)
-        service.process.wait(timeout=30)
-    print("\nrouter profile under max load (top 20 by own time):")
-    pstats.Stats(str(stats)).sort_stats("tottime").print_stats(20)
+        fetch.wait(timeout=60)
+    top = subprocess.run(
+        ["go", "tool", "pprof", "-top", "-nodecount=25", router, str(profile)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "GOTOOLCHAIN": "local"},
+    )
+    print("\nrouter CPU profile under max load (pprof -top):")
+    print(top.stdout or top.stderr)
+    groups = subprocess.run(
+        ["go", "tool", "pprof", "-top", "-cum", "-nodecount=40", router, str(profile)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "GOTOOLCHAIN": "local"},
+    )
+    print("cumulative:")
+    print(groups.stdout or groups.stderr)
 
 
 if __name__ == "__main__":

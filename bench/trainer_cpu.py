@@ -28,7 +28,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support.tiny_model import create_tiny_model
+from kubetune.devcluster.tinymodel import create_tiny_model
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 LORA = {"r": 16, "alpha": 32, "dropout": 0.0, "targetModules": TARGETS}

@@ -9,6 +9,9 @@ KUBE_VERSION="${KUBE_VERSION:-v1.34.4}"
 ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
 KWOK_VERSION="${KWOK_VERSION:-v0.8.0}"
 HELM_VERSION="${HELM_VERSION:-v3.21.4}"
+# The real node (kubetune.devcluster.node): cluster DNS and the CRI client used for teardown.
+COREDNS_VERSION="${COREDNS_VERSION:-v1.12.4}"
+CRICTL_VERSION="${CRICTL_VERSION:-v1.34.0}"
 # Third-party CRDs the tests install (read from the module cache: no GitHub access here).
 PROMETHEUS_OPERATOR_VERSION="${PROMETHEUS_OPERATOR_VERSION:-v0.85.0}"
 GATEWAY_API_VERSION="${GATEWAY_API_VERSION:-v1.4.1}"
@@ -34,7 +37,9 @@ build_kubernetes() {
   if has_version kube-apiserver "$KUBE_VERSION" --version &&
      has_version kube-controller-manager "$KUBE_VERSION" --version &&
      has_version kube-scheduler "$KUBE_VERSION" --version &&
-     has_version kubectl "$KUBE_VERSION" version --client; then
+     has_version kubectl "$KUBE_VERSION" version --client &&
+     has_version kubelet "$KUBE_VERSION" --version &&
+     has_version kube-proxy "$KUBE_VERSION" --version; then
     log "kubernetes $KUBE_VERSION: cached"; return
   fi
   local mod="$WORK/kubernetes-$KUBE_VERSION" minor="${KUBE_VERSION#v1.}"
@@ -61,16 +66,20 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
 	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kubelet"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
 )
 EOF
     go mod tidy >/dev/null
     local ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean -X k8s.io/client-go/pkg/version.gitVersion=$KUBE_VERSION -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=$minor"
-    log "building kube-apiserver, kube-controller-manager, kube-scheduler, kubectl $KUBE_VERSION"
+    log "building kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet, kube-proxy $KUBE_VERSION"
     go build -trimpath -ldflags "$ldflags" -o "$BIN/" \
       k8s.io/kubernetes/cmd/kube-apiserver \
       k8s.io/kubernetes/cmd/kube-controller-manager \
       k8s.io/kubernetes/cmd/kube-scheduler \
-      k8s.io/kubernetes/cmd/kubectl
+      k8s.io/kubernetes/cmd/kubectl \
+      k8s.io/kubernetes/cmd/kubelet \
+      k8s.io/kubernetes/cmd/kube-proxy
   )
 }
 
@@ -102,7 +111,7 @@ go_install() { # <binary> <version> <package@version>
   GOBIN="$BIN" go install -trimpath -ldflags "-s -w" "$pkg"
 }
 
-want="${*:-kubernetes etcd kwok helm crds}"
+want="${*:-kubernetes etcd kwok helm crds coredns crictl}"
 for what in $want; do
   case "$what" in
     kubernetes) build_kubernetes ;;
@@ -119,6 +128,17 @@ for what in $want; do
       if has_version helm "$HELM_VERSION" version --short; then log "helm $HELM_VERSION: cached"; else
         log "building helm $HELM_VERSION"
         GOBIN="$BIN" go install -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+      fi ;;
+    coredns)
+      if has_version coredns "${COREDNS_VERSION#v}" -version; then log "coredns $COREDNS_VERSION: cached"; else
+        log "building coredns $COREDNS_VERSION"
+        GOBIN="$BIN" go install -trimpath -ldflags "-s -w" "github.com/coredns/coredns@$COREDNS_VERSION"
+      fi ;;
+    crictl)
+      if has_version crictl "$CRICTL_VERSION" --version; then log "crictl $CRICTL_VERSION: cached"; else
+        log "building crictl $CRICTL_VERSION"
+        GOBIN="$BIN" go install -trimpath -ldflags "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION" \
+          "sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION"
       fi ;;
     crds)
       log "third-party CRD modules: prometheus-operator $PROMETHEUS_OPERATOR_VERSION, gateway-api $GATEWAY_API_VERSION"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
+import socket
 import sys
 
 
@@ -16,10 +16,8 @@ def _operator(args: argparse.Namespace) -> int:
 
     if args.metrics_port:
         os.environ["KUBETUNE_METRICS_PORT"] = str(args.metrics_port)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    # kopf.configure puts one handler on the root logger for kopf's and our loggers alike; a second
+    # (logging.basicConfig) printed every line twice in the pod's log.
     kopf.configure(verbose=args.verbose)
     asyncio.run(
         kopf.operator(
@@ -27,6 +25,9 @@ def _operator(args: argparse.Namespace) -> int:
             clusterwide=not args.namespace,
             namespaces=args.namespace or (),
             liveness_endpoint=args.liveness,
+            # kopf's default identity calls getpass.getuser(), which raises for a uid without a passwd
+            # entry: the image's non-root 65532, or any uid OpenShift picks (Identity is a NewType of str).
+            identity=f"{socket.gethostname()}@{os.getpid()}",  # type: ignore[arg-type]
         )
     )
     return 0

@@ -170,7 +170,7 @@ async def run_canary(
     stop = asyncio.Event()
     driver = asyncio.create_task(traffic(harness, stop))
     try:
-        async with prometheus(f"127.0.0.1:{harness.server.port}", tmp_path) as prom_url:
+        async with prometheus(f"127.0.0.1:{harness.port}", tmp_path) as prom_url:
             client = PrometheusClient(prom_url, harness.session)
             status: CanaryStatus | None = None
             loop = asyncio.get_running_loop()
@@ -209,8 +209,7 @@ async def run_canary(
     finally:
         stop.set()
         await driver
-        await harness.session.close()
-        await harness.server.close()
+        await harness.close()
         await stable_backend.close()
         await canary_backend.close()
 

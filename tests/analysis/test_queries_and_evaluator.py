@@ -10,7 +10,7 @@ from kubetune.analysis.evaluator import Observation, VariantObservations, Verdic
 from kubetune.analysis.prometheus import PrometheusError, scalar_of
 from kubetune.analysis.queries import selector, variant_queries
 from kubetune.api.modeldeployment import CanaryAnalysis
-from kubetune.router.metrics import PREFIX
+from kubetune.api.routerconfig import METRIC_PREFIX as PREFIX
 
 
 def test_queries_select_the_variant_and_window() -> None:

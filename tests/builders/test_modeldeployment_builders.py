@@ -355,6 +355,25 @@ def test_deployment_essentials() -> None:
     assert deployment["metadata"]["annotations"][ANNOTATION_MODEL_URI] == "pvc://models/base"
 
 
+@pytest.mark.parametrize(
+    ("vllm", "resources", "limits"),
+    [
+        ({}, {}, {"nvidia.com/gpu": 1}),
+        ({"tensorParallelSize": 4}, {}, {"nvidia.com/gpu": 4}),
+        ({"tensorParallelSize": 2}, {"gpus": 4, "memory": "8Gi"}, {"memory": "8Gi", "nvidia.com/gpu": 4}),
+        ({}, {"gpus": 0, "memory": "4Gi"}, {"memory": "4Gi"}),
+        ({}, {"gpus": 0}, {}),
+    ],
+    ids=["default-one", "tensor-parallel", "explicit", "cpu-serving", "cpu-unbounded"],
+)
+def test_gpus_per_pod_follow_tensor_parallelism_unless_set(
+    vllm: dict[str, Any], resources: dict[str, Any], limits: dict[str, Any]
+) -> None:
+    mdep, v = mdep_for(vllm=vllm, resources=resources)
+    c = container(build_deployment(mdep, v, ready()))
+    assert c["resources"] == {"limits": limits, "requests": limits}
+
+
 def test_scrape_annotations_can_be_left_to_a_pod_monitor() -> None:
     mdep, v = mdep_for()
     with_annotations = build_deployment(mdep, v, ready())["spec"]["template"]["metadata"]["annotations"]

@@ -159,6 +159,20 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
         "spec.variants[0].vllm.tensorParallelSize",
     ),
     (
+        "CPU serving with tensor parallelism",
+        mutate(
+            mutate(VALID_MDEP, "spec.variants.0.resources", {"gpus": 0}),
+            "spec.variants.0.vllm",
+            {"tensorParallelSize": 2},
+        ),
+        "spec.variants[0].resources.gpus",
+    ),
+    (
+        "negative GPUs",
+        mutate(VALID_MDEP, "spec.variants.0.resources", {"gpus": -1}),
+        "spec.variants[0].resources.gpus",
+    ),
+    (
         "bad traffic provider",
         mutate(VALID_MDEP, "spec.traffic", {"provider": "istio"}),
         "spec.traffic.provider",

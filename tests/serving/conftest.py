@@ -20,11 +20,11 @@ from tests.serving.vllm_server import (
     start_server,
     vllm_venv,
 )
-from tests.support.tiny_model import create_tiny_model
 
 from kubetune.api.modeldeployment import ModelDeploymentSpec
 from kubetune.builders.modeldeployment import build_variant_children
 from kubetune.devcluster.controlplane import free_port
+from kubetune.devcluster.tinymodel import create_tiny_model
 from kubetune.serving.resolution import resolve_variant_model
 
 BASE_NAME = "tiny"

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.support.tiny_model import create_tiny_model
 
 from kubetune.api.trainingconfig import TrainingConfig
+from kubetune.devcluster.tinymodel import create_tiny_model
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from kubetune.router.metrics import PREFIX
+from kubetune.api.routerconfig import METRIC_PREFIX as PREFIX
 
 REQUESTS = PREFIX + "requests_total"
 DURATION_BUCKET = PREFIX + "request_duration_seconds_bucket"

@@ -113,8 +113,17 @@ class VllmArgs(KubeModel):
 
 
 class VariantResources(KubeModel):
-    """Per-pod resources beyond the GPUs implied by tensorParallelSize."""
+    """Per-pod resources: GPUs (tensorParallelSize unless set), CPU, memory, placement."""
 
+    gpus: int | None = Field(
+        default=None,
+        ge=0,
+        le=16,
+        description=(
+            "nvidia.com/gpu per pod; defaults to vllm.tensorParallelSize. 0 serves on CPU, with a CPU "
+            "build of vLLM as the image (tensorParallelSize 1)."
+        ),
+    )
     cpu: Quantity | None = Field(default=None, description="CPU request and limit.")
     memory: Quantity | None = Field(default=None, description="Memory request and limit.")
     gpu_type: str | None = Field(
@@ -171,6 +180,13 @@ class Variant(KubeModel):
                     "!has(self.servedBy) || !has(self.adapters) || size(self.adapters) == 0",
                     "a variant served by another variant's pods has no adapters of its own",
                     fieldPath=".adapters",
+                ),
+                cel(
+                    "!has(self.resources) || !has(self.resources.gpus) || self.resources.gpus != 0"
+                    " || !has(self.vllm) || !has(self.vllm.tensorParallelSize)"
+                    " || self.vllm.tensorParallelSize == 1",
+                    "resources.gpus 0 (CPU serving) needs vllm.tensorParallelSize 1",
+                    fieldPath=".resources.gpus",
                 ),
             ]
         }

@@ -6,9 +6,8 @@ The same model is the contract on both sides, so the operator cannot render a co
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
-import yaml
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from kubetune.api.common import DNS_LABEL_PATTERN, KubeModel
@@ -20,7 +19,17 @@ OVERRIDE_HEADER = "x-kubetune-variant"
 SYNTHETIC_HEADER = "x-kubetune-synthetic"
 VARIANT_RESPONSE_HEADER = "x-kubetune-served-by"
 
+TOKEN_HEADER = "x-kubetune-token"  # noqa: S105 (a header name, not a secret)
+"""Carries the operator's shared token: without it the override and synthetic headers are ignored."""
+METRIC_PREFIX = "kubetune_router_"
+"""Prefix of every router series (dashboards, alerts and the canary analysis select on it)."""
+
 _HEADER_NAME_PATTERN = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"
+
+# The router (router/, Go) validates the same document against the JSON Schema generated from these models
+# (`python -m kubetune.routerschema`), so every constraint lives in a Field, and scalars are strict: a JSON
+# decoder takes "50" or 50.0 for neither an integer nor a boolean, so neither may the model.
+Endpoint = Annotated[str, Field(pattern=r"^https?://")]
 
 
 class RouterVariant(KubeModel):
@@ -30,9 +39,9 @@ class RouterVariant(KubeModel):
 
     name: str = Field(max_length=40, pattern=DNS_LABEL_PATTERN, description="Variant name (metric label).")
     weight: int = Field(
-        ge=0, le=100, description="Share of traffic, percent; 0 takes only overridden requests."
+        ge=0, le=100, strict=True, description="Share of traffic, percent; 0 takes only overridden requests."
     )
-    endpoints: tuple[str, ...] = Field(
+    endpoints: tuple[Endpoint, ...] = Field(
         default=(),
         max_length=256,
         description="Upstream OpenAI API base URLs (scheme://host:port), tried round robin.",
@@ -42,14 +51,11 @@ class RouterVariant(KubeModel):
         max_length=256,
         description="Rewrite the request's `model` to this (LoRA adapter name on a shared base).",
     )
-    ready: bool = Field(default=True, description="False removes the variant from the split.")
+    ready: bool = Field(default=True, strict=True, description="False removes the variant from the split.")
 
     @field_validator("endpoints")
     @classmethod
     def _endpoints_are_base_urls(cls, endpoints: tuple[str, ...]) -> tuple[str, ...]:
-        for url in endpoints:
-            if not url.startswith(("http://", "https://")):
-                raise ValueError(f"endpoint {url!r} must start with http:// or https://")
         return tuple(url.rstrip("/") for url in endpoints)
 
 
@@ -58,15 +64,18 @@ class RouterTimeouts(KubeModel):
 
     model_config = ConfigDict(frozen=True)
 
-    connect_s: float = Field(default=5.0, gt=0, le=300, description="TCP connect to an upstream.")
+    connect_s: float = Field(
+        default=5.0, gt=0, le=300, strict=True, description="TCP connect to an upstream."
+    )
     read_s: float = Field(
         default=300.0,
         gt=0,
         le=3600,
+        strict=True,
         description="Longest silence from an upstream, before or between bytes (a prefill can be long).",
     )
     total_s: float | None = Field(
-        default=None, gt=0, le=86400, description="Whole request; none = unbounded."
+        default=None, gt=0, le=86400, strict=True, description="Whole request; none = unbounded."
     )
 
 
@@ -97,16 +106,21 @@ class RouterConfig(KubeModel):
         description="Marks analysis traffic: labelled source=synthetic in every metric.",
     )
     max_body_bytes: int = Field(
-        default=8 * 1024 * 1024, ge=1024, le=1024**3, description="Request body limit."
+        default=8 * 1024 * 1024, ge=1024, le=1024**3, strict=True, description="Request body limit."
     )
     max_attempts: int = Field(
         default=3,
         ge=1,
         le=10,
+        strict=True,
         description="Upstream attempts per request; retries happen only before any byte.",
     )
     endpoint_cooldown_s: float = Field(
-        default=5.0, ge=0, le=3600, description="How long an endpoint that refused a connection is skipped."
+        default=5.0,
+        ge=0,
+        le=3600,
+        strict=True,
+        description="How long an endpoint that refused a connection is skipped.",
     )
     timeouts: RouterTimeouts = Field(default_factory=RouterTimeouts, description="Upstream timeouts.")
 
@@ -127,8 +141,9 @@ class RouterConfig(KubeModel):
 
 
 def parse_router_config(text: str | bytes) -> RouterConfig:
-    """Parse a JSON or YAML router config; raises pydantic.ValidationError or ValueError."""
-    data: Any = yaml.safe_load(text)
+    """Parse a router config (JSON, as the router reads it); raises pydantic.ValidationError or ValueError."""
+    data: Any = json.loads(text)
     if not isinstance(data, dict):
         raise ValueError("router config must be a mapping")
-    return RouterConfig.model_validate(data)
+    # camelCase only (not the Python field names KubeModel also takes): exactly what the JSON Schema allows.
+    return RouterConfig.model_validate(data, by_alias=True, by_name=False)

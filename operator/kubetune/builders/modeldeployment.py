@@ -215,7 +215,8 @@ def _probe(period: int, failures: int, timeout: int) -> dict[str, Any]:
 
 
 def _resources(variant: Variant) -> dict[str, Any]:
-    amounts: dict[str, Any] = {GPU_RESOURCE: variant.vllm.tensor_parallel_size}
+    gpus = variant.vllm.tensor_parallel_size if variant.resources.gpus is None else variant.resources.gpus
+    amounts: dict[str, Any] = {GPU_RESOURCE: gpus} if gpus else {}
     if variant.resources.cpu is not None:
         amounts["cpu"] = variant.resources.cpu
     if variant.resources.memory is not None:

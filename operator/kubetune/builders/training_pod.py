@@ -65,13 +65,17 @@ def trainer_command(subcommand: str) -> list[str]:
 def torchrun_command(*, nodes: int, procs_per_node: int, master_addr: str) -> list[str]:
     # $(JOB_COMPLETION_INDEX) is expanded by the kubelet from the env the Job controller injects.
     # `launch` wraps torchrun, which would report a worker's exit 40/41 as 1 (see trainer/launch.py).
+    # torchrun as a module of the interpreter that has kubetune: the `torchrun` script on PATH belongs
+    # to wherever torch was installed (the base image's python), which cannot import kubetune.
     return [
         "python",
         "-m",
         "kubetune.trainer",
         "launch",
         "--",
-        "torchrun",
+        "python",
+        "-m",
+        "torch.distributed.run",
         f"--nnodes={nodes}",
         f"--nproc-per-node={procs_per_node}",
         "--node-rank=$(JOB_COMPLETION_INDEX)",

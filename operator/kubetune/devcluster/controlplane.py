@@ -116,9 +116,12 @@ class Certificates:
     admin_key: bytes
     sa_public: bytes
     sa_private: bytes
+    kubelet_cert: bytes = b""
+    kubelet_key: bytes = b""
 
     @classmethod
-    def generate(cls) -> Certificates:
+    def generate(cls, node_ip: str | None = None) -> Certificates:
+        """One CA for everything; with `node_ip`, the API server's and the kubelet's certs name it too."""
         now = dt.datetime.now(dt.UTC)
         validity = (now - dt.timedelta(hours=1), now + dt.timedelta(days=365))
         ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -149,7 +152,7 @@ class Certificates:
             .sign(ca_key, hashes.SHA256())
         )
 
-        def leaf(subject: x509.Name, *, server: bool) -> tuple[bytes, bytes]:
+        def leaf(subject: x509.Name, *, server: bool, names: list[x509.GeneralName]) -> tuple[bytes, bytes]:
             key = ec.generate_private_key(ec.SECP256R1())
             builder = (
                 x509.CertificateBuilder()
@@ -167,21 +170,30 @@ class Certificates:
                 )
             )
             if server:
-                builder = builder.add_extension(
-                    x509.SubjectAlternativeName(
-                        [
-                            x509.DNSName("localhost"),
-                            x509.DNSName("kubernetes.default.svc"),
-                            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                            x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
-                        ]
-                    ),
-                    critical=False,
-                )
+                builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
             return _pem_cert(builder.sign(ca_key, hashes.SHA256())), _pem_key(key)
 
+        node_names: list[x509.GeneralName] = (
+            [x509.IPAddress(ipaddress.ip_address(node_ip))] if node_ip is not None else []
+        )
         serving_cert, serving_key = leaf(
-            x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]), server=True
+            x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]),
+            server=True,
+            names=[
+                x509.DNSName("localhost"),
+                x509.DNSName("kubernetes"),
+                x509.DNSName("kubernetes.default"),
+                x509.DNSName("kubernetes.default.svc"),
+                x509.DNSName("kubernetes.default.svc.cluster.local"),
+                x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
+                *node_names,
+            ],
+        )
+        kubelet_cert, kubelet_key = leaf(
+            x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kubelet")]),
+            server=True,
+            names=[x509.DNSName("localhost"), *node_names],
         )
         admin_cert, admin_key = leaf(
             x509.Name(
@@ -191,6 +203,7 @@ class Certificates:
                 ]
             ),
             server=False,
+            names=[],
         )
         sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         return cls(
@@ -203,6 +216,8 @@ class Certificates:
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
             ),
             sa_private=_pem_key(sa_key),
+            kubelet_cert=kubelet_cert,
+            kubelet_key=kubelet_key,
         )
 
 
@@ -240,10 +255,17 @@ class ControlPlane:
     api_port: int = field(default_factory=free_port)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     certs: Certificates | None = None
+    # With a real node: the API server binds and advertises this address (the node's bridge), so
+    # pods reach it through the `kubernetes` Service, and it admits pods with service-account tokens.
+    node_ip: str | None = None
+
+    @property
+    def host(self) -> str:
+        return self.node_ip or "127.0.0.1"
 
     @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.api_port}"
+        return f"https://{self.host}:{self.api_port}"
 
     @property
     def kubeconfig(self) -> Path:
@@ -254,7 +276,7 @@ class ControlPlane:
         return self.workdir / "pki"
 
     def _write_pki(self) -> None:
-        certs = self.certs = Certificates.generate()
+        certs = self.certs = Certificates.generate(self.node_ip)
         self.pki.mkdir(parents=True, exist_ok=True)
         for name, data in {
             "ca.crt": certs.ca_cert,
@@ -264,6 +286,8 @@ class ControlPlane:
             "admin.key": certs.admin_key,
             "sa.pub": certs.sa_public,
             "sa.key": certs.sa_private,
+            "kubelet.crt": certs.kubelet_cert,
+            "kubelet.key": certs.kubelet_key,
         }.items():
             (self.pki / name).write_bytes(data)
             (self.pki / name).chmod(0o600)
@@ -316,6 +340,21 @@ class ControlPlane:
             "--audit-log-maxsize=0",
         ]
 
+    def _node_args(self) -> list[str]:
+        if self.node_ip is None:
+            # No kubelet runs pods: nothing would mount a token, and no controller creates accounts.
+            return ["--disable-admission-plugins=ServiceAccount"]
+        pki = self.pki
+        return [
+            # kwok GPU nodes are tainted nvidia.com/gpu like real ones; pods asking for GPUs tolerate it.
+            "--enable-admission-plugins=ExtendedResourceToleration",
+            # Without it `kubectl logs/exec` resolves the node's name, which no DNS here knows.
+            "--kubelet-preferred-address-types=InternalIP",
+            f"--kubelet-client-certificate={pki / 'admin.crt'}",
+            f"--kubelet-client-key={pki / 'admin.key'}",
+            f"--kubelet-certificate-authority={pki / 'ca.crt'}",
+        ]
+
     def start_apiserver(self) -> None:
         pki = self.pki
         self._spawn(
@@ -323,8 +362,8 @@ class ControlPlane:
             [
                 *self._audit_args(),
                 f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={self.host}",
+                f"--advertise-address={self.host}",
                 f"--secure-port={self.api_port}",
                 f"--cert-dir={self.workdir / 'apiserver-certs'}",
                 f"--tls-cert-file={pki / 'apiserver.crt'}",
@@ -332,10 +371,10 @@ class ControlPlane:
                 f"--client-ca-file={pki / 'ca.crt'}",
                 "--authorization-mode=RBAC",
                 "--service-cluster-ip-range=10.0.0.0/24",
-                f"--service-account-issuer=https://127.0.0.1:{self.api_port}/",
+                f"--service-account-issuer=https://{self.host}:{self.api_port}/",
                 f"--service-account-key-file={pki / 'sa.pub'}",
                 f"--service-account-signing-key-file={pki / 'sa.key'}",
-                "--disable-admission-plugins=ServiceAccount",
+                *self._node_args(),
                 "--allow-privileged=true",
                 "--max-requests-inflight=2000",
                 "--max-mutating-requests-inflight=1000",
@@ -380,7 +419,7 @@ class ControlPlane:
         return ctx
 
     def get(self, path: str, timeout: float = 5.0) -> bytes:
-        url = self.server + path  # always https://127.0.0.1:<port>/...
+        url = self.server + path  # always https://<loopback or node bridge>:<port>/...
         with urllib.request.urlopen(url, context=self._ssl_context(), timeout=timeout) as resp:  # noqa: S310
             body: bytes = resp.read()
             return body

@@ -60,7 +60,16 @@ IMAGES: tuple[ImageSpec, ...] = (
 )
 
 # Debian packages of the Python base: a stand-in for python:3.11-slim-bookworm.
-PYTHON_PACKAGES = ("python3", "python3-venv", "python3-pip", "python-is-python3", "ca-certificates", "passwd")
+# libnuma1: vLLM's CPU kernels (vllm._C) link it; without it the engine dies at start-up.
+PYTHON_PACKAGES = (
+    "python3",
+    "python3-venv",
+    "python3-pip",
+    "python-is-python3",
+    "ca-certificates",
+    "passwd",
+    "libnuma1",
+)
 # mmdebstrap hooks run on the host with the rootfs as $1. pip may install system-wide as in the
 # python:3.11 images (no EXTERNALLY-MANAGED marker) and trusts the system bundle, which a build
 # replaces by the host's (mounted, never copied).

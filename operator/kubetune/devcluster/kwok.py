@@ -30,7 +30,11 @@ def stages_config() -> str:
     return "\n---\n".join(docs) + "\n"
 
 
-def gpu_node(name: str, *, gpus: int, gpu_type: str, cpu: str = "96", memory: str = "1Ti") -> dict[str, Any]:
+def gpu_node(
+    name: str, *, gpus: int, gpu_type: str, cpu: str = "96", memory: str = "1Ti", taint: bool = False
+) -> dict[str, Any]:
+    """A fake GPU node; `taint` marks it `nvidia.com/gpu:NoSchedule` like GPU node pools usually are,
+    so that beside a real node only pods asking for GPUs (tolerating it) land on it."""
     capacity = {"cpu": cpu, "memory": memory, "pods": "110", "nvidia.com/gpu": str(gpus)}
     return {
         "apiVersion": "v1",
@@ -47,13 +51,17 @@ def gpu_node(name: str, *, gpus: int, gpu_type: str, cpu: str = "96", memory: st
                 "nvidia.com/gpu.count": str(gpus),
             },
         },
-        "spec": {},
+        "spec": {"taints": [{"key": "nvidia.com/gpu", "effect": "NoSchedule"}]} if taint else {},
         "status": {"capacity": capacity, "allocatable": capacity},
     }
 
 
-def gpu_nodes(count: int = 2, gpus: int = 8, gpu_type: str = "NVIDIA-A100-SXM4-80GB") -> str:
-    return yaml.safe_dump_all([gpu_node(f"gpu-node-{i}", gpus=gpus, gpu_type=gpu_type) for i in range(count)])
+def gpu_nodes(
+    count: int = 2, gpus: int = 8, gpu_type: str = "NVIDIA-A100-SXM4-80GB", taint: bool = False
+) -> str:
+    return yaml.safe_dump_all(
+        [gpu_node(f"gpu-node-{i}", gpus=gpus, gpu_type=gpu_type, taint=taint) for i in range(count)]
+    )
 
 
 @dataclass

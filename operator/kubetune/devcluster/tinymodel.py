@@ -33,7 +33,7 @@ _WORDS = re.findall(
 
 
 def _corpus(lines: int, seed: int) -> list[str]:
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 (a reproducible corpus, not a secret)
     corpus = [" ".join(rng.choice(_WORDS) for _ in range(rng.randint(4, 16))) for _ in range(lines)]
     # Every printable ASCII character, so that arbitrary test text tokenises without unknowns.
     corpus.append("".join(chr(c) for c in range(32, 127)))
@@ -67,8 +67,8 @@ def create_tiny_model(directory: Path) -> Path:
     tokenizer = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=bpe,
         bos_token=None,
-        eos_token="<|im_end|>",
-        pad_token="<|pad|>",
+        eos_token="<|im_end|>",  # noqa: S106 (a vocabulary token, not a password)
+        pad_token="<|pad|>",  # noqa: S106
         unk_token=None,
         additional_special_tokens=["<|endoftext|>", "<|im_start|>"],
         model_max_length=512,
@@ -99,3 +99,18 @@ def create_tiny_model(directory: Path) -> Path:
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(directory, safe_serialization=True)
     return directory
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m kubetune.devcluster.tinymodel DIR`: what `make dev` runs in a pod to seed a volume."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m kubetune.devcluster.tinymodel", description=__doc__)
+    parser.add_argument("directory", type=Path)
+    args = parser.parse_args(argv)
+    print(create_tiny_model(args.directory))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

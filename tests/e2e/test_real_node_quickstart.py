@@ -1,0 +1,247 @@
+"""The quickstart for real: our images, a kubelet, containerd, the chart, training and serving on CPU.
+
+What `make dev` runs, with assertions: the operator installed by `helm install` runs as a pod; a
+FineTuneJob trains a LoRA on the tiny model in a trainer pod (the loss falls) and exports it to a PVC;
+a ModelDeployment serves base and tuned on vLLM CPU pods behind the router; user requests split by
+the canary's weight (the router's own per-variant counters); Prometheus scrapes the router; the
+canary promotes. A second canary, whose pods are cut off from the router mid-rollout (an injected
+fault), is rolled back by its error rate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.support.cluster import Kube
+from tests.support.polling import eventually
+from tests.support.realnode import describe_all, real_node_cluster
+
+from kubetune.devcluster import quickstart, stack
+from kubetune.devcluster.node import LocalNode
+from kubetune.devcluster.quickstart import DevImages
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+NS = quickstart.NAMESPACE
+LOSS = re.compile(r"""['"]loss['"]:\s*([0-9.eE+-]+)""")
+
+
+@dataclass
+class Stack:
+    kube: Kube
+    node: LocalNode
+    images: DevImages
+
+    def status(self, kind: str, name: str) -> dict[str, Any]:
+        return dict(self.kube.get(kind, name, NS).get("status") or {})
+
+    def condition(self, kind: str, name: str, type_: str) -> dict[str, Any] | None:
+        return next((c for c in self.status(kind, name).get("conditions", []) if c["type"] == type_), None)
+
+    @contextlib.contextmanager
+    def explained(self) -> Iterator[None]:
+        """On failure, print what an engineer would look at: describe, Events, logs of both namespaces."""
+        try:
+            yield
+        except BaseException:
+            for namespace in (NS, stack.RELEASE_NAMESPACE):
+                print(describe_all(self.kube, namespace))
+            print(self.kube.kubectl("get", "kubetune", "-A", "-o", "yaml", check=False).stdout)
+            raise
+
+
+@pytest.fixture(scope="module")
+def real() -> Iterator[Stack]:
+    with real_node_cluster(Path(tempfile.mkdtemp(prefix="kubetune-e2e-node-"))) as (kube, node):
+        node.start_prometheus()
+        images = stack.local_images(node)
+        result = Stack(kube, node, images)
+        with result.explained():
+            stack.install_operator(kube.kubeconfig, images)
+        yield result
+
+
+def apply(kube: Kube, documents: list[dict[str, Any]]) -> None:
+    kube.kubectl("apply", "--server-side", "-f", "-", input="\n".join(json.dumps(d) for d in documents))
+
+
+def router_counts(router: str) -> dict[tuple[str, str], float]:
+    """`kubetune_router_requests_total` by (variant, source), read from the router pod itself."""
+    text = subprocess.run(
+        ["curl", "-sf", "--max-time", "10", f"{router}/metrics"], capture_output=True, text=True, check=True
+    ).stdout
+    counts: dict[tuple[str, str], float] = {}
+    for line in text.splitlines():
+        if not line.startswith("kubetune_router_requests_total{"):
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
+        key = (labels.get("variant", ""), labels.get("source", ""))
+        counts[key] = counts.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def trainer_losses(kube: Kube) -> list[float]:
+    pods = json.loads(
+        kube.kubectl(
+            "get", "pods", "-n", NS, "-l", f"kubetune.io/job-name={quickstart.JOB}", "-o", "json"
+        ).stdout
+    )["items"]
+    logs = "".join(
+        kube.kubectl("logs", "-n", NS, pod["metadata"]["name"], "-c", "trainer", check=False).stdout
+        for pod in pods
+    )
+    return [float(value) for value in LOSS.findall(logs)]
+
+
+def test_quickstart_trains_serves_splits_and_promotes(real: Stack) -> None:
+    kube = real.kube
+    with real.explained():
+        operator_pods = json.loads(
+            kube.kubectl("get", "pods", "-n", stack.RELEASE_NAMESPACE, "-o", "json").stdout
+        )["items"]
+        assert [p["spec"]["nodeName"] for p in operator_pods] == [real.node.layout.name]
+
+        apply(kube, quickstart.storage_and_data())
+        apply(kube, [quickstart.seed_job(real.images)])
+        kube.kubectl(
+            "wait", "-n", NS, "--for=condition=Complete", "--timeout=600s", f"job/{quickstart.SEED_JOB}"
+        )
+
+        apply(kube, [quickstart.finetune_job()])
+        eventually(
+            lambda: real.status("finetunejob", quickstart.JOB).get("phase") in ("Succeeded", "Failed"),
+            timeout=900,
+            interval=2,
+            message="FineTuneJob finished",
+        )
+        status = real.status("finetunejob", quickstart.JOB)
+        assert status["phase"] == "Succeeded", status
+        losses = trainer_losses(kube)
+        assert len(losses) >= 2, losses
+        assert losses[-1] < losses[0] * 0.8, losses
+        assert status["metrics"]["evalLoss"] > 0
+        assert status["artifacts"]["mergedModelUri"].startswith(f"pvc://{quickstart.CLAIM}/{quickstart.JOB}")
+
+        deployment = quickstart.model_deployment(real.node.prometheus_url)
+        apply(kube, [deployment])
+        eventually(
+            lambda: (
+                (real.status("modeldeployment", quickstart.DEPLOYMENT).get("canary") or {}).get("weight")
+                == 50
+            ),
+            timeout=600,
+            interval=1,
+            message="canary at its first step (50%)",
+        )
+        # Hold the step so that the split can be measured (a user's `canary.pause`, never the operator's).
+        kube.kubectl(
+            "patch",
+            "modeldeployment",
+            quickstart.DEPLOYMENT,
+            "-n",
+            NS,
+            "--type=merge",
+            "-p",
+            '{"spec": {"traffic": {"canary": {"pause": true}}}}',
+        )
+        router = stack.router_url(kube.kubeconfig, quickstart.DEPLOYMENT, NS)
+        before = router_counts(router)
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            replies = list(
+                pool.map(lambda i: stack.chat(router, quickstart.QUESTION, user=f"user-{i}"), range(120))
+            )
+        assert all(stack.answer_of(reply) for reply in replies)
+        after = router_counts(router)
+        served = {v: after.get((v, "user"), 0) - before.get((v, "user"), 0) for v in ("stable", "tuned")}
+        assert sum(served.values()) == 120, served
+        # 50/50 by sticky hash of 120 distinct users: well inside 30..90 unless the split is wrong.
+        assert 30 <= served["tuned"] <= 90, served
+
+        kube.kubectl(
+            "patch",
+            "modeldeployment",
+            quickstart.DEPLOYMENT,
+            "-n",
+            NS,
+            "--type=merge",
+            "-p",
+            '{"spec": {"traffic": {"canary": {"pause": false}}}}',
+        )
+        eventually(
+            lambda: (
+                (real.condition("modeldeployment", quickstart.DEPLOYMENT, "Promoted") or {}).get("status")
+                == "True"
+            ),
+            timeout=600,
+            interval=2,
+            message="canary promoted",
+        )
+        assert stack.answer_of(stack.chat(router, quickstart.QUESTION))
+
+
+def test_a_canary_cut_off_from_the_router_is_rolled_back(real: Stack) -> None:
+    kube = real.kube
+    name = "faulty"
+    deployment = quickstart.model_deployment(real.node.prometheus_url)
+    deployment["metadata"]["name"] = name
+    canary = deployment["spec"]["traffic"]["canary"]
+    canary["steps"] = [25, 100]
+    canary["interval"] = "20s"
+    canary["failureLimit"] = 1
+    with real.explained():
+        if real.status("finetunejob", quickstart.JOB).get("phase") != "Succeeded":
+            pytest.fail("needs the quickstart FineTuneJob of the previous test")
+        apply(kube, [deployment])
+        eventually(
+            lambda: (real.status("modeldeployment", name).get("canary") or {}).get("weight") == 25,
+            timeout=600,
+            interval=1,
+            message="canary at 25%",
+        )
+        canary_ips = [
+            pod["status"]["podIP"]
+            for pod in json.loads(
+                kube.kubectl(
+                    "get",
+                    "pods",
+                    "-n",
+                    NS,
+                    "-l",
+                    f"kubetune.io/deployment={name},kubetune.io/variant=tuned",
+                    "-o",
+                    "json",
+                ).stdout
+            )["items"]
+        ]
+        assert canary_ips
+        rules = [
+            ["FORWARD", "-d", ip, "-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset"]
+            for ip in canary_ips
+        ]
+        for rule in rules:
+            subprocess.run(["iptables", "-I", *rule], check=True)
+        try:
+            eventually(
+                lambda: (
+                    (real.condition("modeldeployment", name, "CanaryRolledBack") or {}).get("status")
+                    == "True"
+                ),
+                timeout=300,
+                interval=2,
+                message="canary rolled back",
+            )
+        finally:
+            for rule in rules:
+                subprocess.run(["iptables", "-D", *rule], check=False)
+        status = real.status("modeldeployment", name)
+        assert (status.get("canary") or {}).get("weight", 0) == 0, status

@@ -1,0 +1,67 @@
+"""A control plane with the real local node beside it, as tests use it (one per machine at a time)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from tests.support.cluster import CRDS, Kube, install_crds
+
+from kubetune.devcluster.controlplane import ControlPlane
+from kubetune.devcluster.node import LocalNode, binary_image_archive, build_go_binary
+from kubetune.devcluster.nodeconfig import NodeLayout
+
+PROBE_IMAGE = "localhost/kubetune/nodeprobe:test"
+PROBE_SOURCE = Path(__file__).resolve().parent / "nodeprobe" / "probe.go"
+
+
+def probe_archive(workdir: Path) -> Path:
+    binary = build_go_binary(PROBE_SOURCE, workdir / "probe")
+    archive = workdir / "nodeprobe.oci.tar"
+    archive.write_bytes(binary_image_archive(binary.read_bytes(), PROBE_IMAGE, "probe", user="1000:1000"))
+    return archive
+
+
+@contextmanager
+def real_node_cluster(workdir: Path, images: Iterable[Path] = ()) -> Iterator[tuple[Kube, LocalNode]]:
+    """Control plane (with controllers) bound to the node's bridge, the node Ready, CRDs installed."""
+    layout = NodeLayout()
+    LocalNode.prepare_network(layout)
+    plane = ControlPlane(workdir=workdir, with_controllers=True, node_ip=layout.node_ip)
+    node = LocalNode(plane, layout)
+    try:
+        plane.start()
+        node.start(images=[probe_archive(workdir), *images])
+        kube = Kube(plane)
+        install_crds(kube, sorted(CRDS.glob("*.yaml")))
+        yield kube, node
+    finally:
+        node.stop()
+        plane.stop(remove=False)
+
+
+def describe_all(kube: Kube, namespace: str) -> str:
+    """What a failing real-node test prints: pods described, Events, and every container's log."""
+    sections = []
+    for args in (
+        ("describe", "pods", "-n", namespace),
+        ("get", "events", "-n", namespace, "--sort-by=.lastTimestamp"),
+    ):
+        sections.append(kube.kubectl(*args, check=False).stdout)
+    pods = json.loads(kube.kubectl("get", "pods", "-n", namespace, "-o", "json", check=False).stdout or "{}")
+    for pod in pods.get("items", []):
+        name = pod["metadata"]["name"]
+        proc = kube.kubectl("logs", "-n", namespace, name, "--all-containers", "--tail=80", check=False)
+        sections.append(f"--- logs {name}\n{proc.stdout}{proc.stderr}")
+    return "\n".join(sections)
+
+
+def curl_json(url: str, timeout: float = 10.0) -> dict[str, object]:
+    out = subprocess.run(
+        ["curl", "-sf", "--max-time", str(timeout), url], capture_output=True, text=True, check=True
+    ).stdout
+    result: dict[str, object] = json.loads(out)
+    return result
