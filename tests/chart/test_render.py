@@ -11,6 +11,7 @@ from tests.chart.helm import CHART, KUBE_VERSION, NAMESPACE, RELEASE, REPO, VALU
 from tests.chart.podsecurity import restricted_violations
 
 from kubetune import chartgen
+from kubetune.devcluster import imageplan
 from kubetune.rbac import OPERATOR_RULES
 
 VALUE_SETS = {
@@ -336,6 +337,21 @@ def test_include_crds_renders_both_custom_resources() -> None:
     chart = render(include_crds=True)
     names = sorted(c["metadata"]["name"] for c in chart.of_kind("CustomResourceDefinition"))
     assert names == ["finetunejobs.kubetune.io", "modeldeployments.kubetune.io"]
+
+
+def test_the_locally_built_images_select_through_chart_values() -> None:
+    refs = {name: f"localhost/kubetune/{name}:0123456789ab" for name in chart_image_names()}
+    chart = render(sets=[",".join(imageplan.chart_values(refs))])
+    assert container(chart)["image"] == "localhost/kubetune/operator:0123456789ab"
+    assert container(chart)["imagePullPolicy"] == "IfNotPresent"
+    variables = env(chart)
+    assert variables["KUBETUNE_TRAINER_IMAGE"] == "localhost/kubetune/trainer:0123456789ab"
+    assert variables["KUBETUNE_VLLM_IMAGE"] == "localhost/kubetune/vllm-cpu:0123456789ab"
+    assert variables["KUBETUNE_ROUTER_IMAGE"] == "localhost/kubetune/router:0123456789ab"
+
+
+def chart_image_names() -> list[str]:
+    return [spec.name for spec in imageplan.IMAGES]
 
 
 def test_values_file_documents_every_top_level_key() -> None:

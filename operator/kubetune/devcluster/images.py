@@ -3,6 +3,7 @@
     python -m kubetune.devcluster.images build [NAME ...] [--push REGISTRY [--tag TAG]] [--upstream-bases]
     python -m kubetune.devcluster.images import --address SOCKET [--namespace k8s.io] [NAME ...]
     python -m kubetune.devcluster.images list
+    python -m kubetune.devcluster.images chart-values     # helm --set assignments for the built images
     python -m kubetune.devcluster.images archive NAME OUT.tar
 
 Bases are made locally (mmdebstrap + buildah) and passed by build-arg; each image is tagged with a
@@ -512,6 +513,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_import.add_argument("--address", required=True, help="containerd socket")
     p_import.add_argument("--namespace", default="k8s.io")
     sub.add_parser("list", help="print the index: name, ref, size")
+    sub.add_parser("chart-values", help="print the helm --set assignments that select the built images")
     p_archive = sub.add_parser("archive", help="write one image as an OCI archive (for `ctr images import`)")
     p_archive.add_argument("name")
     p_archive.add_argument("out", type=Path)
@@ -524,6 +526,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "import":
             for name, ref in import_images(args.address, args.namespace, args.names).items():
                 print(f"{name}\t{ref}")
+        elif args.command == "chart-values":
+            entries = load_index(default_paths())
+            print("\n".join(plan.chart_values({n: e.ref for n, e in entries.items()})))
         elif args.command == "list":
             for name, entry in load_index(default_paths()).items():
                 print(f"{name}\t{entry.ref}\t{entry.size / 1e6:.0f} MB")
