@@ -11,7 +11,6 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from kubetune.devcluster import imageplan as image_plan
 from kubetune.devcluster import images as image_build
 from kubetune.devcluster.controlplane import find_binary, run_kubectl
 from kubetune.devcluster.node import LocalNode
@@ -26,12 +25,14 @@ def local_images(node: LocalNode) -> DevImages:
     """Build the images (cached by content hash) and import them into the node's containerd."""
     image_build.build([])
     refs = image_build.import_images(str(node.layout.containerd_socket))
-    # Every source change makes new images: without this the node's store grows by GBs a run.
+    # Every source change makes new images: without this the node's store grows by GBs a run. Only
+    # older tags of the repositories just imported go (never the pause image or a test's own).
     current = set(refs.values())
+    repositories = {ref.rpartition(":")[0] for ref in current}
     stale = [
         ref
         for ref in node.image_references()
-        if ref.startswith(image_plan.LOCAL_REPOSITORY + "/") and ref not in current
+        if ref.rpartition(":")[0] in repositories and ref not in current
     ]
     if stale:
         node.ctr("images", "rm", *stale)
