@@ -131,7 +131,8 @@ def finetune_job() -> dict[str, Any]:
 
 
 def model_deployment(prometheus_url: str) -> dict[str, Any]:
-    vllm = {"dtype": "float32", "maxModelLen": 256}
+    # Eager mode: compiling the model (torch inductor) would double vLLM's start-up on two shared cores.
+    vllm = {"dtype": "float32", "maxModelLen": 256, "extraArgs": ["--enforce-eager"]}
     # No CPU request or limit: two cores are shared by every pod here, and a limit throttles start-up.
     resources = {"gpus": 0, "memory": "4Gi"}
     return {
