@@ -173,6 +173,7 @@ def model_deployment(prometheus_url: str) -> dict[str, Any]:
                     },
                 },
             },
-            "smokeTest": {"prompts": [QUESTION], "maxTokens": 16},
+            # The base model is random weights: it answers, but never stops on its own (no EOS).
+            "smokeTest": {"prompts": [QUESTION], "maxTokens": 16, "minStopFraction": 0},
         },
     }

@@ -159,12 +159,14 @@ def render_variants(ctx: ModelDeploymentContext, settings: RenderSettings) -> Re
             image_pull_secrets=settings.image_pull_secrets,
         )
         children[variant.name] = rendered
-        keys[variant.name] = smoke_key(variant, ctx.resolutions[variant.name], rendered[0])
+        keys[variant.name] = smoke_key(variant, ctx.resolutions[variant.name], rendered[0], spec.smoke_test)
     # An adapter variant is tested in its host's pods: its verdict is about the host's containers too.
     for variant in spec.variants:
         host = spec.pods_of(variant.name)
         if variant.served_by is not None and ctx.usable(variant) and host in children:
-            keys[variant.name] = smoke_key(variant, ctx.resolutions[variant.name], children[host][0])
+            keys[variant.name] = smoke_key(
+                variant, ctx.resolutions[variant.name], children[host][0], spec.smoke_test
+            )
     return Rendering(children, keys)
 
 

@@ -25,11 +25,16 @@ SMOKE_URL_ANNOTATION_PREFIX = f"{GROUP}/smoke-test-url-"
 _TRANSPORT_FAILURE = "request failed:"
 
 
-def smoke_key(variant: Variant, resolution: Resolution, deployment: Manifest) -> str:
-    """What a verdict is about: the artifact served under the variant's name and the containers."""
+def smoke_key(variant: Variant, resolution: Resolution, deployment: Manifest, smoke: SmokeTest) -> str:
+    """What a verdict is about: the artifact served under the variant's name, the containers, and
+    the test itself (a user who fixes the prompts or the stop requirement gets a new verdict)."""
     pod = deployment["spec"]["template"]["spec"]
-    containers = {"containers": pod["containers"], "init": pod.get("initContainers", [])}
-    return f"{served_uri(variant, resolution)}@{stable_hash(containers, 10)}"
+    tested = {
+        "containers": pod["containers"],
+        "init": pod.get("initContainers", []),
+        "smokeTest": smoke.to_wire(),
+    }
+    return f"{served_uri(variant, resolution)}@{stable_hash(tested, 10)}"
 
 
 def tested_key(conditions: Sequence[Condition], tested: str | None) -> str | None:

@@ -1,0 +1,34 @@
+"""The smoke-test verdict's key: what a standing verdict is about."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from tests.builders.test_modeldeployment_builders import mdep_for, ready
+
+from kubetune.api.modeldeployment import SmokeTest
+from kubetune.builders.modeldeployment import build_deployment
+from kubetune.planning.smoke import smoke_key
+
+
+def key(smoke: dict[str, Any], **variant: Any) -> str:
+    mdep, v = mdep_for(**variant)
+    return smoke_key(v, ready(), build_deployment(mdep, v, ready()), SmokeTest.model_validate(smoke))
+
+
+@pytest.mark.parametrize(
+    ("changed", "same"),
+    [
+        ({"minStopFraction": 0}, False),
+        ({"prompts": ["Say hi."]}, False),
+        ({"maxTokens": 8}, False),
+        ({}, True),
+    ],
+)
+def test_a_changed_smoke_test_is_a_new_verdict(changed: dict[str, Any], same: bool) -> None:
+    assert (key(changed) == key({})) is same
+
+
+def test_changed_containers_are_a_new_verdict() -> None:
+    assert key({}, vllm={"maxModelLen": 512}) != key({})
