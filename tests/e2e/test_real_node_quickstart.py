@@ -74,6 +74,13 @@ def apply(kube: Kube, documents: list[dict[str, Any]]) -> None:
     kube.kubectl("apply", "--server-side", "-f", "-", input="\n".join(json.dumps(d) for d in documents))
 
 
+def answers(url: str) -> bool:
+    return (
+        subprocess.run(["curl", "-sf", "--max-time", "5", url], capture_output=True, check=False).returncode
+        == 0
+    )
+
+
 def router_counts(router: str) -> dict[tuple[str, str], float]:
     """`kubetune_router_requests_total` by (variant, source), read from the router pod itself."""
     text = subprocess.run(
@@ -145,6 +152,11 @@ def test_quickstart_trains_serves_splits_and_promotes(real: Stack) -> None:
             '{"spec": {"traffic": {"canary": {"pause": true}}}}',
         )
         router = stack.router_url(kube.kubeconfig, quickstart.DEPLOYMENT, NS)
+        # The router turns Ready once it has read a config with a routable variant; until then the
+        # Service has no endpoint.
+        eventually(
+            lambda: answers(f"{router}/readyz"), timeout=120, message="router Ready behind its Service"
+        )
         before = router_counts(router)
         with ThreadPoolExecutor(max_workers=4) as pool:
             replies = list(
