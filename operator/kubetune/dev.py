@@ -159,7 +159,7 @@ def up(watch_seconds: float) -> int:
         "kubectl get kubetune -A      # both kinds with their printer columns\n"
         f"kubectl port-forward -n {quickstart.NAMESPACE} {router} 8080:8080 &\n"
         "curl -s localhost:8080/v1/chat/completions -H 'content-type: application/json' \\\n"
-        f'  -d \'{{"model": "{quickstart.DEPLOYMENT}", "max_tokens": 16, '
+        f'  -d \'{{"model": "{quickstart.DEPLOYMENT}", "max_tokens": 16, "temperature": 0, '
         f'"messages": [{{"role": "user", "content": "{quickstart.QUESTION}"}}]}}\'\n'
         "make dev-down                # stop everything"
     )
