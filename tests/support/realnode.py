@@ -40,7 +40,7 @@ def real_node_cluster(workdir: Path, images: Iterable[Path] = ()) -> Iterator[tu
         yield kube, node
     finally:
         node.stop()
-        plane.stop(remove=False)
+        plane.stop()  # logs of a failure were printed by the test (describe, Events, pod logs)
 
 
 def describe_all(kube: Kube, namespace: str) -> str:

@@ -32,7 +32,6 @@ from kubetune.planning.job_pods import (
     classify,
     clip,
     completion_index,
-    container_problem,
     job_condition,
     owned_by,
     parse_trainer_result,
@@ -42,6 +41,7 @@ from kubetune.planning.job_pods import (
 from kubetune.planning.plan import Event
 from kubetune.preflight import Problem
 from kubetune.status.conditions import find_condition, is_true, set_condition
+from kubetune.status.pods import container_problem
 from kubetune.status.progress import compute_progress
 
 

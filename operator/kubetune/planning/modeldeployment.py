@@ -39,6 +39,7 @@ from kubetune.status.modeldeployment import (
     deployment_status,
     variant_status,
 )
+from kubetune.status.pods import container_problem
 
 _EVENT_CONDITIONS = (
     ConditionType.MODEL_READY,
@@ -86,6 +87,8 @@ class ModelDeploymentContext:
     previous_conditions: Mapping[str, list[Condition]]
     previous_tested: Mapping[str, str | None]
     """By variant: what its standing smoke-test verdict is about (`smokeTested`)."""
+    pods: Mapping[str | None, list[dict[str, Any]]] = field(default_factory=dict)
+    """Serving pods by the variant that owns them (for containers that cannot start)."""
     events: list[Event] = field(default_factory=list)
 
     @property
@@ -295,6 +298,7 @@ def one_variant_status(
         endpoint=variant_endpoint(ctx.obj, ctx.spec.pods_of(variant.name)),
         generation=ctx.generation,
         previous_tested=ctx.previous_tested[variant.name],
+        pod_problem=container_problem(ctx.pods.get(ctx.spec.pods_of(variant.name), [])),
         now=ctx.now,
     )
     return status, transition_events(variant.name, before, status.conditions)

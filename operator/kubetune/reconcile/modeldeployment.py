@@ -141,9 +141,18 @@ class ModelDeploymentReconciler:
                 label_selector=f"{LABEL_DEPLOYMENT}={meta['name']},kubetune.io/role={ROLE_SERVING}",
             )
         }
+        pods: dict[str | None, list[dict[str, Any]]] = {}
+        for pod in await client.list(
+            "v1",
+            "Pod",
+            meta["namespace"],
+            label_selector=f"{LABEL_DEPLOYMENT}={meta['name']},kubetune.io/role={ROLE_SERVING}",
+        ):
+            pods.setdefault((pod["metadata"].get("labels") or {}).get(LABEL_VARIANT), []).append(pod)
         return ModelDeploymentContext(
             obj=obj,
             spec=spec,
+            pods=pods,
             now=now,
             previous_status=previous_status,
             resolutions=resolutions,

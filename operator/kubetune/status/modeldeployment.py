@@ -111,6 +111,7 @@ def variant_status(
     endpoint: str | None = None,
     generation: int | None = None,
     previous_tested: str | None = None,
+    pod_problem: tuple[Reason, str] | None = None,
     now: datetime,
 ) -> VariantStatus:
     """Status of one variant.
@@ -120,6 +121,7 @@ def variant_status(
     there is none); pass `SmokeVerdict.pending(...)` when a new model invalidates an old verdict.
     `smoke_test`: the spec's settings (a disabled smoke test counts as passed).
     `previous_tested`: what the previous verdict was about (kept with it when `smoke` is None).
+    `pod_problem`: a container of the variant's pods that cannot start (`status.pods.container_problem`).
     """
     conditions = _Conditions(parse_conditions(previous_conditions), generation, now)
     conditions.put(
@@ -133,7 +135,7 @@ def variant_status(
     if view is None:
         _not_rolled_out(conditions, resolution, gate)
     else:
-        _rollout(conditions, view)
+        _rollout(conditions, view, pod_problem)
     tested = _smoke(conditions, smoke, smoke_test, previous_tested)
 
     model_uri = view.model_uri if view is not None else None
@@ -169,15 +171,19 @@ def _not_rolled_out(conditions: _Conditions, resolution: Resolution, gate: GateV
     )
 
 
-def _rollout(conditions: _Conditions, view: DeploymentView) -> None:
-    """Available and Progressing from the observed Deployment."""
+def _rollout(conditions: _Conditions, view: DeploymentView, pod_problem: tuple[Reason, str] | None) -> None:
+    """Available and Progressing from the observed Deployment; a pod that cannot start says why."""
     available = view.desired >= 1 and view.available >= view.desired
-    conditions.put(
-        ConditionType.AVAILABLE,
-        "True" if available else "False",
-        Reason.MINIMUM_REPLICAS_AVAILABLE if available else Reason.MINIMUM_REPLICAS_UNAVAILABLE,
-        f"{view.available}/{view.desired} replicas available",
-    )
+    counts = f"{view.available}/{view.desired} replicas available"
+    if not available and pod_problem is not None:
+        conditions.put(ConditionType.AVAILABLE, "False", pod_problem[0], f"{counts}; {pod_problem[1]}")
+    else:
+        conditions.put(
+            ConditionType.AVAILABLE,
+            "True" if available else "False",
+            Reason.MINIMUM_REPLICAS_AVAILABLE if available else Reason.MINIMUM_REPLICAS_UNAVAILABLE,
+            counts,
+        )
     if view.deadline_exceeded:
         conditions.put(
             ConditionType.PROGRESSING,
