@@ -54,6 +54,12 @@ OPERATOR_RULES: tuple[Rule, ...] = (
         OWN,
         "training config, rendezvous and variant Services, router config, trainer identity",
     ),
+    Rule(
+        "",
+        ("secrets",),
+        ("get", "create"),
+        "the router's shared token: created once per ModelDeployment, then only read (no list, no watch)",
+    ),
     Rule("batch", ("jobs",), OWN, "validation and training Jobs; gang restart recreates them"),
     Rule(
         "rbac.authorization.k8s.io",
