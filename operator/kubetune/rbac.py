@@ -58,7 +58,8 @@ OPERATOR_RULES: tuple[Rule, ...] = (
         "",
         ("secrets",),
         ("get", "create"),
-        "the router's shared token: created once per ModelDeployment, then only read (no list, no watch)",
+        "the router's token Secret: created once per ModelDeployment, read back by name; no list or watch"
+        " (no enumerating Secrets) and no patch/update/delete (an existing one is never rewritten)",
     ),
     Rule("batch", ("jobs",), OWN, "validation and training Jobs; gang restart recreates them"),
     Rule(
