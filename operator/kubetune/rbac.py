@@ -54,6 +54,13 @@ OPERATOR_RULES: tuple[Rule, ...] = (
         OWN,
         "training config, rendezvous and variant Services, router config, trainer identity",
     ),
+    Rule(
+        "",
+        ("secrets",),
+        ("get", "create"),
+        "the router's token Secret: created once per ModelDeployment, read back by name; no list or watch"
+        " (no enumerating Secrets) and no patch/update/delete (an existing one is never rewritten)",
+    ),
     Rule("batch", ("jobs",), OWN, "validation and training Jobs; gang restart recreates them"),
     Rule(
         "rbac.authorization.k8s.io",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import pytest
@@ -15,9 +16,12 @@ from kubetune.builders.router import (
     build_router_children,
     build_router_config,
     build_router_deployment,
+    build_router_token_secret,
     routed_weights,
     router_config_of,
     router_endpoint,
+    router_token_of,
+    router_token_secret_name,
     variant_upstream,
 )
 
@@ -164,3 +168,43 @@ def test_the_router_pulls_with_the_charts_image_pull_secrets() -> None:
     assert "imagePullSecrets" not in plain
     with_secrets = build_router_deployment(mdep, RouterSettings(image_pull_secrets=("regcred",)))
     assert with_secrets["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
+
+
+def test_the_router_requires_the_token_from_its_secret_mounted_read_only() -> None:
+    pod = build_router_deployment(MDEP, RouterSettings())["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    args = container["args"]
+    assert args[args.index("--token-file") + 1] == "/etc/kubetune/router-token/token"
+    assert {"name": "token", "mountPath": "/etc/kubetune/router-token", "readOnly": True} in container[
+        "volumeMounts"
+    ]
+    assert {"name": "token", "secret": {"secretName": "chat-router-token"}} in pod["volumes"]
+    assert router_token_secret_name("chat") == "chat-router-token"
+
+
+def test_the_token_secret_holds_the_given_token_and_is_owned_by_the_modeldeployment() -> None:
+    secret = build_router_token_secret(MDEP, "t0ken")
+    assert secret["kind"] == "Secret"
+    assert secret["metadata"]["name"] == "chat-router-token"
+    assert secret["metadata"]["namespace"] == "ml"
+    assert secret["metadata"]["labels"][LABEL_DEPLOYMENT] == "chat"
+    assert secret["metadata"]["labels"][LABEL_ROLE] == "router-token"
+    assert secret["metadata"]["ownerReferences"][0]["kind"] == "ModelDeployment"
+    assert secret["data"] == {"token": base64.b64encode(b"t0ken").decode()}
+    assert build_router_token_secret(MDEP, "t0ken") == secret, "pure: the caller picks the value"
+    assert router_token_of(secret) == "t0ken"
+
+
+@pytest.mark.parametrize(
+    ("secret", "expected"),
+    [
+        (None, None),
+        ({"data": {}}, None),
+        ({"data": {"token": ""}}, None),
+        ({"data": {"token": "not base64!"}}, None),
+        ({"data": {"token": base64.b64encode(b"\xff\xfe").decode()}}, None),
+        ({"data": {"token": base64.b64encode(b"abc\n").decode()}}, "abc"),
+    ],
+)
+def test_token_read_back_from_a_stored_secret(secret: dict[str, Any] | None, expected: str | None) -> None:
+    assert router_token_of(secret) == expected

@@ -8,6 +8,7 @@ against local fake OpenAI servers, named per variant with `kubetune.io/smoke-tes
 
 from __future__ import annotations
 
+import base64
 import json
 import tempfile
 import threading
@@ -454,19 +455,29 @@ class _Prometheus(BaseHTTPRequestHandler):
         pass
 
 
+Seen = tuple[str | None, str | None, str | None]
+"""Override, synthetic and token headers of one request."""
+
+
 class _RecordingRouter(_Chat):
     """Stands in for the router: answers like a backend and records who asked for which variant."""
 
-    seen: list[tuple[str | None, str | None]] = []
+    seen: list[Seen] = []
 
     def do_POST(self) -> None:
-        self.seen.append((self.headers.get("x-kubetune-variant"), self.headers.get("x-kubetune-synthetic")))
+        self.seen.append(
+            (
+                self.headers.get("x-kubetune-variant"),
+                self.headers.get("x-kubetune-synthetic"),
+                self.headers.get("x-kubetune-token"),
+            )
+        )
         super().do_POST()
 
 
 @pytest.fixture
-def recording_router() -> Iterator[tuple[str, list[tuple[str | None, str | None]]]]:
-    seen: list[tuple[str | None, str | None]] = []
+def recording_router() -> Iterator[tuple[str, list[Seen]]]:
+    seen: list[Seen] = []
     handler = type("Recorder", (_RecordingRouter,), {"seen": seen})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -496,7 +507,7 @@ def test_failed_analysis_rolls_the_canary_back(
     gpu_nodes: str,
     openai_servers: dict[str, str],
     failing_canary_metrics: str,
-    recording_router: tuple[str, list[tuple[str | None, str | None]]],
+    recording_router: tuple[str, list[Seen]],
 ) -> None:
     router_url, synthetic_seen = recording_router
     canary = {
@@ -551,8 +562,21 @@ def test_failed_analysis_rolls_the_canary_back(
         sent = len(synthetic_seen)
         time.sleep(2)
         assert len(synthetic_seen) == sent
-    assert {variant for variant, _ in synthetic_seen} == {"stable", "canary"}
-    assert {marker for _, marker in synthetic_seen} == {"1"}
+    assert {variant for variant, _, _ in synthetic_seen} == {"stable", "canary"}
+    assert {marker for _, marker, _ in synthetic_seen} == {"1"}
+    # Signed with the token the operator created in the router's Secret (which the router mounts), and
+    # that token shows up nowhere else: not in status, not in Events.
+    secret = get(kube, "secret", "rb-router-token", namespace)
+    assert secret is not None
+    assert secret["metadata"]["ownerReferences"][0]["name"] == "rb"
+    token = base64.b64decode(secret["data"]["token"]).decode()
+    assert {sent_token for _, _, sent_token in synthetic_seen} == {token}
+    router_pod = get(kube, "deployment", "rb-router", namespace)["spec"]["template"]["spec"]
+    assert {"name": "token", "secret": {"secretName": "rb-router-token", "defaultMode": 420}} in router_pod[
+        "volumes"
+    ]
+    assert token not in json.dumps(mdep)
+    assert token not in json.dumps(events(kube, namespace, "rb"))
     condition = next(c for c in mdep["status"]["conditions"] if c["type"] == "CanaryRolledBack")
     assert condition["reason"] == "AnalysisFailed"
     assert "errorRate=0.2 > 0.01 over 120 requests" in condition["message"]

@@ -112,6 +112,11 @@ def test_requests_are_pinned_marked_and_streamed() -> None:
         url="http://r/v1", variants=("a",), prompts=("p",), requests_per_second=1, max_tokens=8
     )
     assert request_headers("canary") == {"x-kubetune-variant": "canary", "x-kubetune-synthetic": "1"}
+    assert request_headers("canary", "t0k") == {
+        "x-kubetune-variant": "canary",
+        "x-kubetune-synthetic": "1",
+        "x-kubetune-token": "t0k",
+    }
     assert request_body(load, "canary", "p") == {
         "model": "canary",
         "messages": [{"role": "user", "content": "p"}],
@@ -138,3 +143,12 @@ async def test_a_deleted_model_deployment_stops_its_generator_and_smoke_tests() 
     await asyncio.sleep(0)
     assert generator.cancelled() or generator.done()
     assert never.cancelled()
+
+
+def test_the_load_carries_the_routers_token_and_never_shows_it() -> None:
+    obj = mdep(ON)
+    spec = ModelDeploymentSpec.model_validate(obj["spec"])
+    load = desired_load(obj, spec, plan(), (), token="s3cret-value")
+    assert load is not None
+    assert load.token == "s3cret-value"
+    assert "s3cret-value" not in repr(load)

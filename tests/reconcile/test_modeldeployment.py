@@ -8,6 +8,7 @@ from typing import Any
 from tests.serving.objects import model_deployment
 from tests.support.fake_kube import FakeKube
 
+from kubetune.builders.router import build_router_token_secret, router_token_of
 from kubetune.reconcile.modeldeployment import ModelDeploymentReconciler
 from kubetune.settings import OperatorSettings, RouterDefaults
 
@@ -71,3 +72,56 @@ async def test_an_invalid_spec_is_reported_and_touches_nothing() -> None:
     assert outcome.status["phase"] == "Failed"
     assert [(e.type, e.reason) for e in outcome.events] == [("Warning", "InvalidSpec")]
     assert kube.calls == []
+
+
+def token_secret(kube: FakeKube) -> dict[str, Any]:
+    secret = kube.find("v1", "Secret", "ml", "chat-router-token")
+    assert secret is not None
+    return secret
+
+
+async def test_the_router_token_secret_is_created_once_and_kept_across_passes_and_restarts() -> None:
+    kube = FakeKube()
+    await ModelDeploymentReconciler(OperatorSettings()).reconcile(kube, two_variants(), NOW, resync=False)  # type: ignore[arg-type]
+    first = token_secret(kube)
+    assert first["metadata"]["ownerReferences"][0]["kind"] == "ModelDeployment"
+    assert router_token_of(first), "a random token"
+    router = kube.find("apps/v1", "Deployment", "ml", "chat-router")
+    assert router is not None
+    volumes = router["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "token", "secret": {"secretName": "chat-router-token"}} in volumes
+    assert kube.verbs("create") == [("Secret", "chat-router-token")]
+    kube.calls.clear()
+    reconciler = ModelDeploymentReconciler(OperatorSettings())
+    await reconciler.reconcile(kube, two_variants(), NOW, resync=True)  # type: ignore[arg-type]
+    restarted = ModelDeploymentReconciler(OperatorSettings())  # a new process: nothing held in memory
+    await restarted.reconcile(kube, two_variants(), NOW, resync=False)  # type: ignore[arg-type]
+    assert token_secret(kube) == first
+    secret_writes = [(v, k) for v, k, _ in kube.calls if k == "Secret" and v != "get"]
+    assert secret_writes == [], "an existing Secret is never rewritten"
+
+
+class SecretCreatedConcurrently(FakeKube):
+    """Another writer creates the Secret between our read and our create."""
+
+    async def get(
+        self, api_version: str, kind: str, namespace: str | None, name: str
+    ) -> dict[str, Any] | None:
+        found = await super().get(api_version, kind, namespace, name)
+        if kind == "Secret" and found is None:
+            self.put(build_router_token_secret(two_variants(), "theirs"))
+        return found
+
+
+async def test_a_token_created_concurrently_wins_over_ours() -> None:
+    kube = SecretCreatedConcurrently()
+    await ModelDeploymentReconciler(OperatorSettings()).reconcile(kube, two_variants(), NOW, resync=False)  # type: ignore[arg-type]
+    assert router_token_of(token_secret(kube)) == "theirs"
+
+
+async def test_the_gateway_api_provider_gets_no_router_token() -> None:
+    kube = FakeKube(crds={"httproutes.gateway.networking.k8s.io"})
+    obj = two_variants(traffic={"provider": "gateway-api"})
+    await ModelDeploymentReconciler(OperatorSettings()).reconcile(kube, obj, NOW, resync=False)  # type: ignore[arg-type]
+    assert kube.of_kind("Secret") == []
+    assert ("Secret", "chat-router-token") not in kube.verbs("get")

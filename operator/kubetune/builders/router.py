@@ -1,6 +1,10 @@
 """The kubetune router in front of a ModelDeployment: its config (ConfigMap), Deployment, Service,
 PodDisruptionBudget and PodMonitor. Pure: the object as read from the API and settings in, manifests out.
 
+The override and synthetic headers count only on requests carrying the operator's token (`TOKEN_HEADER`),
+read from a Secret the reconciler creates once (`build_router_token_secret`; the random value is chosen
+by the caller, so these builders stay pure) and mounted into the pods.
+
 The config is the shared `RouterConfig` model, so the operator cannot write a file the router rejects.
 The router polls the mounted file: a new config reaches running pods when the kubelet refreshes the
 ConfigMap volume (about a minute), without a restart and without dropping in-flight streams, which is
@@ -9,6 +13,7 @@ why the config's content is deliberately not part of the pod template.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +41,11 @@ ROUTER_PORT = 8080
 PORT_NAME = "http"
 CONFIG_DIR = "/etc/kubetune/router"
 CONFIG_VOLUME = "config"
+# Names and paths, not secrets (S105 sees "token" in them).
+ROLE_ROUTER_TOKEN = "router-token"  # noqa: S105
+TOKEN_DIR = "/etc/kubetune/router-token"  # noqa: S105
+TOKEN_VOLUME = "token"  # noqa: S105
+TOKEN_KEY = "token"  # noqa: S105
 ROUTER_UID = 65532  # the image's USER
 DEFAULT_ROUTER_IMAGE = "ghcr.io/kubetune/router:0.1.0"
 DEFAULT_ROUTER_RESOURCES: dict[str, Any] = {
@@ -69,6 +79,11 @@ def _namespace(mdep: Mapping[str, Any]) -> str:
 def router_resource_name(deployment_name: str) -> str:
     """Name of the router's ConfigMap, Deployment, Service, PDB and PodMonitor (`<md>-router`)."""
     return child_name(deployment_name, ROLE_ROUTER)
+
+
+def router_token_secret_name(deployment_name: str) -> str:
+    """Name of the Secret holding the router's shared token (`<md>-router-token`)."""
+    return child_name(deployment_name, ROLE_ROUTER_TOKEN)
 
 
 def router_endpoint(mdep: Mapping[str, Any]) -> str:
@@ -159,7 +174,8 @@ def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
 
 
 def build_router_deployment(mdep: Mapping[str, Any], settings: RouterSettings) -> Manifest:
-    name = router_resource_name(_name(mdep))
+    deployment_name = _name(mdep)
+    name = router_resource_name(deployment_name)
     pod_annotations: dict[str, str] = {}
     if settings.scrape_annotations:
         pod_annotations = {
@@ -170,11 +186,19 @@ def build_router_deployment(mdep: Mapping[str, Any], settings: RouterSettings) -
     container: dict[str, Any] = {
         "name": "router",
         "image": settings.image,
-        "args": ["--config", f"{CONFIG_DIR}/{CONFIG_FILE_NAME}", "--port", str(ROUTER_PORT)],
+        "args": [
+            "--config",
+            f"{CONFIG_DIR}/{CONFIG_FILE_NAME}",
+            "--port",
+            str(ROUTER_PORT),
+            "--token-file",
+            f"{TOKEN_DIR}/{TOKEN_KEY}",
+        ],
         "ports": [{"name": PORT_NAME, "containerPort": ROUTER_PORT, "protocol": "TCP"}],
         "resources": dict(settings.resources),
         "volumeMounts": [
             {"name": CONFIG_VOLUME, "mountPath": CONFIG_DIR, "readOnly": True},
+            {"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},  # an emptyDir: the root filesystem is read-only
         ],
         "readinessProbe": _probe("/readyz", 5, 3),
@@ -209,6 +233,10 @@ def build_router_deployment(mdep: Mapping[str, Any], settings: RouterSettings) -
                     "containers": [container],
                     "volumes": [
                         {"name": CONFIG_VOLUME, "configMap": {"name": name}},
+                        {
+                            "name": TOKEN_VOLUME,
+                            "secret": {"secretName": router_token_secret_name(deployment_name)},
+                        },
                         {"name": "tmp", "emptyDir": {}},
                     ],
                 },
@@ -216,6 +244,36 @@ def build_router_deployment(mdep: Mapping[str, Any], settings: RouterSettings) -
         },
     }
     return with_image_pull_secrets(deployment, settings.image_pull_secrets)
+
+
+def build_router_token_secret(mdep: Mapping[str, Any], token: str) -> Manifest:
+    """The Secret the router reads its shared token from. `token` is chosen by the caller (once)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": metadata(
+            name=router_token_secret_name(_name(mdep)),
+            namespace=_namespace(mdep),
+            owner=mdep,
+            labels={**_labels(mdep), LABEL_ROLE: ROLE_ROUTER_TOKEN},
+        ),
+        "type": "Opaque",
+        "data": {TOKEN_KEY: base64.b64encode(token.encode()).decode()},
+    }
+
+
+def router_token_of(secret: Mapping[str, Any] | None) -> str | None:
+    """The token a stored router Secret holds; None when absent or empty."""
+    if secret is None:
+        return None
+    encoded = (secret.get("data") or {}).get(TOKEN_KEY)
+    if not encoded:
+        return None
+    try:
+        token = base64.b64decode(encoded, validate=True).decode().strip()
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return token or None
 
 
 def build_router_service(mdep: Mapping[str, Any]) -> Manifest:

@@ -29,12 +29,14 @@ def desired_load(
     test_prompts: Sequence[str],
     *,
     allow_url_override: bool = False,
+    token: str | None = None,
 ) -> SyntheticLoad | None:
     """A load while a canary with synthetic traffic on is being analysed; None otherwise.
 
     Only between the first step and promotion: before the canary takes weight there is nothing to
     judge, and a paused, promoted or rolled-back canary needs no samples. Needs the router (the
-    override and synthetic headers are the router's).
+    override and synthetic headers are the router's); `token` is the router's shared token, which
+    those headers need to count.
     """
     canary = spec.traffic.canary
     if canary is None or canary.analysis is None or plan is None:
@@ -49,4 +51,5 @@ def desired_load(
         prompts=plan_prompts(test_prompts, smoke_prompts(spec.smoke_test)),
         requests_per_second=canary.analysis.synthetic_traffic.requests_per_second,
         max_tokens=min(spec.smoke_test.max_tokens, 128),
+        token=token,
     )

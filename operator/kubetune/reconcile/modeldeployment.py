@@ -1,7 +1,8 @@
 """ModelDeployment: desired variants vs observed, and the status that follows. Steps are ordered here.
 
 Order per pass: observe (the referenced FineTuneJobs resolve each variant's model and judge its eval
-gate; the optional APIs; the variants' Deployments; the traffic object's rollout) → render the
+gate; the optional APIs; the variants' Deployments; the traffic object's rollout) → create the router's
+token Secret if absent and read its token → render the
 variants → plan the canary (replicas and weights; analysis when due) → server-side apply each
 rolled-out variant's children (a deleted or edited child is restored on the next pass) → smoke-test
 variants that finished rolling out → apply the traffic split (router or HTTPRoute) with only
@@ -21,6 +22,7 @@ from typing import Any
 from kubetune.api.conditions import Reason
 from kubetune.api.modeldeployment import KIND, ModelDeploymentSpec, ModelDeploymentStatus, VariantStatus
 from kubetune.builders.common import LABEL_DEPLOYMENT, LABEL_VARIANT
+from kubetune.builders.httproute import GATEWAY_API
 from kubetune.builders.modeldeployment import ROLE_SERVING
 from kubetune.kube.client import KubeClient
 from kubetune.planning import modeldeployment as planning
@@ -35,6 +37,7 @@ from kubetune.reconcile.apply import apply_in_order
 from kubetune.reconcile.canary import run_canary
 from kubetune.reconcile.capabilities import CapabilityCache
 from kubetune.reconcile.prune import prune
+from kubetune.reconcile.router_token import ensure_router_token
 from kubetune.reconcile.smoke import SmokeTests
 from kubetune.reconcile.synthetic import SyntheticTraffic
 from kubetune.reconcile.traffic import AppliedTraffic, PreviousTraffic, apply_traffic, previous_traffic
@@ -94,6 +97,8 @@ class ModelDeploymentReconciler:
         if previous_status.phase is None:
             ctx.events.append(Event("Normal", Reason.ACCEPTED, "ModelDeployment accepted"))
 
+        # Before the router Deployment that mounts it; the value signs only the synthetic traffic.
+        token = None if spec.traffic.provider == GATEWAY_API else await ensure_router_token(client, obj)
         rendering = planning.render_variants(ctx, self.render_settings)
         traffic_before = await previous_traffic(client, ctx)
         plan = await self._canary(ctx, rendering, traffic_before)
@@ -105,6 +110,7 @@ class ModelDeploymentReconciler:
                 plan,
                 planning.analysis_prompts(spec, ctx.resolutions),
                 allow_url_override=self.settings.allow_url_overrides,
+                token=token,
             ),
         )
         applied = await self._apply_children(client, ctx, rendering, plan)

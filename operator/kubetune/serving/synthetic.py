@@ -3,7 +3,8 @@
 A canary that sees a few requests an hour never reaches `minRequests`, so its analysis stays
 inconclusive forever. With `analysis.syntheticTraffic` on, the operator sends the FineTuneJob's held-out
 prompts through the router at a fixed rate per variant: pinned to the variant with the override header
-and marked with the synthetic header, so the router labels them `source="synthetic"` (dashboards show
+and marked with the synthetic header, both signed with the operator's token header (the router ignores
+them otherwise), so the router labels them `source="synthetic"` (dashboards show
 `source="user"`, the analysis counts both). Requests are streamed so that time to first token is
 measured as for chat clients. The generator never retries: a failure is a sample the analysis must see.
 """
@@ -15,11 +16,11 @@ import itertools
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 
-from kubetune.api.routerconfig import OVERRIDE_HEADER, SYNTHETIC_HEADER
+from kubetune.api.routerconfig import OVERRIDE_HEADER, SYNTHETIC_HEADER, TOKEN_HEADER
 from kubetune.metrics import SYNTHETIC_REQUESTS
 
 log = logging.getLogger("kubetune.synthetic")
@@ -38,6 +39,8 @@ class SyntheticLoad:
     requests_per_second: float
     """Per variant."""
     max_tokens: int = 64
+    token: str | None = field(default=None, repr=False)
+    """The router's shared token (from its Secret); kept out of repr so a logged load never shows it."""
 
     @property
     def max_in_flight(self) -> int:
@@ -54,8 +57,11 @@ def request_body(load: SyntheticLoad, variant: str, prompt: str) -> dict[str, ob
     }
 
 
-def request_headers(variant: str) -> dict[str, str]:
-    return {OVERRIDE_HEADER: variant, SYNTHETIC_HEADER: "1"}
+def request_headers(variant: str, token: str | None = None) -> dict[str, str]:
+    headers = {OVERRIDE_HEADER: variant, SYNTHETIC_HEADER: "1"}
+    if token is not None:
+        headers[TOKEN_HEADER] = token
+    return headers
 
 
 async def _send(session: aiohttp.ClientSession, load: SyntheticLoad, variant: str, prompt: str) -> None:
@@ -64,7 +70,7 @@ async def _send(session: aiohttp.ClientSession, load: SyntheticLoad, variant: st
         async with session.post(
             load.url.rstrip("/") + "/chat/completions",
             json=request_body(load, variant, prompt),
-            headers=request_headers(variant),
+            headers=request_headers(variant, load.token),
             timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
         ) as response:
             async for _ in response.content.iter_any():
