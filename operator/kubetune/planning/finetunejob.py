@@ -9,7 +9,7 @@ with the next attempt number; the failed one is deleted.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -30,7 +30,6 @@ from kubetune.builders.training_pod import TRAINER_CONTAINER, VALIDATOR_CONTAINE
 from kubetune.planning.job_pods import (
     attempt_of,
     classify,
-    clip,
     completion_index,
     job_condition,
     owned_by,
@@ -41,7 +40,7 @@ from kubetune.planning.job_pods import (
 from kubetune.planning.plan import Event
 from kubetune.preflight import Problem
 from kubetune.status.conditions import find_condition, is_true, set_condition
-from kubetune.status.pods import container_problem
+from kubetune.status.pods import clip, container_problem
 from kubetune.status.progress import compute_progress
 
 
@@ -372,11 +371,12 @@ def _decide_training(p: _Pass) -> _Verdict:
         )
 
     job_pods = [pod for pod in p.pods if owned_by(pod, current["metadata"]["name"])]
+    latest = _Attempt(current, attempt, stale, job_pods)
     if job_condition(current, "Complete"):
-        return _succeeded(spec, status, current, job_pods, stale, attempt)
+        return _succeeded(p, latest)
     if job_condition(current, "Failed"):
-        return _failed(spec, status, current, job_pods, stale, attempt, p.names.training_job)
-    return _in_flight(p, _Attempt(current, attempt, stale, job_pods))
+        return _failed(p, latest)
+    return _in_flight(p, latest)
 
 
 def _in_flight(p: _Pass, current: _Attempt) -> _Verdict:
@@ -419,15 +419,9 @@ def _in_flight(p: _Pass, current: _Attempt) -> _Verdict:
     )
 
 
-def _succeeded(
-    spec: FineTuneJobSpec,
-    status: FineTuneJobStatus,
-    job: Mapping[str, Any],
-    pods: Sequence[Mapping[str, Any]],
-    stale: tuple[str, ...],
-    attempt: int,
-) -> _Verdict:
-    rank0 = next((p for p in pods if completion_index(p) == "0"), None)
+def _succeeded(p: _Pass, current: _Attempt) -> _Verdict:
+    spec, status, job = p.spec, p.status, current.job
+    rank0 = next((pod for pod in current.pods if completion_index(pod) == "0"), None)
     term = terminated(rank0, TRAINER_CONTAINER) if rank0 else None
     result = parse_trainer_result(str(term.get("message") or "") if term else None)
     message = "training and evaluation completed"
@@ -449,25 +443,21 @@ def _succeeded(
     if status.progress is not None:
         status.progress = status.progress.model_copy(update={"percent": 100, "eta": "0s"})
     return _Verdict(
-        Phase.SUCCEEDED, Reason.COMPLETED, message, actions=_Actions(attempt=attempt, delete_jobs=stale)
+        Phase.SUCCEEDED,
+        Reason.COMPLETED,
+        message,
+        actions=_Actions(attempt=current.number, delete_jobs=current.stale),
     )
 
 
-def _failed(
-    spec: FineTuneJobSpec,
-    status: FineTuneJobStatus,
-    job: Mapping[str, Any],
-    pods: Sequence[Mapping[str, Any]],
-    stale: tuple[str, ...],
-    attempt: int,
-    job_name: Callable[[int], str],
-) -> _Verdict:
-    kind, reason, message = classify(job, pods, TRAINER_CONTAINER)
+def _failed(p: _Pass, current: _Attempt) -> _Verdict:
+    job, attempt, stale = current.job, current.number, current.stale
+    kind, reason, message = classify(job, current.pods, TRAINER_CONTAINER)
     message = clip(message)
     base = _Actions(attempt=attempt, delete_jobs=stale)
     if kind in ("fatal", "deadline"):
         return _Verdict(Phase.FAILED, reason, message, actions=base)
-    limit = spec.run_policy.backoff_limit
+    limit = p.spec.run_policy.backoff_limit
     # Counted from the failed Job's own record, so a pass repeated after a crash counts it once.
     recorded = int(job["metadata"].get("annotations", {}).get(ANNOTATION_RESTARTS, "0"))
     if kind == "retryable":
@@ -478,9 +468,9 @@ def _failed(
                 clip(f"gang failed {recorded + 1} times (backoffLimit {limit}); last: {message}"),
                 actions=base,
             )
-        status.restarts = max(status.restarts, recorded + 1)
+        p.status.restarts = max(p.status.restarts, recorded + 1)
         why = f"attempt {attempt} failed ({message}); gang restart {recorded + 1} of {limit}"
     else:
         why = f"attempt {attempt} was disrupted ({message}); gang restart not counted"
-    why = clip(f"{why}, resuming from the last checkpoint as {job_name(attempt + 1)}")
+    why = clip(f"{why}, resuming from the last checkpoint as {p.names.training_job(attempt + 1)}")
     return _gang_restart(attempt, (*stale, job["metadata"]["name"]), why, "Warning")

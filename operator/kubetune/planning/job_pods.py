@@ -17,7 +17,6 @@ from kubetune.api.trainingconfig import EXIT_CONFIG_ERROR, EXIT_DATA_ERROR, Trai
 from kubetune.builders.finetunejob import LABEL_ATTEMPT, RULE_DISRUPTION, RULE_FATAL_EXIT
 from kubetune.builders.training_pod import COMPLETION_INDEX_ANNOTATION
 
-MAX_MESSAGE = 2048
 _RULE_INDEX = re.compile(r"matching FailJob rule at index (\d+)")
 _EXIT_CODE = re.compile(r"failed with exit code (\d+)")
 
@@ -54,10 +53,6 @@ def completion_index(pod: Mapping[str, Any]) -> str | None:
     annotations = meta.get("annotations") or {}
     index = annotations.get(COMPLETION_INDEX_ANNOTATION)
     return str(index) if index is not None else (meta.get("labels") or {}).get(COMPLETION_INDEX_ANNOTATION)
-
-
-def clip(message: str) -> str:
-    return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 3] + "..."
 
 
 def parse_trainer_result(message: str | None) -> TrainerResult | None:

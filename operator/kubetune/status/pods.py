@@ -7,11 +7,12 @@ from typing import Any
 
 from kubetune.api.conditions import Reason
 
-MESSAGE_LIMIT = 2048  # as job_pods.MAX_MESSAGE: what a condition message may hold here
+MAX_MESSAGE = 2048
 
 
-def _clip(message: str) -> str:
-    return message if len(message) <= MESSAGE_LIMIT else message[: MESSAGE_LIMIT - 3] + "..."
+def clip(message: str) -> str:
+    """A condition message cut to what status keeps readable."""
+    return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 3] + "..."
 
 
 # Waiting reasons after which a container will not start without a change (image, Secret, config).
@@ -46,5 +47,5 @@ def container_problem(pods: Sequence[Mapping[str, Any]]) -> tuple[Reason, str] |
                 detail = waiting.get("message") or ""
                 if reason is Reason.CRASH_LOOP_BACK_OFF and last.get("reason") == "OOMKilled":
                     reason, detail = Reason.OOM_KILLED, "killed for exceeding its memory limit; restarting"
-                return reason, _clip(f"{where}: {reason.value}" + (f": {detail}" if detail else ""))
+                return reason, clip(f"{where}: {reason.value}" + (f": {detail}" if detail else ""))
     return None
