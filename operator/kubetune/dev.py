@@ -22,7 +22,6 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from kubetune.devcluster import quickstart, stack
 from kubetune.devcluster.controlplane import ControlPlane, run_kubectl
@@ -88,10 +87,6 @@ def _record(pids: dict[str, int]) -> None:
     STATE.write_text(json.dumps({"pids": pids}))
 
 
-def _apply(documents: list[dict[str, Any]]) -> None:
-    kubectl("apply", "--server-side", "-f", "-", input="\n".join(json.dumps(d) for d in documents))
-
-
 def up(watch_seconds: float) -> int:
     problems = missing_prerequisites()
     if problems:
@@ -135,17 +130,8 @@ def up(watch_seconds: float) -> int:
     stack.install_operator(KUBECONFIG, images)
 
     print("==> quickstart: base model made in a pod, then FineTuneJob + ModelDeployment")
-    _apply(quickstart.storage_and_data())
-    _apply([quickstart.seed_job(images)])
-    kubectl(
-        "wait",
-        "-n",
-        quickstart.NAMESPACE,
-        "--for=condition=Complete",
-        "--timeout=600s",
-        f"job/{quickstart.SEED_JOB}",
-    )
-    _apply([quickstart.finetune_job(), quickstart.model_deployment(node.prometheus_url)])
+    stack.seed_base_model(KUBECONFIG, images)
+    stack.apply(KUBECONFIG, [quickstart.finetune_job(), quickstart.model_deployment(node.prometheus_url)])
     elapsed = time.monotonic() - started
     print(f"==> cluster up in {elapsed:.0f}s; following the pipeline (up to {watch_seconds:.0f}s)\n")
     if not _watch(watch_seconds):
@@ -240,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         return down()
     try:
         return up(args.watch)
-    except (NodeError, subprocess.CalledProcessError) as exc:
+    except (NodeError, RuntimeError, subprocess.CalledProcessError) as exc:
         print(f"make dev failed: {exc}\n(logs under {STATE_DIR}; `make dev-down` cleans up)", file=sys.stderr)
         return 1
 

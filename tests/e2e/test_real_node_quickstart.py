@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from tests.support.cluster import Kube
 from tests.support.polling import eventually
-from tests.support.realnode import describe_all, real_node_cluster
+from tests.support.realnode import answers, describe_all, real_node_cluster
 
 from kubetune.devcluster import quickstart, stack
 from kubetune.devcluster.node import LocalNode
@@ -71,13 +71,14 @@ def real() -> Iterator[Stack]:
 
 
 def apply(kube: Kube, documents: list[dict[str, Any]]) -> None:
-    kube.kubectl("apply", "--server-side", "-f", "-", input="\n".join(json.dumps(d) for d in documents))
+    stack.apply(kube.kubeconfig, documents)
 
 
-def answers(url: str) -> bool:
-    return (
-        subprocess.run(["curl", "-sf", "--max-time", "5", url], capture_output=True, check=False).returncode
-        == 0
+def pause_canary(kube: Kube, *, paused: bool) -> None:
+    """`traffic.canary.pause`, as a user sets it (the operator never writes spec)."""
+    patch = {"spec": {"traffic": {"canary": {"pause": paused}}}}
+    kube.kubectl(
+        "patch", "modeldeployment", quickstart.DEPLOYMENT, "-n", NS, "--type=merge", "-p", json.dumps(patch)
     )
 
 
@@ -104,11 +105,7 @@ def test_quickstart_trains_serves_splits_and_promotes(real: Stack) -> None:
         )["items"]
         assert [p["spec"]["nodeName"] for p in operator_pods] == [real.node.layout.name]
 
-        apply(kube, quickstart.storage_and_data())
-        apply(kube, [quickstart.seed_job(real.images)])
-        kube.kubectl(
-            "wait", "-n", NS, "--for=condition=Complete", "--timeout=600s", f"job/{quickstart.SEED_JOB}"
-        )
+        stack.seed_base_model(kube.kubeconfig, real.images)
 
         apply(kube, [quickstart.finetune_job()])
         # The loss as users see it: rank 0's reports in status.progress while the pod trains.
@@ -141,16 +138,7 @@ def test_quickstart_trains_serves_splits_and_promotes(real: Stack) -> None:
             message="canary at its first step (50%)",
         )
         # Hold the step so that the split can be measured (a user's `canary.pause`, never the operator's).
-        kube.kubectl(
-            "patch",
-            "modeldeployment",
-            quickstart.DEPLOYMENT,
-            "-n",
-            NS,
-            "--type=merge",
-            "-p",
-            '{"spec": {"traffic": {"canary": {"pause": true}}}}',
-        )
+        pause_canary(kube, paused=True)
         router = stack.router_url(kube.kubeconfig, quickstart.DEPLOYMENT, NS)
         # The router turns Ready once it has read a config with a routable variant; until then the
         # Service has no endpoint.
@@ -169,16 +157,7 @@ def test_quickstart_trains_serves_splits_and_promotes(real: Stack) -> None:
         # 50/50 by sticky hash of 120 distinct users: well inside 30..90 unless the split is wrong.
         assert 30 <= served["tuned"] <= 90, served
 
-        kube.kubectl(
-            "patch",
-            "modeldeployment",
-            quickstart.DEPLOYMENT,
-            "-n",
-            NS,
-            "--type=merge",
-            "-p",
-            '{"spec": {"traffic": {"canary": {"pause": false}}}}',
-        )
+        pause_canary(kube, paused=False)
         eventually(
             lambda: (
                 (real.condition("modeldeployment", quickstart.DEPLOYMENT, "Promoted") or {}).get("status")

@@ -8,7 +8,6 @@ Service ClusterIP in front of a readiness-gated endpoint. Stopping the node leav
 
 from __future__ import annotations
 
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ import pytest
 import yaml
 from tests.support.cluster import Kube
 from tests.support.polling import eventually
-from tests.support.realnode import PROBE_IMAGE, curl_json, describe_all, real_node_cluster
+from tests.support.realnode import PROBE_IMAGE, answering_json, describe_all, real_node_cluster
 
 from kubetune.devcluster.node import LocalNode, leftovers
 from kubetune.devcluster.nodeconfig import NodeLayout
@@ -93,13 +92,6 @@ def probe_manifests() -> list[dict[str, Any]]:
     ]
 
 
-def answered(url: str) -> dict[str, object] | None:
-    try:
-        return curl_json(url)
-    except subprocess.CalledProcessError:
-        return None
-
-
 def ready_pod(kube: Kube) -> dict[str, Any] | None:
     pods = yaml.safe_load(
         kube.kubectl("get", "pods", "-n", NAMESPACE, "-l", "app=probe", "-o", "yaml").stdout
@@ -126,7 +118,7 @@ def test_a_pod_runs_with_its_user_volume_dns_token_and_service(node_cluster: tup
     # Through the Service from the host: kube-proxy's rules lead to the ready endpoint (once it has
     # seen the EndpointSlice, a moment after the pod turned Ready).
     url = f"http://{cluster_ip}/report?resolve=probe.{NAMESPACE}.svc.cluster.local"
-    report = eventually(lambda: answered(url), timeout=60, message="the Service answers")
+    report = eventually(lambda: answering_json(url), timeout=60, message="the Service answers")
     assert report["uid"] == 1000
     assert report["gid"] == 1000
     assert report["resolved"] == [cluster_ip], report

@@ -65,3 +65,19 @@ def curl_json(url: str, timeout: float = 10.0) -> dict[str, object]:
     ).stdout
     result: dict[str, object] = json.loads(out)
     return result
+
+
+def answering_json(url: str) -> dict[str, object] | None:
+    """`curl_json`, or None while nothing answers there yet (for `eventually`)."""
+    try:
+        return curl_json(url)
+    except subprocess.CalledProcessError:
+        return None
+
+
+def answers(url: str) -> bool:
+    """Whether `url` answers with a 2xx status now."""
+    return (
+        subprocess.run(["curl", "-sf", "--max-time", "5", url], capture_output=True, check=False).returncode
+        == 0
+    )

@@ -6,6 +6,7 @@ Go modules (`make cluster-binaries`). Used by the test suite and by `make dev`.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
 import json
@@ -85,6 +86,22 @@ def terminate(process: subprocess.Popen[Any], timeout: float = 20.0) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+def stop_group(
+    process: subprocess.Popen[Any] | None, sig: int = signal.SIGTERM, timeout: float = 15.0
+) -> None:
+    """Signal a process started in its own session (and its children); SIGKILL after `timeout`."""
+    if process is None or process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, sig)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=timeout)
 
 
 def operator_command(namespace: str | None = None, liveness_port: int = 0) -> list[str]:
@@ -453,15 +470,7 @@ class ControlPlane:
         return self
 
     def stop_process(self, name: str, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
-        proc = self.processes.pop(name, None)
-        if proc is None or proc.poll() is not None:
-            return
-        os.killpg(proc.pid, sig)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=timeout)
+        stop_group(self.processes.pop(name, None), sig, timeout)
 
     def restart_apiserver(self) -> None:
         self.stop_process("kube-apiserver")

@@ -28,7 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from kubetune.devcluster import nodeconfig
-from kubetune.devcluster.controlplane import ControlPlane, ControlPlaneError, find_binary, run_kubectl
+from kubetune.devcluster.controlplane import (
+    ControlPlane,
+    ControlPlaneError,
+    find_binary,
+    run_kubectl,
+    stop_group,
+)
 from kubetune.devcluster.nodeconfig import CNI_NETWORK, NodeLayout
 
 REPO = Path(__file__).resolve().parents[3]
@@ -407,10 +413,10 @@ class LocalNode:
     def stop(self) -> None:
         """Stop the kubelet first (so it recreates nothing), remove every pod, then the rest."""
         for name in ("kubelet", "nodeagent"):
-            _stop(self.processes.pop(name, None))
+            stop_group(self.processes.pop(name, None), timeout=20.0)
         remove_pods(self.layout)
         for name in reversed(list(self.processes)):
-            _stop(self.processes.pop(name))
+            stop_group(self.processes.pop(name), timeout=20.0)
         teardown(self.layout)
         release(self.layout, self.owner)
 
@@ -447,19 +453,6 @@ def _healthy(url: str) -> bool:
             return bool(response.status == 200)
     except (urllib.error.URLError, ConnectionError, TimeoutError):
         return False
-
-
-def _stop(process: subprocess.Popen[bytes] | None, timeout: float = 20.0) -> None:
-    if process is None or process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=timeout)
 
 
 def remove_pods(layout: NodeLayout) -> None:

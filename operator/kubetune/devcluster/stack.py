@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from kubetune.devcluster import images as image_build
+from kubetune.devcluster import quickstart
 from kubetune.devcluster.controlplane import find_binary, run_kubectl
 from kubetune.devcluster.node import LocalNode
 from kubetune.devcluster.quickstart import DevImages
@@ -86,6 +87,32 @@ def install_operator(kubeconfig: Path, images: DevImages, timeout: str = "5m") -
         text=True,
         env={**os.environ, "KUBECONFIG": str(kubeconfig)},
     )
+
+
+def apply(kubeconfig: Path, documents: list[dict[str, Any]]) -> None:
+    """Server-side apply of `documents`, as a user's `kubectl apply --server-side` does."""
+    proc = run_kubectl(
+        kubeconfig, "apply", "--server-side", "-f", "-", input="\n".join(json.dumps(d) for d in documents)
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"kubectl apply failed: {proc.stderr.strip()}")
+
+
+def seed_base_model(kubeconfig: Path, images: DevImages, timeout_s: int = 600) -> None:
+    """The quickstart's claim and data, and its tiny base model made by a Job in the trainer image."""
+    apply(kubeconfig, [*quickstart.storage_and_data(), quickstart.seed_job(images)])
+    proc = run_kubectl(
+        kubeconfig,
+        "wait",
+        "-n",
+        quickstart.NAMESPACE,
+        "--for=condition=Complete",
+        f"--timeout={timeout_s}s",
+        f"job/{quickstart.SEED_JOB}",
+        timeout=timeout_s + 30,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"the base model Job did not complete: {proc.stderr.strip()}")
 
 
 def router_url(kubeconfig: Path, deployment: str, namespace: str) -> str:
