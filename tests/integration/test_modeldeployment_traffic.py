@@ -208,6 +208,9 @@ def test_canary_steps_move_router_weights_and_replicas(
                 "canaryVariant": "canary",
                 "steps": [50, 100],
                 "interval": "4s",
+                # Held until the stable variant is routable: its smoke test races the canary's
+                # first step otherwise, and the step would be seen as 50/not-ready.
+                "pause": True,
             }
         },
     )
@@ -216,17 +219,36 @@ def test_canary_steps_move_router_weights_and_replicas(
     )
     seen: list[dict[str, tuple[int, bool]]] = []
 
-    def weights_reach(expected: dict[str, tuple[int, bool]]) -> bool:
+    def observed() -> dict[str, tuple[int, bool]]:
         current = router_variants(kube, "cn", namespace)
         if current and (not seen or seen[-1] != current):
             seen.append(current)
+        return current or {}
+
+    def weights_reach(expected: dict[str, tuple[int, bool]]) -> bool:
+        current = observed()
         if current != expected:
             # Raised, so that a timeout reports where the rollout stood.
             status = (get(kube, "modeldeployment", "cn", namespace) or {}).get("status")
-            raise AssertionError(f"router {current}, status {json.dumps(status)}")
+            raise AssertionError(f"router {current}, seen {seen}, status {json.dumps(status)}")
         return True
 
     with running_operator(kube, namespace, extra_env=ENV):
+        eventually(
+            lambda: observed().get("stable") == (100, True),
+            timeout=90,
+            message="stable routable",
+        )
+        kube.kubectl(
+            "patch",
+            "modeldeployment",
+            "cn",
+            "-n",
+            namespace,
+            "--type=merge",
+            "-p",
+            '{"spec": {"traffic": {"canary": {"pause": false}}}}',
+        )
         eventually(
             lambda: weights_reach({"stable": (50, True), "canary": (50, True)}),
             timeout=90,

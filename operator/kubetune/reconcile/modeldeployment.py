@@ -14,7 +14,7 @@ or an operator restart converges to the same children.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -147,17 +147,14 @@ class ModelDeploymentReconciler:
                 label_selector=f"{LABEL_DEPLOYMENT}={meta['name']},kubetune.io/role={ROLE_SERVING}",
             )
         }
-        # Pods only explain a Deployment short of replicas (why a container cannot start): while all
-        # are available, the pass makes no extra request.
         pods: dict[str | None, list[dict[str, Any]]] = {}
-        if any(_short_of_replicas(d) for d in deployments.values()):
-            for pod in await client.list(
-                "v1",
-                "Pod",
-                meta["namespace"],
-                label_selector=f"{LABEL_DEPLOYMENT}={meta['name']},kubetune.io/role={ROLE_SERVING}",
-            ):
-                pods.setdefault((pod["metadata"].get("labels") or {}).get(LABEL_VARIANT), []).append(pod)
+        for pod in await client.list(
+            "v1",
+            "Pod",
+            meta["namespace"],
+            label_selector=f"{LABEL_DEPLOYMENT}={meta['name']},kubetune.io/role={ROLE_SERVING}",
+        ):
+            pods.setdefault((pod["metadata"].get("labels") or {}).get(LABEL_VARIANT), []).append(pod)
         return ModelDeploymentContext(
             obj=obj,
             spec=spec,
@@ -257,8 +254,3 @@ class ModelDeploymentReconciler:
         held = {v.name for v in ctx.spec.variants if v.name not in rendering.children}
         await prune(client, ctx.obj, keep, held, ctx.caps)
         self._applied[ctx.uid] = keep
-
-
-def _short_of_replicas(deployment: Mapping[str, Any]) -> bool:
-    wanted = int((deployment.get("spec") or {}).get("replicas", 1) or 0)
-    return int((deployment.get("status") or {}).get("availableReplicas", 0) or 0) < wanted
