@@ -174,6 +174,21 @@ def crd(
 def all_crds() -> dict[str, dict[str, Any]]:
     """File name → CRD, in a stable order."""
     age = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+    # The Ready condition's reason and message say what the object waits for or why it is stuck.
+    why = [
+        {
+            "name": "Reason",
+            "type": "string",
+            "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
+            "description": "Why the object is (not) Ready: what it waits for, or what blocks it.",
+        },
+        {
+            "name": "Message",
+            "type": "string",
+            "jsonPath": '.status.conditions[?(@.type=="Ready")].message',
+            "priority": 1,
+        },
+    ]
     return {
         f"{GROUP}_{finetunejob.PLURAL}.yaml": crd(
             kind=finetunejob.KIND,
@@ -200,6 +215,7 @@ def all_crds() -> dict[str, dict[str, Any]]:
                     "priority": 1,
                 },
                 {"name": "Method", "type": "string", "jsonPath": ".spec.method", "priority": 1},
+                *why,
                 age,
             ],
         ),
@@ -222,6 +238,7 @@ def all_crds() -> dict[str, dict[str, Any]]:
                 {"name": "Weights", "type": "string", "jsonPath": ".status.weights"},
                 {"name": "Canary-Step", "type": "integer", "jsonPath": ".status.canary.step", "priority": 1},
                 {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint", "priority": 1},
+                *why,
                 age,
             ],
         ),

@@ -7,6 +7,10 @@ from enum import StrEnum
 
 class ConditionType(StrEnum):
     ACCEPTED = "Accepted"
+    # Both kinds: the summary GitOps tools read (kstatus: Ready, and the abnormal-true pair).
+    READY = "Ready"
+    RECONCILING = "Reconciling"
+    STALLED = "Stalled"
     # FineTuneJob
     DATA_VALIDATED = "DataValidated"
     RUNNING = "Running"
@@ -69,3 +73,28 @@ class Reason(StrEnum):
     PROMOTED = "Promoted"
     PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
     TRAFFIC_NOT_APPLIED = "TrafficNotApplied"
+    # Ready=True on a ModelDeployment: everything in the spec is rolled out and serving.
+    RECONCILED = "Reconciled"
+
+
+# What makes an object Stalled (kstatus: blocked until someone changes the spec or an input), read by
+# kubetune.status.summary over every condition but the summary's own. A new blocked-for-good reason is
+# one entry here; the conditions that carry it need no change.
+STALLED_WHEN_TRUE: frozenset[ConditionType] = frozenset(
+    {ConditionType.FAILED, ConditionType.CANARY_ROLLED_BACK}
+)
+"""Abnormal-true conditions: True means the run failed or the rollout was undone."""
+STALLED_REASONS: frozenset[Reason] = frozenset(
+    {
+        Reason.INVALID_SPEC,
+        Reason.INVALID_DATA,
+        Reason.CONFIG_ERROR,
+        Reason.BACKOFF_LIMIT_EXCEEDED,
+        Reason.DEADLINE_EXCEEDED,
+        Reason.FINETUNE_JOB_FAILED,
+        Reason.GATE_FAILED,
+        Reason.SMOKE_FAILED,
+        Reason.PROGRESS_DEADLINE_EXCEEDED,
+    }
+)
+"""Reasons that, on a condition whose status is False, mean nothing moves on by itself."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from kubetune.api.common import Condition
 from kubetune.api.conditions import ConditionType, Reason
 from kubetune.api.finetunejob import FineTuneJobSpec, FineTuneJobStatus, Phase
 from kubetune.builders.common import ANNOTATION_SPEC_HASH, LABEL_ROLE
@@ -27,6 +28,7 @@ from kubetune.planning.finetunejob import Decisions, observe
 from kubetune.planning.plan import Delete, Event, Patch, Plan
 from kubetune.preflight import Problem, preflight
 from kubetune.status.conditions import set_condition
+from kubetune.status.summary import finetunejob_summary, summary_conditions
 
 FULL_APPLY_SECONDS = 600.0
 """At most this often a resync re-applies shared children that a Job of the current spec vouches for."""
@@ -75,6 +77,7 @@ def plan_finetunejob(ctx: FineTuneJobContext) -> Plan:
     decisions = observation.decisions
     new_status = observation.status
     new_status.conditions = accepted(new_status.conditions, ctx.generation, ctx.now, problem="")
+    new_status.conditions = _summarized(new_status.conditions, ctx.generation, ctx.now)
     plan = Plan(status=new_status.to_wire(), events=list(decisions.events))
     finished = new_status.phase in (Phase.SUCCEEDED, Phase.FAILED)
     if desired is not None and not finished:
@@ -184,5 +187,10 @@ def _invalid(status: FineTuneJobStatus, generation: int | None, now: datetime, m
     status.conditions = set_condition(
         status.conditions, ConditionType.FAILED, "True", Reason.INVALID_SPEC, message, generation, now
     )
+    status.conditions = _summarized(status.conditions, generation, now)
     status.observed_generation = generation
     return Plan(status=status.to_wire(), events=events)
+
+
+def _summarized(conditions: list[Condition], generation: int | None, now: datetime) -> list[Condition]:
+    return summary_conditions(conditions, finetunejob_summary(conditions), generation, now)

@@ -40,6 +40,7 @@ from kubetune.status.modeldeployment import (
     variant_status,
 )
 from kubetune.status.pods import container_problem
+from kubetune.status.summary import modeldeployment_summary, summary_conditions
 
 _EVENT_CONDITIONS = (
     ConditionType.MODEL_READY,
@@ -122,10 +123,13 @@ def gates(spec: ModelDeploymentSpec, resolutions: Mapping[str, Resolution]) -> d
 
 
 def invalid_status(
-    status: ModelDeploymentStatus, generation: int | None, problem: str
+    status: ModelDeploymentStatus, generation: int | None, problem: str, now: datetime
 ) -> tuple[dict[str, Any], list[Event]]:
     events = [] if status.phase == Phase.FAILED else [Event("Warning", Reason.INVALID_SPEC, problem)]
     status.phase = Phase.FAILED
+    status.conditions = summary_conditions(
+        status.conditions, modeldeployment_summary(status), generation, now
+    )
     status.observed_generation = generation
     return status.to_wire(), events
 
@@ -389,6 +393,9 @@ def final_status(
         spec=ctx.spec,
     )
     status.conditions = canary_conditions(status.conditions, plan, ctx.generation, ctx.now)
+    status.conditions = summary_conditions(
+        status.conditions, modeldeployment_summary(status), ctx.generation, ctx.now
+    )
     if plan is None:
         status.canary = None
     wire = status.to_wire()

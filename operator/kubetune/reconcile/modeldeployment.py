@@ -91,7 +91,7 @@ class ModelDeploymentReconciler:
         previous_status.conditions = accepted(previous_status.conditions, generation, now, problem=problem)
         if spec is None:
             self.synthetic.stop(obj["metadata"]["uid"])
-            status, events = planning.invalid_status(previous_status, generation, problem)
+            status, events = planning.invalid_status(previous_status, generation, problem, now)
             return Outcome(status=status, events=events)
         ctx = await self.observe(client, obj, spec, previous_status, now)
         if previous_status.phase is None:
