@@ -126,7 +126,8 @@ def summary_conditions(
         generation,
         now,
     )
-    for kind, state in ((ConditionType.RECONCILING, State.RECONCILING), (ConditionType.STALLED, State.STALLED)):
+    abnormal = ((ConditionType.RECONCILING, State.RECONCILING), (ConditionType.STALLED, State.STALLED))
+    for kind, state in abnormal:
         result = set_condition(
             result,
             kind,
