@@ -175,7 +175,7 @@ def all_crds() -> dict[str, dict[str, Any]]:
     """File name → CRD, in a stable order."""
     age = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
     # The Ready condition's reason and message say what the object waits for or why it is stuck.
-    why = [
+    why: list[dict[str, Any]] = [
         {
             "name": "Reason",
             "type": "string",
