@@ -86,26 +86,33 @@ def modeldeployment_summary(status: ModelDeploymentStatus) -> Summary:
         blocked = blocker(variant.conditions)
         if blocked is not None:
             return _stalled(blocked, f"variant {variant.name}: ")
+    # The most specific first: a model or gate that holds the variant back, then what moves.
+    waiting = _not_true(top, (ConditionType.MODEL_READY, ConditionType.EVAL_GATE_PASSED))
+    if waiting is not None:
+        return waiting
     progressing = find_condition(top, ConditionType.PROGRESSING)
     if progressing is not None and progressing.status == "True":
         return Summary(State.RECONCILING, progressing.reason, progressing.message)
     promoted = find_condition(top, ConditionType.PROMOTED)
     if promoted is not None and promoted.status != "True":
         return Summary(State.RECONCILING, promoted.reason, f"canary: {promoted.message}")
-    for kind in (
-        ConditionType.MODEL_READY,
-        ConditionType.EVAL_GATE_PASSED,
-        ConditionType.SMOKE_TEST_PASSED,
-        ConditionType.AVAILABLE,
-    ):
-        condition = find_condition(top, kind)
+    waiting = _not_true(top, (ConditionType.SMOKE_TEST_PASSED, ConditionType.AVAILABLE))
+    if waiting is not None:
+        return waiting
+    available = find_condition(top, ConditionType.AVAILABLE)
+    message = available.message if available is not None else ""
+    return Summary(State.READY, Reason.RECONCILED, message)
+
+
+def _not_true(conditions: Sequence[Condition], kinds: Sequence[ConditionType]) -> Summary | None:
+    """Reconciling on the first of `kinds` that is missing or not True."""
+    for kind in kinds:
+        condition = find_condition(conditions, kind)
         if condition is None:
             return Summary(State.RECONCILING, Reason.PENDING, f"{kind} not evaluated yet")
         if condition.status != "True":
             return Summary(State.RECONCILING, condition.reason, f"{kind}: {condition.message}")
-    available = find_condition(top, ConditionType.AVAILABLE)
-    message = available.message if available is not None else ""
-    return Summary(State.READY, Reason.RECONCILED, message)
+    return None
 
 
 def summary_conditions(
