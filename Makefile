@@ -37,6 +37,10 @@ cluster-binaries: ## build kube-apiserver, controller-manager, scheduler, etcd, 
 router: ## build the router (Go, static) into the cache; a no-op when the binary for these sources exists
 	router/build.sh >/dev/null
 
+.PHONY: gitops-verdicts
+gitops-verdicts: ## build the GitOps verdicts helper (kstatus, gopher-lua, cel-go) into the cache; a no-op when built
+	tests/gitops/verdicts/build.sh >/dev/null
+
 .PHONY: vllm-env
 vllm-env: ## separate CPU vLLM virtualenv (outside the repo, cached) for the real-server tests
 	.ci/vllm-env.sh
@@ -77,12 +81,13 @@ lint: install ## ruff + mypy, gofmt + go vet
 	$(VENV)/bin/ruff check operator tests bench
 	$(VENV)/bin/ruff format --check operator tests bench
 	$(VENV)/bin/mypy
-	@unformatted=$$(gofmt -l router); test -z "$$unformatted" || { echo "gofmt needed: $$unformatted"; exit 1; }
+	@unformatted=$$(gofmt -l router tests/gitops); test -z "$$unformatted" || { echo "gofmt needed: $$unformatted"; exit 1; }
 	cd router && $(GOENV) go vet ./...
+	cd tests/gitops/verdicts && $(GOENV) go vet ./...
 
 .PHONY: prerequisites
 prerequisites: ## everything the tests need, in parallel (Go builds are CPU-bound, pip, apt and images mostly network and disk)
-	$(MAKE) --no-print-directory -j4 install cluster-binaries system-packages vllm-env router images
+	$(MAKE) --no-print-directory -j4 install cluster-binaries system-packages vllm-env router gitops-verdicts images
 
 .PHONY: test
 test: prerequisites ## everything CI runs: lint, unit, real-apiserver, training, serving, chart tests
