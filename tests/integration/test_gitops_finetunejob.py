@@ -1,0 +1,110 @@
+"""FineTuneJob states as GitOps tools see them: recorded from the real API server, judged by kstatus,
+Argo CD's Lua and Flux's CEL (tests/support/gitops.py). The test plays the kubelet, as in
+test_finetunejob_lifecycle.py. `KUBETUNE_RECORD_GITOPS_STATES=1` rewrites tests/gitops/states/.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tests.integration.test_finetunejob_lifecycle import (
+    GOOD_DATA,
+    dataset_config_map,
+    ftj_manifest,
+    pass_validation,
+    start_gang,
+    wait_job,
+    wait_phase,
+    with_run_policy,
+)
+from tests.support.cluster import Kube
+from tests.support.gitops import assert_verdicts, condition, record
+from tests.support.kubelet import FakeKubelet, finish_pod
+from tests.support.operator import running_operator
+
+from kubetune.api.finetunejob import Artifacts, EvalMetrics
+from kubetune.api.trainingconfig import TrainerResult
+from kubetune.kube.client import KubeClient
+from kubetune.trainer.result import encode_result
+
+pytestmark = pytest.mark.cluster
+GPU_TYPE = "NVIDIA-H100-80GB-HBM3"
+
+
+@pytest.fixture(scope="module")
+def kubelet(kube: Kube) -> Iterator[FakeKubelet]:
+    with FakeKubelet(str(kube.kubeconfig)) as fake:
+        fake.add_node("gitops-gpu-a", gpus=8, product=GPU_TYPE)
+        fake.add_node("gitops-gpu-b", gpus=8, product=GPU_TYPE)
+        yield fake
+    assert not fake.errors, fake.errors
+
+
+async def test_training_suspended_succeeded(
+    kube: Kube, namespace: str, client: KubeClient, kubelet: FakeKubelet, tmp_path: Path
+) -> None:
+    manifest = ftj_manifest("run")
+    kube.apply(dataset_config_map(GOOD_DATA), namespace)
+    kube.apply(manifest, namespace)
+    recorded = []
+    with running_operator(kube, namespace, resync_seconds=1.0):
+        await pass_validation(client, namespace, "run")
+        await wait_job(client, namespace, "run-train-r0")
+        await start_gang(client, namespace, "run-train-r0", 2)
+        training = await wait_phase(client, namespace, "run", "Running")
+        recorded.append(record("finetunejob-training", training, tmp_path))
+
+        kube.apply(with_run_policy(manifest, suspend=True), namespace)
+        suspended = await wait_phase(client, namespace, "run", "Suspended")
+        recorded.append(record("finetunejob-suspended", suspended, tmp_path))
+
+        kube.apply(with_run_policy(manifest, suspend=False), namespace)
+        pods = await start_gang(client, namespace, "run-train-r0", 2)
+        await wait_phase(client, namespace, "run", "Running")
+        result = TrainerResult(
+            outcome="Succeeded",
+            metrics=EvalMetrics(eval_loss=0.5),
+            artifacts=Artifacts(adapter_uri="s3://models/out/adapter", base_model_uri="Qwen/Qwen2.5-0.5B"),
+        )
+        await finish_pod(client, pods[0], 0, encode_result(result))
+        await finish_pod(client, pods[1], 0)
+        done = await wait_phase(client, namespace, "run", "Succeeded")
+        recorded.append(record("finetunejob-succeeded", done, tmp_path))
+    assert condition(training, "Reconciling")["reason"] == "Training"
+    assert condition(suspended, "Ready")["reason"] == "Suspended"
+    assert condition(done, "Ready")["reason"] == "Completed"
+    assert_verdicts(recorded)
+
+
+async def test_backoff_exhausted_and_invalid_spec_settle_as_stalled(
+    kube: Kube, namespace: str, client: KubeClient, kubelet: FakeKubelet, tmp_path: Path
+) -> None:
+    kube.apply(dataset_config_map(GOOD_DATA), namespace)
+    kube.apply(ftj_manifest("crash", backoffLimit=0), namespace)
+    # The nodes offer 8 GPUs: preflight rejects 16 per pod (a spec the schema cannot judge).
+    kube.apply(ftj_manifest("toobig", nodes=1, gpus=16), namespace)
+    with running_operator(kube, namespace, resync_seconds=1.0):
+        invalid = await wait_phase(client, namespace, "toobig", "Failed")
+        await pass_validation(client, namespace, "crash")
+        await wait_job(client, namespace, "crash-train-r0")
+        pods = await start_gang(client, namespace, "crash-train-r0", 2)
+        await wait_phase(client, namespace, "crash", "Running")
+        await finish_pod(client, pods[1], 1, "RuntimeError: NCCL error: unhandled system error")
+        crashed = await wait_phase(client, namespace, "crash", "Failed")
+    stalled = condition(crashed, "Stalled")
+    assert (stalled["status"], stalled["reason"]) == ("True", "BackoffLimitExceeded")
+    assert condition(invalid, "Stalled")["reason"] == "InvalidSpec"
+    assert "spec.resources.gpusPerNode" in condition(invalid, "Stalled")["message"]
+    assert all(
+        c["observedGeneration"] == obj["metadata"]["generation"]
+        for obj in (crashed, invalid)
+        for c in obj["status"]["conditions"]
+    )
+    assert_verdicts(
+        [
+            record("finetunejob-backoff-exhausted", crashed, tmp_path),
+            record("finetunejob-invalid-spec", invalid, tmp_path),
+        ]
+    )
