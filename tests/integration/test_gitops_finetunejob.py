@@ -72,6 +72,10 @@ async def test_training_suspended_succeeded(
         await finish_pod(client, pods[1], 0)
         done = await wait_phase(client, namespace, "run", "Succeeded")
         recorded.append(record("finetunejob-succeeded", done, tmp_path))
+        table = kube.kubectl("get", "finetunejob", "run", "-n", namespace).stdout
+    header, row = table.splitlines()[:2]
+    assert header.split()[-2:] == ["REASON", "AGE"], header
+    assert "Completed" in row.split(), row
     assert condition(training, "Reconciling")["reason"] == "Training"
     assert condition(suspended, "Ready")["reason"] == "Suspended"
     assert condition(done, "Ready")["reason"] == "Completed"

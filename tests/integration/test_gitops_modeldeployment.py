@@ -141,6 +141,11 @@ def test_canary_paused_at_10_percent_then_promoted(
             kube, "cn", namespace, "Ready", "Reconciled", lambda o: canary_weight(o) == 100
         )
         recorded.append(record("modeldeployment-promoted", promoted, tmp_path))
+        table = kube.kubectl("get", "modeldeployment", "cn", "-n", namespace, "-o", "wide").stdout
+    header, row = table.splitlines()[:2]
+    assert header.split()[-3:] == ["REASON", "MESSAGE", "AGE"], header
+    assert "Reconciled" in row.split(), row
+    assert "serving variants available: canary" in row, row
     # A canary step is work in progress even though every Deployment has rolled out.
     assert condition(at_10, "Progressing")["status"] == "False"
     assert condition(at_10, "Available")["status"] == "True"

@@ -33,7 +33,9 @@ class Verdicts:
 
 
 def helper() -> Path:
-    return Path(subprocess.run([str(BUILD)], check=True, capture_output=True, text=True).stdout.strip())
+    built = subprocess.run([str(BUILD)], check=False, capture_output=True, text=True, timeout=900)
+    assert built.returncode == 0, f"{BUILD} failed:\n{built.stderr[-4000:]}"
+    return Path(built.stdout.strip())
 
 
 def verdicts(paths: Sequence[Path]) -> dict[str, Verdicts]:
