@@ -322,6 +322,18 @@ def test_manual_trigger(
         assert manifest["metadata"]["annotations"]["kubetune.io/trigger"] == "Manual"
 
 
+@pytest.mark.parametrize("policy", ["Forbid", "Replace"])
+def test_a_trigger_and_a_due_time_in_one_pass_start_one_run(policy: str) -> None:
+    obj = schedule({"lastScheduleTime": iso(at(1)), "lastTrigger": 1}, trigger=2, concurrencyPolicy=policy)
+    result = plan(obj, at(2) + timedelta(seconds=5))
+    assert [m["metadata"]["name"] for m in result.create] == [manual_run_name("weekly", 2)]
+    assert result.delete == []
+    status = status_of(result)
+    assert status.active == [manual_run_name("weekly", 2)]
+    assert status.last_schedule_time == at(2)
+    assert status.last_trigger == 2
+
+
 def test_a_new_schedule_adopts_its_trigger_without_running() -> None:
     obj = schedule(trigger=5)
     del obj["status"]

@@ -269,6 +269,12 @@ def _scheduled_run(p: _Pass, cron: Cron) -> None:
         p.events.append(Event("Normal", "RunSkipped", f"run {name} skipped: dataset unchanged"))
         p.status.last_schedule_time = due
         return
+    if p.create:
+        # A manual run started in this very pass covers the due time: one fresh run, not two (under
+        # Replace the second would replace the first before it ever ran).
+        p.on_time = True
+        p.status.last_schedule_time = due
+        return
     blocked = p.blocked()
     if blocked is not None:
         p.waiting.append(f"run due at {_iso(due)} waits: {blocked}")
