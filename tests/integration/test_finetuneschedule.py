@@ -8,6 +8,7 @@ would) by writing its terminal status, which the FineTuneJob reconciler keeps.
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 from tests.support.cluster import Kube
+from tests.support.kubelet import FakeKubelet, finish_pod, run_pods, scheduled_pods
 from tests.support.operator import running_operator
 from tests.support.polling import aeventually
 
@@ -291,3 +293,81 @@ async def test_a_run_without_new_data_is_skipped(
     job = await run_job(client, namespace, run_name("skipper", third))
     assert job is not None
     assert job["metadata"]["annotations"]["kubetune.io/dataset-digest"] == digest(NEW_DATA)
+
+
+@pytest.fixture(scope="module")
+def kubelet(kube: Kube) -> Iterator[FakeKubelet]:
+    """A node for the probe's validation pod; its kubelet is the test."""
+    with FakeKubelet(str(kube.kubeconfig)) as fake:
+        fake.add_node("schedule-node", gpus=1)
+        yield fake
+    assert not fake.errors, fake.errors
+
+
+async def finish_probe(client: KubeClient, namespace: str, job: str, reported: str) -> None:
+    """The probe's pod runs `validate`, which reports the digest of the bytes it read."""
+
+    async def bound() -> list[dict[str, Any]]:
+        return await scheduled_pods(client, namespace, job, 1)
+
+    [pod] = await aeventually(bound, timeout=60, message=f"the pod of {job} scheduled")
+    await run_pods(client, [pod])
+    result = {"outcome": "Succeeded", "message": "20 records", "lineage": {"datasetDigest": reported}}
+    await finish_pod(client, pod, 0, json.dumps(result))
+
+
+async def test_data_the_operator_cannot_read_is_probed_before_a_run(
+    client: KubeClient, namespace: str, operator: None, clock: FakeClock, kube: Kube, kubelet: FakeKubelet
+) -> None:
+    manifest = fts_manifest("probed")
+    manifest["spec"]["jobTemplate"]["spec"]["dataset"] = {"uri": "s3://data/train.jsonl", "format": "alpaca"}
+    kube.apply(manifest, namespace)
+    first = await next_fire(client, namespace, "probed")
+    clock.set(first + timedelta(seconds=5))
+    run1 = run_name("probed", first)
+    # Nothing to compare with yet: the first run starts without a probe.
+    await run_job(client, namespace, run1)
+    await finish(client, namespace, run1, "Succeeded", lineage={"datasetDigest": "sha256:" + "a" * 64})
+    await status_when(
+        client, namespace, "probed", lambda s: s.get("lastSuccessfulDatasetDigest"), "run 1 done"
+    )
+
+    second = first + timedelta(hours=1)
+    clock.set(second + timedelta(seconds=5))
+    run2 = run_name("probed", second)
+    probe = f"{run2}-probe-validate"
+    job = await wait_for_job(client, namespace, probe)
+    assert job["metadata"]["ownerReferences"][0]["kind"] == "FineTuneSchedule"
+    assert await client.get(API, "FineTuneJob", namespace, run2) is None  # the run waits for the probe
+    await finish_probe(client, namespace, probe, "sha256:" + "a" * 64)
+    status = await status_when(
+        client,
+        namespace,
+        "probed",
+        lambda s: any(r["name"] == run2 for r in s.get("runs", [])),
+        "run 2 decided",
+    )
+    assert next(r for r in status["runs"] if r["name"] == run2)["phase"] == "Skipped"
+    await wait_for_job(client, namespace, probe, present=False)
+
+    third = second + timedelta(hours=1)
+    clock.set(third + timedelta(seconds=5))
+    run3 = run_name("probed", third)
+    probe = f"{run3}-probe-validate"
+    await wait_for_job(client, namespace, probe)
+    await finish_probe(client, namespace, probe, "sha256:" + "b" * 64)
+    created = await run_job(client, namespace, run3)
+    assert created is not None
+    assert created["metadata"]["annotations"]["kubetune.io/dataset-digest"] == "sha256:" + "b" * 64
+    await wait_for_job(client, namespace, probe, present=False)
+    assert await client.get("v1", "ConfigMap", namespace, f"{run3}-probe-config") is None
+
+
+async def wait_for_job(client: KubeClient, namespace: str, name: str, present: bool = True) -> dict[str, Any]:
+    async def check() -> dict[str, Any]:
+        job = await client.get("batch/v1", "Job", namespace, name)
+        assert (job is not None and not job["metadata"].get("deletionTimestamp")) == present, f"Job {name}"
+        return job or {"gone": True}
+
+    result: dict[str, Any] = await aeventually(check, timeout=60, message=f"Job {name} {present}")
+    return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,6 +14,7 @@ from kubetune.api.finetuneschedule import FineTuneScheduleSpec, FineTuneSchedule
 from kubetune.builders.finetuneschedule import (
     ANNOTATION_SCHEDULED_TIME,
     manual_run_name,
+    probe_children,
     run_manifest,
     run_name,
     template_hash,
@@ -264,7 +266,7 @@ SKIPS = [
     ("new data: trained", "sha256:b", "sha256:a", False, True, False),
     ("same data, changed template: trained", "sha256:a", "sha256:a", True, True, False),
     ("skipping turned off: trained", "sha256:a", "sha256:a", False, False, False),
-    ("data the operator cannot see: trained", None, "sha256:a", False, True, False),
+    ("no earlier success to compare with: trained", "sha256:a", None, False, True, False),
 ]
 
 
@@ -274,7 +276,7 @@ SKIPS = [
     ids=[s[0] for s in SKIPS],
 )
 def test_skip_when_unchanged(
-    digest: str | None, last: str, template_changed: bool, enabled: bool, skipped: bool
+    digest: str | None, last: str | None, template_changed: bool, enabled: bool, skipped: bool
 ) -> None:
     obj = schedule(skipUnchangedData=enabled)
     last_hash = template_hash(spec_of(obj))
@@ -421,3 +423,97 @@ def test_a_pass_over_its_own_status_changes_nothing() -> None:
     assert second.create == []
     assert second.delete == []
     assert second.status == first.status
+
+
+def probe_job(obj: dict[str, Any], run: str, state: str | None) -> list[dict[str, Any]]:
+    """The probe's Job (with its pod when finished) as the API server shows it."""
+    job = next(m for m in probe_children(obj, spec_of(obj), run=run) if m["kind"] == "Job")
+    job["metadata"]["uid"] = "uid-probe"
+    objects = [job]
+    if state is not None:
+        job["status"] = {
+            "conditions": [{"type": "Complete" if state != "failed" else "Failed", "status": "True"}]
+        }
+    if state not in (None, "failed"):
+        result = {"outcome": "Succeeded", "lineage": {"datasetDigest": state}} if state != "no-digest" else {}
+        objects.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": "probe-pod",
+                    "labels": {"batch.kubernetes.io/job-name": job["metadata"]["name"]},
+                },
+                "status": {
+                    "containerStatuses": [
+                        {
+                            "name": "validate",
+                            "state": {"terminated": {"exitCode": 0, "message": json.dumps(result)}},
+                        }
+                    ]
+                },
+            }
+        )
+    return objects
+
+
+PROBES = [
+    # (id, probe state, created run, skipped, probe kept)
+    ("no probe yet: created, the run waits", "absent", False, False, True),
+    ("probe running: the run waits", None, False, False, True),
+    ("probe saw the same data: skipped", "sha256:a", False, True, False),
+    ("probe saw new data: trained", "sha256:b", True, False, False),
+    ("probe failed: the run validates and reports", "failed", True, False, False),
+    ("probe reported no digest (an older trainer): trained", "no-digest", True, False, False),
+]
+
+
+@pytest.mark.parametrize(
+    ("state", "created", "skipped", "kept"), [p[1:] for p in PROBES], ids=[p[0] for p in PROBES]
+)
+def test_data_the_operator_cannot_read_is_probed(
+    state: str | None, created: bool, skipped: bool, kept: bool
+) -> None:
+    obj = schedule()
+    obj["spec"]["jobTemplate"]["spec"]["dataset"]["uri"] = "s3://bucket/data.jsonl"
+    obj["status"].update(
+        lastScheduleTime=iso(at(1)),
+        lastSuccessfulDatasetDigest="sha256:a",
+        lastSuccessfulTemplateHash=template_hash(spec_of(obj)),
+    )
+    name = run_name("weekly", at(2))
+    objects = [] if state == "absent" else probe_job(obj, name, state)
+    jobs = [o for o in objects if o["kind"] == "Job"]
+    pods = [o for o in objects if o["kind"] == "Pod"]
+    spec, problem = parse_spec(FineTuneScheduleSpec, obj)
+    result = plan_schedule(
+        ScheduleContext(
+            obj, spec, problem, at(2) + timedelta(seconds=5), jobs=[], probe_jobs=jobs, probe_pods=pods
+        )
+    )
+    status = status_of(result)
+    assert [m["metadata"]["name"] for m in result.create] == ([name] if created else [])
+    assert [r.phase for r in status.runs] == (
+        [RunPhase.SKIPPED] if skipped else [RunPhase.ACTIVE] if created else []
+    )
+    if state == "absent":
+        assert [m["kind"] for m in result.probe] == ["ConfigMap", "ServiceAccount", "Job"]
+        assert result.probe[2]["metadata"]["ownerReferences"][0]["kind"] == "FineTuneSchedule"
+    else:
+        assert result.probe == []
+    deleted = [(d.kind, d.name) for d in result.delete]
+    if kept:
+        assert deleted == []
+        assert status.last_schedule_time == at(1)
+        running = find_condition(status.conditions, ConditionType.RUNNING)
+        assert running is not None
+        assert "is hashing the dataset" in running.message
+    else:
+        assert deleted == [
+            ("Job", f"{name}-probe-validate"),
+            ("ConfigMap", f"{name}-probe-config"),
+            ("ServiceAccount", f"{name}-probe-trainer"),
+        ]
+        assert status.last_schedule_time == at(2)
+    if created and state.startswith("sha256"):
+        assert result.create[0]["metadata"]["annotations"]["kubetune.io/dataset-digest"] == state

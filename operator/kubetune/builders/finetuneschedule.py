@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -11,6 +11,7 @@ from kubetune.api.finetunejob import KIND as FINETUNEJOB
 from kubetune.api.finetuneschedule import FineTuneScheduleSpec, RunTrigger
 from kubetune.api.uris import join
 from kubetune.builders.common import MANAGED_BY, child_name, owner_reference, stable_hash
+from kubetune.builders.finetunejob import DEFAULT_TRAINER_IMAGE, build_children
 
 Manifest = dict[str, Any]
 
@@ -85,3 +86,50 @@ def run_manifest(
         },
         "spec": job_spec.to_wire(),
     }
+
+
+def probe_name(run: str) -> str:
+    """The dataset probe of a run: a FineTuneJob-like name for the validation children it borrows."""
+    return child_name(run, "probe")
+
+
+def probe_children(
+    schedule: Mapping[str, Any],
+    spec: FineTuneScheduleSpec,
+    *,
+    run: str,
+    trainer_image: str = DEFAULT_TRAINER_IMAGE,
+    image_pull_secrets: Sequence[str] = (),
+) -> list[Manifest]:
+    """The run's data-validation Job (with its config ConfigMap and ServiceAccount), owned by the schedule.
+
+    It is the very Job a FineTuneJob validates its data with (same image, mounts, staging, credentials),
+    so it reads the data the run would read; its `validate` reports the data's sha256 in its result.
+    DeepSpeed is left out: validation does not use it, and a configRef is not resolved here.
+    """
+    meta = schedule["metadata"]
+    template = spec.job_template.spec
+    job_spec = template.model_copy(
+        update={
+            "deepspeed": None,
+            "output": template.output.model_copy(update={"uri": run_output_uri(spec, run)}),
+        }
+    )
+    name = probe_name(run)
+    pseudo = {
+        "apiVersion": API_VERSION,
+        "kind": FINETUNEJOB,
+        "metadata": {"name": name, "namespace": meta["namespace"], "uid": meta["uid"]},
+        "spec": job_spec.to_wire(),
+    }
+    children = build_children(
+        pseudo, restart=0, trainer_image=trainer_image, spec=job_spec, image_pull_secrets=image_pull_secrets
+    )
+    label = {LABEL_SCHEDULE: schedule_label_value(meta["name"])}
+    manifests = [*children.for_validation(), children.validation_job]
+    for manifest in manifests:
+        manifest["metadata"]["ownerReferences"] = [owner_reference(schedule)]
+        manifest["metadata"]["labels"] = {**manifest["metadata"]["labels"], **label}
+    pod = children.validation_job["spec"]["template"]["metadata"]
+    pod["labels"] = {**pod["labels"], **label}
+    return manifests

@@ -9,8 +9,10 @@ The rules are Kubernetes CronJob's (pkg/controller/cronjob), so users' expectati
 - Forbid leaves a due time unhandled while a run is active, so it starts when that run ends unless the
   deadline passed by then; Replace deletes the active run and starts the new one;
 - suspend starts nothing and leaves the due time unhandled (catch-up on resume, bounded by the deadline).
-Beyond CronJob: a due run is skipped when the operator can see the dataset and it, and the job template,
-are those of the last successful run; `spec.trigger` differing from `status.lastTrigger` runs once now.
+Beyond CronJob: a due run is skipped when its dataset and job template are those of the last successful
+run; `spec.trigger` differing from `status.lastTrigger` runs once now. The dataset's sha256 comes from
+the operator itself for configMap:// data, else from a probe: the run's own data-validation Job, run
+before the run, which reports the digest (docs/finetuneschedule.md).
 """
 
 from __future__ import annotations
@@ -31,9 +33,20 @@ from kubetune.api.finetuneschedule import (
     ScheduledRun,
     SchedulePhase,
 )
-from kubetune.builders.finetuneschedule import manual_run_name, run_manifest, run_name, template_hash
+from kubetune.builders.common import LABEL_JOB
+from kubetune.builders.finetunejob import DEFAULT_TRAINER_IMAGE, child_names
+from kubetune.builders.finetuneschedule import (
+    manual_run_name,
+    probe_children,
+    probe_name,
+    run_manifest,
+    run_name,
+    template_hash,
+)
+from kubetune.builders.training_pod import VALIDATOR_CONTAINER
 from kubetune.planning.admission import accepted
 from kubetune.planning.cron import Cron, CronError, parse_cron
+from kubetune.planning.job_pods import job_condition, owned_by, parse_trainer_result, terminated
 from kubetune.planning.plan import Delete, Event
 from kubetune.status.conditions import find_condition, set_condition
 from kubetune.status.finetuneschedule import observe_runs, prune
@@ -55,6 +68,11 @@ class ScheduleContext:
     """The FineTuneJobs this schedule controls (its runs)."""
     dataset_digest: str | None = None
     """sha256 of the template's dataset as the operator reads it (configMap:// only), else None."""
+    probe_jobs: list[Manifest] = field(default_factory=list)
+    """The schedule's dataset-probe Jobs (validation Jobs of runs not created yet)."""
+    probe_pods: list[Manifest] = field(default_factory=list)
+    trainer_image: str = DEFAULT_TRAINER_IMAGE
+    image_pull_secrets: tuple[str, ...] = ()
 
     @property
     def generation(self) -> int | None:
@@ -69,11 +87,13 @@ class ScheduleContext:
 
 @dataclass
 class SchedulePlan:
-    """Deletes first (replaced and pruned runs, uid-guarded), then the runs to create; then the status."""
+    """Probe children (applied, the Job created) and deletes (replaced and pruned runs, uid-guarded;
+    finished probes), then the runs to create; then the status."""
 
     status: dict[str, Any]
     events: list[Event] = field(default_factory=list)
     create: list[Manifest] = field(default_factory=list)
+    probe: list[Manifest] = field(default_factory=list)
     delete: list[Delete] = field(default_factory=list)
     requeue_after_s: float | None = None
 
@@ -87,6 +107,9 @@ class _Pass:
     events: list[Event] = field(default_factory=list)
     create: list[Manifest] = field(default_factory=list)
     delete: list[Delete] = field(default_factory=list)
+    probe: list[Manifest] = field(default_factory=list)
+    probing: str | None = None
+    """The probe Job this pass waits for (kept; every other probe is cleaned up)."""
     waiting: list[str] = field(default_factory=list)
     missed: tuple[Reason, str] | None = None
     on_time: bool = False
@@ -172,6 +195,7 @@ def plan_schedule(ctx: ScheduleContext) -> SchedulePlan:
     _record_finished(p, finished)
     _manual_trigger(p, first_pass=first_pass)
     _scheduled_run(p, cron)
+    _clean_probes(p)
     kept = prune(
         p.history, successful=p.spec.successful_runs_history_limit, failed=p.spec.failed_runs_history_limit
     )
@@ -250,45 +274,112 @@ def _scheduled_run(p: _Pass, cron: Cron) -> None:
     if any(r.name == name for r in p.history):
         p.status.last_schedule_time = due
         return
-    if _unchanged(p):
-        p.on_time = True
-        p.history.append(
-            ScheduledRun(
-                name=name,
-                scheduled_time=due,
-                trigger=RunTrigger.SCHEDULE,
-                phase=RunPhase.SKIPPED,
-                reason=Reason.DATASET_UNCHANGED.value,
-                message=f"dataset {p.ctx.dataset_digest} and job template unchanged since the last "
-                "successful run: not trained again",
-                completion_time=now,
-                dataset_digest=p.ctx.dataset_digest,
-                template_hash=template_hash(p.spec),
-            )
-        )
-        p.events.append(Event("Normal", "RunSkipped", f"run {name} skipped: dataset unchanged"))
-        p.status.last_schedule_time = due
-        return
     if p.create:
         # A manual run started in this very pass covers the due time: one fresh run, not two (under
         # Replace the second would replace the first before it ever ran).
         p.on_time = True
         p.status.last_schedule_time = due
         return
+    digest = p.ctx.dataset_digest
+    if digest is None and _probe_worthwhile(p):
+        blocked = p.blocked()
+        if blocked is not None:
+            p.waiting.append(f"run due at {_iso(due)} waits: {blocked}")
+            return
+        state = _probe(p, name)
+        if state is _PROBING:
+            p.waiting.append(f"run due at {_iso(due)} waits: job {p.probing} is hashing the dataset")
+            return
+        digest = state
+    if _unchanged(p, digest):
+        _skip(p, name, due, digest)
+        return
     blocked = p.blocked()
     if blocked is not None:
         p.waiting.append(f"run due at {_iso(due)} waits: {blocked}")
         return
     p.on_time = True
-    p.start(name, due, RunTrigger.SCHEDULE, p.ctx.dataset_digest)
+    p.start(name, due, RunTrigger.SCHEDULE, digest)
     p.status.last_schedule_time = due
 
 
-def _unchanged(p: _Pass) -> bool:
+_PROBING = "probing"
+
+
+def _probe_worthwhile(p: _Pass) -> bool:
+    """A probe can only lead to a skip when skipping is on and the template is the last success's."""
     return (
         p.spec.skip_unchanged_data
-        and p.ctx.dataset_digest is not None
-        and p.ctx.dataset_digest == p.status.last_successful_dataset_digest
+        and p.status.last_successful_dataset_digest is not None
+        and p.status.last_successful_template_hash == template_hash(p.spec)
+    )
+
+
+def _probe(p: _Pass, run: str) -> str | None:
+    """The dataset digest the run's probe reported; _PROBING while it runs (created if absent); None
+    when it failed or reported none (the run then validates the data itself and says what is wrong)."""
+    names = child_names(probe_name(run))
+    job = next((j for j in p.ctx.probe_jobs if j["metadata"]["name"] == names.validation_job), None)
+    if job is None:
+        p.probe = probe_children(
+            p.ctx.obj,
+            p.spec,
+            run=run,
+            trainer_image=p.ctx.trainer_image,
+            image_pull_secrets=p.ctx.image_pull_secrets,
+        )
+        p.probing = names.validation_job
+        return _PROBING
+    if job_condition(job, "Failed"):
+        return None
+    if not job_condition(job, "Complete"):
+        p.probing = names.validation_job
+        return _PROBING
+    for pod in p.ctx.probe_pods:
+        if owned_by(pod, names.validation_job):
+            term = terminated(pod, VALIDATOR_CONTAINER)
+            result = parse_trainer_result(str(term.get("message") or "") if term else None)
+            if result is not None and result.lineage is not None and result.lineage.dataset_digest:
+                return result.lineage.dataset_digest
+    return None
+
+
+def _clean_probes(p: _Pass) -> None:
+    """Delete every probe but the one this pass waits for: its answer was used (or is moot)."""
+    for job in p.ctx.probe_jobs:
+        if job["metadata"]["name"] == p.probing:
+            continue
+        names = child_names(str((job["metadata"].get("labels") or {}).get(LABEL_JOB, "")))
+        p.delete.append(Delete("batch/v1", "Job", job["metadata"]["name"], uid=job["metadata"]["uid"]))
+        p.delete.append(Delete("v1", "ConfigMap", names.config_map))
+        p.delete.append(Delete("v1", "ServiceAccount", names.service_account))
+
+
+def _skip(p: _Pass, name: str, due: datetime, digest: str | None) -> None:
+    p.on_time = True
+    p.history.append(
+        ScheduledRun(
+            name=name,
+            scheduled_time=due,
+            trigger=RunTrigger.SCHEDULE,
+            phase=RunPhase.SKIPPED,
+            reason=Reason.DATASET_UNCHANGED.value,
+            message=f"dataset {digest} and job template unchanged since the last successful run: "
+            "not trained again",
+            completion_time=p.ctx.now,
+            dataset_digest=digest,
+            template_hash=template_hash(p.spec),
+        )
+    )
+    p.events.append(Event("Normal", "RunSkipped", f"run {name} skipped: dataset unchanged"))
+    p.status.last_schedule_time = due
+
+
+def _unchanged(p: _Pass, digest: str | None) -> bool:
+    return (
+        p.spec.skip_unchanged_data
+        and digest is not None
+        and digest == p.status.last_successful_dataset_digest
         and p.status.last_successful_template_hash == template_hash(p.spec)
     )
 
@@ -329,7 +420,12 @@ def _finish(p: _Pass, cron: Cron) -> SchedulePlan:
     if status.next_schedule_time is not None:
         requeue = max(1.0, (status.next_schedule_time - ctx.now).total_seconds() + 1.0)
     return SchedulePlan(
-        status=status.to_wire(), events=p.events, create=p.create, delete=p.delete, requeue_after_s=requeue
+        status=status.to_wire(),
+        events=p.events,
+        create=p.create,
+        probe=p.probe,
+        delete=p.delete,
+        requeue_after_s=requeue,
     )
 
 

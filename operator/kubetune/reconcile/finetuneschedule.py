@@ -1,9 +1,10 @@
 """FineTuneSchedule: observe → plan → apply.
 
-`observe` reads the schedule's runs (the FineTuneJobs it controls) and, for configMap:// data, the
-dataset's sha256 (the same bytes the trainer hashes into `status.lineage.datasetDigest`); the pure
-planner (`kubetune.planning.finetuneschedule`) decides; deletes go through the generic applier and runs
-are created only when absent (a run's spec is never rewritten: FineTuneJob specs are immutable).
+`observe` reads the schedule's runs (the FineTuneJobs it controls), its dataset probes (validation Jobs
+run before a run, for data the operator cannot read) and, for configMap:// data, the dataset's sha256
+(the same bytes the trainer hashes into `status.lineage.datasetDigest`); the pure planner
+(`kubetune.planning.finetuneschedule`) decides; probes and deletes go through the generic applier and
+runs are created only when absent (a run's spec is never rewritten: FineTuneJob specs are immutable).
 """
 
 from __future__ import annotations
@@ -74,7 +75,12 @@ class FineTuneScheduleReconciler:
         when = self.clock() if self.clock is not None else now
         ctx = await self.observe(client, obj, when)
         plan = plan_schedule(ctx)
-        await execute(client, obj["metadata"]["namespace"], Plan(status=plan.status, delete=plan.delete))
+        namespace = obj["metadata"]["namespace"]
+        probe_job = [m for m in plan.probe if m["kind"] == "Job"]
+        probe_rest = [m for m in plan.probe if m["kind"] != "Job"]
+        # The probe's ConfigMap and ServiceAccount first: its Job's pod mounts and runs as them.
+        await execute(client, namespace, Plan(status=plan.status, apply=probe_rest))
+        await execute(client, namespace, Plan(status=plan.status, create=probe_job, delete=plan.delete))
         status = plan.status
         for manifest in plan.create:
             stored = await create_if_absent(client, manifest)
@@ -89,7 +95,26 @@ class FineTuneScheduleReconciler:
         listed = await client.list(API_VERSION, FINETUNEJOB, meta["namespace"], label_selector=selector)
         jobs = [job for job in listed if controlled_by(job, meta["uid"])]
         digest = await dataset_digest(client, spec, meta["namespace"]) if spec is not None else None
-        return ScheduleContext(obj, spec, problem, now, jobs=jobs, dataset_digest=digest)
+        probe_jobs = [
+            job
+            for job in await client.list("batch/v1", "Job", meta["namespace"], label_selector=selector)
+            if controlled_by(job, meta["uid"])
+        ]
+        probe_pods = (
+            await client.list("v1", "Pod", meta["namespace"], label_selector=selector) if probe_jobs else []
+        )
+        return ScheduleContext(
+            obj,
+            spec,
+            problem,
+            now,
+            jobs=jobs,
+            dataset_digest=digest,
+            probe_jobs=probe_jobs,
+            probe_pods=probe_pods,
+            trainer_image=self.settings.trainer_image,
+            image_pull_secrets=self.settings.image_pull_secrets,
+        )
 
 
 async def dataset_digest(client: KubeClient, spec: FineTuneScheduleSpec, namespace: str) -> str | None:
