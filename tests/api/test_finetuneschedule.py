@@ -58,3 +58,22 @@ def test_the_job_template_has_the_finetunejob_rules_but_not_its_immutability() -
     assert "oldSelf" in job
     assert "oldSelf" not in template
     assert "lora must not be set when method is full" in template
+
+
+def test_kubectl_get_fts_shows_the_schedule_and_its_last_runs() -> None:
+    names = all_crds()["kubetune.io_finetuneschedules.yaml"]["spec"]["names"]
+    version = all_crds()["kubetune.io_finetuneschedules.yaml"]["spec"]["versions"][0]
+    assert (names["kind"], names["shortNames"], names["categories"]) == (
+        "FineTuneSchedule",
+        ["fts"],
+        ["kubetune"],
+    )
+    assert [c["name"] for c in version["additionalPrinterColumns"]] == [
+        "Schedule",
+        "Suspend",
+        "Phase",
+        "Last-Schedule",
+        "Last-Success",
+        "Age",
+    ]
+    assert version["subresources"] == {"status": {}}
