@@ -130,12 +130,18 @@ async def run_job(
 
 
 async def finish(client: KubeClient, namespace: str, name: str, phase: str, **status: Any) -> None:
-    """End a run as its trainer would, once the FineTuneJob reconciler has taken it up."""
+    """End a run as its trainer would, once the FineTuneJob reconciler has taken it up.
+
+    Its status writes are merge patches of what changed since the body it read: once it has written
+    Validating (its validation Job exists and nobody runs it), no pass of it sends `phase` again, so the
+    terminal phase written here is not overwritten (and is kept: terminal phases are final).
+    """
 
     async def taken_up() -> bool:
         job = await client.get(API, "FineTuneJob", namespace, name)
         assert job is not None
-        assert (job.get("status") or {}).get("phase"), "FineTuneJob not reconciled yet"
+        phase = (job.get("status") or {}).get("phase")
+        assert phase == "Validating", f"FineTuneJob {name} is {phase}"
         return True
 
     await aeventually(taken_up, timeout=30, message=f"{name} reconciled")
