@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from kubetune.api import finetunejob, modeldeployment
+from kubetune.api import finetunejob, finetuneschedule, modeldeployment
 from kubetune.api.common import GROUP, VERSION
 
 CATEGORY = "kubetune"
@@ -104,6 +104,29 @@ def openapi_schema(model: type[BaseModel]) -> Schema:
     defs = raw.pop("$defs", {})
     schema: Schema = _structural(_resolve(raw, defs))
     return schema
+
+
+def without_transition_rules(node: Any) -> Any:
+    """The schema with every CEL rule that reads `oldSelf` removed.
+
+    A FineTuneJob's spec is immutable once created, but the same spec as a schedule's job template is
+    edited freely: each run gets a copy, and the copy is what must not change.
+    """
+    if isinstance(node, list):
+        return [without_transition_rules(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    result = {}
+    for key, value in node.items():
+        if key == "x-kubernetes-validations":
+            kept = [rule for rule in value if "oldSelf" not in rule["rule"]]
+            if kept:
+                result[key] = kept
+        elif key in ("default", "enum"):
+            result[key] = value
+        else:
+            result[key] = without_transition_rules(value)
+    return result
 
 
 def _object_schema(
@@ -242,7 +265,32 @@ def all_crds() -> dict[str, dict[str, Any]]:
                 age,
             ],
         ),
+        f"{GROUP}_{finetuneschedule.PLURAL}.yaml": schedule_crd(age),
     }
+
+
+def schedule_crd(age: dict[str, Any]) -> dict[str, Any]:
+    definition = crd(
+        kind=finetuneschedule.KIND,
+        plural=finetuneschedule.PLURAL,
+        short_names=["fts"],
+        model=finetuneschedule.FineTuneSchedule,
+        spec=finetuneschedule.FineTuneScheduleSpec,
+        status=finetuneschedule.FineTuneScheduleStatus,
+        description="FineTuneJobs on a cron schedule (CronJob semantics), each run's outcome in status.",
+        columns=[
+            {"name": "Schedule", "type": "string", "jsonPath": ".spec.schedule"},
+            {"name": "Suspend", "type": "boolean", "jsonPath": ".spec.suspend"},
+            {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+            {"name": "Last-Schedule", "type": "date", "jsonPath": ".status.lastScheduleTime"},
+            {"name": "Last-Success", "type": "date", "jsonPath": ".status.lastSuccessfulTime", "priority": 1},
+            age,
+        ],
+    )
+    version = definition["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    template = version["properties"]["spec"]["properties"]["jobTemplate"]
+    version["properties"]["spec"]["properties"]["jobTemplate"] = without_transition_rules(template)
+    return definition
 
 
 def render(crd_obj: dict[str, Any]) -> str:

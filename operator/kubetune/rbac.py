@@ -27,13 +27,20 @@ class Rule:
 OPERATOR_RULES: tuple[Rule, ...] = (
     Rule(
         "kubetune.io",
-        ("finetunejobs", "modeldeployments"),
+        ("finetunejobs", "modeldeployments", "finetuneschedules"),
         READ,
         "watch our resources (never written: no annotations, no finalizers, no spec)",
     ),
     Rule(
         "kubetune.io",
-        ("finetunejobs/status", "modeldeployments/status"),
+        ("finetunejobs",),
+        ("create", "delete"),
+        "a FineTuneSchedule's runs: created once (no patch: a run's spec is never rewritten), deleted by"
+        " the history limits and concurrencyPolicy Replace",
+    ),
+    Rule(
+        "kubetune.io",
+        ("finetunejobs/status", "modeldeployments/status", "finetuneschedules/status"),
         ("get", "patch"),
         "write status (the operator never writes spec)",
     ),

@@ -269,8 +269,10 @@ FORBIDDEN = [
     ("some-team", "", "secrets", "update"),
     ("some-team", "", "secrets", "delete"),
     ("some-team", "kubetune.io", "finetunejobs", "update"),  # the operator never writes spec
+    ("some-team", "kubetune.io", "finetunejobs", "patch"),  # a schedule's runs are created, never patched
+    ("some-team", "kubetune.io", "finetuneschedules", "patch"),
     ("some-team", "kubetune.io", "modeldeployments", "create"),
-    ("some-team", "kubetune.io", "finetunejobs", "delete"),
+    ("some-team", "kubetune.io", "modeldeployments", "delete"),
     ("some-team", "apps", "deployments", "update"),  # children are server-side applied (patch)
     ("some-team", "", "pods", "create"),
     ("some-team", "", "pods/exec", "create"),

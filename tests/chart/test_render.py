@@ -333,10 +333,14 @@ def test_chart_crds_are_the_generated_ones() -> None:
         )
 
 
-def test_include_crds_renders_both_custom_resources() -> None:
+def test_include_crds_renders_every_custom_resource() -> None:
     chart = render(include_crds=True)
     names = sorted(c["metadata"]["name"] for c in chart.of_kind("CustomResourceDefinition"))
-    assert names == ["finetunejobs.kubetune.io", "modeldeployments.kubetune.io"]
+    assert names == [
+        "finetunejobs.kubetune.io",
+        "finetuneschedules.kubetune.io",
+        "modeldeployments.kubetune.io",
+    ]
 
 
 def test_the_locally_built_images_select_through_chart_values() -> None:

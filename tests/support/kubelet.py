@@ -388,6 +388,10 @@ async def run_container(
     termination_log.write_text("")
     env = {e["name"]: _relocate(e["value"], root) for e in spec.get("env") or [] if "value" in e}
     env |= {"KUBETUNE_TERMINATION_LOG": str(termination_log), "PATH": os.environ.get("PATH", "")}
+    # The code under test, not whichever kubetune the interpreter has installed (a worktree over a
+    # shared virtualenv sets PYTHONPATH; the image's own is the one being tested).
+    if os.environ.get("PYTHONPATH"):
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     proc = await asyncio.to_thread(
         subprocess.run,
         [sys.executable, *command[1:]],

@@ -12,14 +12,22 @@ from tests.support.cluster import Kube
 from kubetune.controller.controller import Controller
 from kubetune.handlers import operator_registry
 from kubetune.reconcile import reconcilers
+from kubetune.reconcile.finetuneschedule import Clock
 from kubetune.settings import OperatorSettings
 
 
 @contextmanager
 def running_operator(
-    kube: Kube, namespace: str, *, resync_seconds: float = 2.0, extra_env: dict[str, str] | None = None
+    kube: Kube,
+    namespace: str,
+    *,
+    resync_seconds: float = 2.0,
+    extra_env: dict[str, str] | None = None,
+    schedule_clock: Clock | None = None,
 ) -> Iterator[KopfRunner]:
     """The operator, watching one namespace, with short resync so tests see timers act.
+
+    `schedule_clock` replaces the clock FineTuneSchedules are planned with (a test moves it forward).
 
     Each run gets its own Controller and registry: nothing carries over between runs.
     """
@@ -36,7 +44,7 @@ def running_operator(
     os.environ.update(env)  # kopf's own login reads KUBECONFIG
     try:
         settings = OperatorSettings.from_env({**os.environ, **env}, namespaces=(namespace,))
-        controller = Controller(settings, reconcilers(settings))
+        controller = Controller(settings, reconcilers(settings, schedule_clock=schedule_clock))
         runner = KopfRunner(
             ["run", "--standalone", "--namespace", namespace],
             registry=operator_registry(controller),

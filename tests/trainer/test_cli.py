@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -65,6 +66,9 @@ def test_validate_succeeds_and_reports_the_split(tmp_path: Path) -> None:
     assert result["message"] == (
         "d.jsonl: 11 records (alpaca), 0 invalid, 1 duplicates removed; split 8/1/1 train/validation/test"
     )
+    # The digest a FineTuneSchedule's probe compares with the last successful run's.
+    digest = hashlib.sha256((tmp_path / "d.jsonl").read_bytes()).hexdigest()
+    assert result["lineage"] == {"datasetDigest": f"sha256:{digest}"}
 
 
 @pytest.mark.parametrize("command", ["validate", "train"])

@@ -11,6 +11,9 @@ class ConditionType(StrEnum):
     READY = "Ready"
     RECONCILING = "Reconciling"
     STALLED = "Stalled"
+    # FineTuneSchedule (also Suspended and Running)
+    LAST_RUN_SUCCEEDED = "LastRunSucceeded"
+    MISSED_SCHEDULE = "MissedSchedule"
     # FineTuneJob
     DATA_VALIDATED = "DataValidated"
     RUNNING = "Running"
@@ -32,6 +35,21 @@ class ConditionType(StrEnum):
 class Reason(StrEnum):
     ACCEPTED = "Accepted"
     INVALID_SPEC = "InvalidSpec"
+    # FineTuneSchedule
+    INVALID_SCHEDULE = "InvalidSchedule"
+    INVALID_TIME_ZONE = "InvalidTimeZone"
+    SCHEDULED = "Scheduled"
+    RUN_ACTIVE = "RunActive"
+    RUN_WAITING = "RunWaiting"
+    NO_ACTIVE_RUN = "NoActiveRun"
+    NO_RUNS_YET = "NoRunsYet"
+    ON_SCHEDULE = "OnSchedule"
+    TOO_MANY_MISSED_START_TIMES = "TooManyMissedStartTimes"
+    STARTING_DEADLINE_EXCEEDED = "StartingDeadlineExceeded"
+    DATASET_UNCHANGED = "DatasetUnchanged"
+    REPLACED = "Replaced"
+    RUN_DELETED = "RunDeleted"
+    NAME_CONFLICT = "NameConflict"
     PENDING = "Pending"
     VALIDATING = "Validating"
     INVALID_DATA = "InvalidData"

@@ -60,6 +60,9 @@ class TrainingConfig(KubeModel):
     """Everything the trainer needs, rendered by the operator."""
 
     job_name: str = Field(description="FineTuneJob name.")
+    job_uid: str | None = Field(
+        default=None, description="FineTuneJob uid: owner of the output folder and its checkpoints."
+    )
     namespace: str = Field(description="FineTuneJob namespace.")
     spec: FineTuneJobSpec = Field(description="The FineTuneJob spec, verbatim.")
     paths: TrainingPaths = Field(description="Container paths.")

@@ -158,6 +158,7 @@ def build_training_config(ftj: dict[str, Any], spec: FineTuneJobSpec | None = No
         paths = paths.model_copy(update={"deepspeed_config": f"{CONFIG_DIR}/{DEEPSPEED_FILE}"})
     return TrainingConfig(
         job_name=name,
+        job_uid=ftj["metadata"].get("uid"),
         namespace=namespace,
         spec=spec,
         paths=paths,

@@ -13,10 +13,13 @@ import kopf
 from kubetune.api.common import GROUP, VERSION
 from kubetune.api.finetunejob import KIND as FINETUNEJOB
 from kubetune.api.finetunejob import PLURAL as FINETUNEJOBS
+from kubetune.api.finetuneschedule import KIND as FINETUNESCHEDULE
+from kubetune.api.finetuneschedule import PLURAL as FINETUNESCHEDULES
 from kubetune.api.modeldeployment import KIND as MODELDEPLOYMENT
 from kubetune.api.modeldeployment import PLURAL as MODELDEPLOYMENTS
 from kubetune.builders.common import MANAGED_BY
 from kubetune.controller.controller import Controller
+from kubetune.reconcile.finetuneschedule import run_summary
 
 MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
 
@@ -50,10 +53,16 @@ def operator_registry(controller: Controller) -> kopf.OperatorRegistry:
     @kopf.on.event(GROUP, VERSION, FINETUNEJOBS, registry=registry)
     async def finetunejob_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
         await controller.on_event(FINETUNEJOB, event.get("type"), body)
+        # A schedule's run: its schedule moves when the run's phase does.
+        await controller.on_child_event(event.get("type"), run_summary(body))
 
     @kopf.on.event(GROUP, VERSION, MODELDEPLOYMENTS, registry=registry)
     async def modeldeployment_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
         await controller.on_event(MODELDEPLOYMENT, event.get("type"), body)
+
+    @kopf.on.event(GROUP, VERSION, FINETUNESCHEDULES, registry=registry)
+    async def finetuneschedule_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+        await controller.on_event(FINETUNESCHEDULE, event.get("type"), body)
 
     @kopf.on.event("batch", "v1", "jobs", labels=MANAGED, registry=registry)
     async def job_changed(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:

@@ -48,6 +48,7 @@ RESOURCES: dict[tuple[str, str], tuple[str, bool]] = {
     ("keda.sh/v1alpha1", "ScaledObject"): ("scaledobjects", True),
     ("kubetune.io/v1alpha1", "FineTuneJob"): ("finetunejobs", True),
     ("kubetune.io/v1alpha1", "ModelDeployment"): ("modeldeployments", True),
+    ("kubetune.io/v1alpha1", "FineTuneSchedule"): ("finetuneschedules", True),
     ("apiextensions.k8s.io/v1", "CustomResourceDefinition"): ("customresourcedefinitions", False),
 }
 

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from kubetune.api.finetunejob import Lineage
 from kubetune.api.trainingconfig import CONFIG_DIR, CONFIG_FILE, EXIT_OK, TrainerResult, TrainingConfig
 from kubetune.trainer.config import Topology, load_config, termination_log_path
 from kubetune.trainer.errors import TrainerError
@@ -50,7 +51,12 @@ def _run(command: str, config: TrainingConfig, config_path: Path, topology: Topo
         from kubetune.trainer.validate import validate
 
         prepared = validate(config)
-        return TrainerResult(outcome="Succeeded", message=prepared.report.summary())
+        # The digest lets a FineTuneSchedule's probe tell unchanged data from new data (pvc/s3/hf).
+        return TrainerResult(
+            outcome="Succeeded",
+            message=prepared.report.summary(),
+            lineage=Lineage(dataset_digest="sha256:" + prepared.report.sha256),
+        )
     if command == "stage":
         from kubetune.trainer.stage import stage
 

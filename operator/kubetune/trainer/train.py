@@ -29,6 +29,7 @@ from kubetune.trainer.export import (
     merge_adapter,
     write_json,
 )
+from kubetune.trainer.ownership import CheckpointOwnerCallback, Owner, claim_output, resumable_checkpoint
 from kubetune.trainer.precision import resolve_precision
 from kubetune.trainer.progress import ProgressReporter
 from kubetune.trainer.validate import load_tokenizer, prepare_data
@@ -165,7 +166,8 @@ def run_training(config: TrainingConfig, config_path: Path, reporter: ProgressRe
     spec = config.spec
     hp = spec.hyperparameters
     layout = Layout(Path(config.paths.output_dir))
-    layout.root.mkdir(parents=True, exist_ok=True)
+    owner = Owner.of(config)
+    claim_output(layout.root, owner)  # before anything is written: never into another job's folder
 
     tokenizer = load_tokenizer(config)
     prepared = prepare_data(config, tokenizer)
@@ -184,7 +186,7 @@ def run_training(config: TrainingConfig, config_path: Path, reporter: ProgressRe
         else None
     )
     progress = ProgressCallback(reporter)
-    callbacks: list[Any] = [progress]
+    callbacks: list[Any] = [progress, CheckpointOwnerCallback(layout.checkpoints, owner)]
     if hp.early_stopping_patience is not None:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=hp.early_stopping_patience))
     trainer = Trainer(
@@ -197,7 +199,7 @@ def run_training(config: TrainingConfig, config_path: Path, reporter: ProgressRe
         callbacks=callbacks,
     )
 
-    resume_from = latest_checkpoint(layout.checkpoints)
+    resume_from = resumable_checkpoint(layout.checkpoints, owner)
     if resume_from is not None:
         log.info("resuming from checkpoint %s", resume_from)
     started = time.monotonic()

@@ -1,0 +1,196 @@
+"""FineTuneSchedule: FineTuneJobs on a cron schedule, with CronJob's semantics, and a run history."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import Field
+
+from kubetune.api.common import Condition, KubeModel, conditions_field
+from kubetune.api.finetunejob import Artifacts, EvalMetrics, FineTuneJobSpec
+
+KIND = "FineTuneSchedule"
+PLURAL = "finetuneschedules"
+
+MACROS = ("yearly", "annually", "monthly", "weekly", "daily", "midnight", "hourly")
+
+
+def _field(value: str, *, extra_items: tuple[str, ...] = (), suffix: str = "") -> str:
+    """One cron field: a comma list of `*`, `V` or `V-V`, each with an optional `/step`."""
+    item = rf"(\*|({value})(-({value}))?)(/[0-9]{{1,2}})?{suffix}"
+    if extra_items:
+        item = f"({item}|{'|'.join(extra_items)})"
+    return rf"{item}(,{item})*"
+
+
+_NAME = "[A-Za-z]{3}"
+# As close as a regular expression gets: five fields with their ranges (or an @-macro). What it cannot
+# see (`30 2` as day and month, a misspelt month name) the operator reports as Accepted=False.
+SCHEDULE_PATTERN = (
+    "^(@("
+    + "|".join(MACROS)
+    + ")|"
+    + " +".join(
+        (
+            _field("[0-5]?[0-9]"),
+            _field("[01]?[0-9]|2[0-3]"),
+            _field("0?[1-9]|[12][0-9]|3[01]", extra_items=("L",)),
+            _field(f"0?[1-9]|1[0-2]|{_NAME}"),
+            _field(f"[0-7]|{_NAME}", extra_items=("[0-7]L", "[0-7]#[1-5]")),
+        )
+    )
+    + ")$"
+)
+TIME_ZONE_PATTERN = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){0,2}$"
+
+
+class ConcurrencyPolicy(StrEnum):
+    """What a due run does while an earlier one is still training.
+
+    No `Allow` (CronJob's default): two runs of one schedule would train on the same data into sibling
+    folders and race to be "the latest run"; a team that wants parallel runs writes two schedules.
+    """
+
+    FORBID = "Forbid"
+    REPLACE = "Replace"
+
+
+class JobTemplateMetadata(KubeModel):
+    """Labels and annotations copied onto every run's FineTuneJob."""
+
+    labels: dict[str, str] = Field(default_factory=dict, description="Labels of each run.")
+    annotations: dict[str, str] = Field(default_factory=dict, description="Annotations of each run.")
+
+
+class FineTuneJobTemplate(KubeModel):
+    """The FineTuneJob each run creates; its output.uri is the schedule's, each run in its own folder."""
+
+    metadata: JobTemplateMetadata = Field(
+        default_factory=JobTemplateMetadata, description="Labels and annotations of each run."
+    )
+    spec: FineTuneJobSpec = Field(description="The FineTuneJob spec of each run.")
+
+
+class FineTuneScheduleSpec(KubeModel):
+    """When to retrain and what: a CronJob for FineTuneJobs."""
+
+    schedule: str = Field(
+        max_length=128,
+        pattern=SCHEDULE_PATTERN,
+        description="Cron expression (minute hour day-of-month month day-of-week) or @daily, @weekly...",
+    )
+    time_zone: str | None = Field(
+        default=None,
+        max_length=64,
+        pattern=TIME_ZONE_PATTERN,
+        description="IANA time zone of the schedule, e.g. Europe/Berlin (default UTC).",
+    )
+    concurrency_policy: ConcurrencyPolicy = Field(
+        default=ConcurrencyPolicy.FORBID,
+        description="Forbid: skip a due run while one is active. Replace: stop the active run, start anew.",
+    )
+    starting_deadline_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        description="A run more than this late (operator down, suspended, Forbid) is not started.",
+    )
+    suspend: bool = Field(
+        default=False, description="Start no scheduled runs (active ones go on; a trigger still runs)."
+    )
+    successful_runs_history_limit: int = Field(
+        default=3, ge=0, le=20, description="Succeeded (and skipped) runs kept, newest first."
+    )
+    failed_runs_history_limit: int = Field(default=1, ge=0, le=20, description="Failed runs kept.")
+    trigger: int | None = Field(
+        default=None,
+        ge=0,
+        description="Run once now when this differs from status.lastTrigger (bump it from Git or kubectl).",
+    )
+    skip_unchanged_data: bool = Field(
+        default=True,
+        description="Skip a scheduled run when the data and template are those of the last successful run.",
+    )
+    job_template: FineTuneJobTemplate = Field(description="The FineTuneJob each run creates.")
+
+
+class RunTrigger(StrEnum):
+    SCHEDULE = "Schedule"
+    MANUAL = "Manual"
+
+
+class RunPhase(StrEnum):
+    ACTIVE = "Active"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    SKIPPED = "Skipped"
+
+
+class ScheduledRun(KubeModel):
+    """One run of the schedule and how it ended."""
+
+    name: str = Field(max_length=63, description="The run's FineTuneJob (none for a skipped run).")
+    scheduled_time: datetime = Field(description="The cron time (or trigger time) the run is for.")
+    trigger: RunTrigger = Field(description="Schedule or Manual.")
+    phase: RunPhase = Field(description="Active, Succeeded, Failed or Skipped.")
+    reason: str = Field(default="", max_length=128, description="Why it ended so (CamelCase).")
+    message: str = Field(default="", max_length=1024, description="Detail for humans.")
+    completion_time: datetime | None = Field(default=None, description="When the run ended.")
+    dataset_digest: str | None = Field(
+        default=None, max_length=128, description="sha256 of the data the run trained on (or skipped)."
+    )
+    template_hash: str | None = Field(
+        default=None, max_length=64, description="Hash of the job template the run was created from."
+    )
+    metrics: EvalMetrics | None = Field(default=None, description="The run's final evaluation.")
+    artifacts: Artifacts | None = Field(default=None, description="What the run exported.")
+
+
+class SchedulePhase(StrEnum):
+    ACTIVE = "Active"
+    IDLE = "Idle"
+    SUSPENDED = "Suspended"
+    INVALID = "Invalid"
+
+
+class FineTuneScheduleStatus(KubeModel):
+    """Observed state; written by the operator only."""
+
+    phase: SchedulePhase | None = Field(default=None, description="Summary of the conditions, for humans.")
+    conditions: list[Condition] = conditions_field()
+    observed_generation: int | None = Field(default=None, ge=0, description="Last generation reconciled.")
+    last_schedule_time: datetime | None = Field(
+        default=None, description="The latest cron time handled (run, skipped or replaced)."
+    )
+    last_successful_time: datetime | None = Field(default=None, description="When a run last succeeded.")
+    next_schedule_time: datetime | None = Field(default=None, description="The next cron time.")
+    last_trigger: int | None = Field(default=None, ge=0, description="The spec.trigger last acted on.")
+    last_successful_dataset_digest: str | None = Field(
+        default=None, max_length=128, description="Dataset sha256 of the last successful run."
+    )
+    last_successful_template_hash: str | None = Field(
+        default=None, max_length=64, description="Job template hash of the last successful run."
+    )
+    active: list[str] = Field(
+        default_factory=list,
+        max_length=8,
+        description="Runs in flight.",
+        json_schema_extra={"items": {"type": "string", "maxLength": 63}},
+    )
+    runs: list[ScheduledRun] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Run history, oldest first, pruned to the history limits.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+
+
+class FineTuneSchedule(KubeModel):
+    """The whole object, as read from the API server."""
+
+    api_version: str = Field(default="kubetune.io/v1alpha1", description="kubetune.io/v1alpha1.")
+    kind: Literal["FineTuneSchedule"] = Field(default="FineTuneSchedule", description="FineTuneSchedule.")
+    metadata: dict[str, object] = Field(default_factory=dict, description="Standard object metadata.")
+    spec: FineTuneScheduleSpec = Field(description="Desired schedule.")
+    status: FineTuneScheduleStatus | None = Field(default=None, description="Observed state.")
