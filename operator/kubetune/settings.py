@@ -92,7 +92,7 @@ class OperatorSettings:
                 kubeconfig=env.get("KUBETUNE_KUBECONFIG"),
                 service_host=env.get("KUBERNETES_SERVICE_HOST"),
                 service_port=env.get("KUBERNETES_SERVICE_PORT", "443"),
-                default_kubeconfig=env.get("KUBECONFIG", "").split(os.pathsep)[0] or None,
+                default_kubeconfig=env.get("KUBECONFIG") or None,  # several paths: merged like kubectl
             ),
             instance=env.get("HOSTNAME", "local"),
             resync_seconds=float(env.get("KUBETUNE_RESYNC_SECONDS", "30")),

@@ -43,7 +43,7 @@ def test_every_variable_is_read() -> None:
     )
     assert (settings.kube.kubeconfig, settings.kube.default_kubeconfig, settings.kube.service_host) == (
         "/k",
-        "/a",
+        "/a:/b",
         "10.0.0.1",
     )
     assert (settings.instance, settings.metrics_port, settings.liveness) == (
