@@ -31,7 +31,7 @@ from kubetune.controller.events import post_event
 from kubetune.kube.client import ApiError, KubeClient
 from kubetune.kube.config import Credentials, load_credentials
 from kubetune.kube.status import write_status
-from kubetune.metrics import OBJECTS, RECONCILE_SECONDS, RECONCILES
+from kubetune.metrics import OBJECT_PHASE, OBJECTS, RECONCILE_SECONDS, RECONCILES
 from kubetune.planning.plan import Outcome
 from kubetune.settings import OperatorSettings
 
@@ -207,6 +207,7 @@ class Controller:
         phase = self._phases.pop(key, None)
         if phase is not None:
             OBJECTS.labels(kind, phase).dec()
+            OBJECT_PHASE.remove(kind, namespace, name, phase)
         self._locks.pop(key, None)
         self._written.discard(key)
         timer = self._requeues.pop(key, None)
@@ -271,7 +272,9 @@ class Controller:
         if previous != phase:
             if previous is not None:
                 OBJECTS.labels(key[0], previous).dec()
+                OBJECT_PHASE.remove(*key, previous)
             OBJECTS.labels(key[0], phase).inc()
+            OBJECT_PHASE.labels(*key, phase).set(1)
             self._phases[key] = phase
 
     # Requeues and resyncs.

@@ -69,6 +69,7 @@ class RenderSettings:
     prometheus_url: str | None
     allow_url_overrides: bool = False
     image_pull_secrets: tuple[str, ...] = ()
+    monitor_labels: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -180,7 +181,10 @@ def prometheus_url(spec: ModelDeploymentSpec, settings: RenderSettings) -> str |
 
 
 def children_to_apply(
-    ctx: ModelDeploymentContext, rendering: Rendering, plan: CanaryPlan | None
+    ctx: ModelDeploymentContext,
+    rendering: Rendering,
+    plan: CanaryPlan | None,
+    monitor_labels: Mapping[str, str] | None = None,
 ) -> list[tuple[str | None, Manifest]]:
     """(variant, child) in apply order, sized by the canary; the PodMonitor last (variant None)."""
     result: list[tuple[str | None, Manifest]] = []
@@ -188,7 +192,7 @@ def children_to_apply(
         replicas = plan.replicas.get(variant_name) if plan is not None else None
         result.extend((variant_name, child) for child in _with_replicas(children, replicas))
     if ctx.pod_monitor:
-        result.append((None, build_pod_monitor(ctx.obj)))
+        result.append((None, build_pod_monitor(ctx.obj, monitor_labels)))
     return result
 
 

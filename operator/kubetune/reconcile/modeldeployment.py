@@ -68,6 +68,7 @@ class ModelDeploymentReconciler:
             prometheus_url=settings.prometheus_url,
             allow_url_overrides=settings.allow_url_overrides,
             image_pull_secrets=settings.image_pull_secrets,
+            monitor_labels=settings.monitor_labels,
         )
         self.capabilities = CapabilityCache(settings.crd_cache_seconds)
         self.smoke = SmokeTests(wait_s=settings.smoke_wait_seconds, timeout_s=settings.smoke_timeout_seconds)
@@ -184,7 +185,7 @@ class ModelDeploymentReconciler:
         self, client: KubeClient, ctx: ModelDeploymentContext, rendering: Rendering, plan: CanaryPlan | None
     ) -> _Applied:
         applied = _Applied()
-        to_apply = planning.children_to_apply(ctx, rendering, plan)
+        to_apply = planning.children_to_apply(ctx, rendering, plan, self.render_settings.monitor_labels)
         stored = await apply_in_order(client, [child for _, child in to_apply])
         for (variant_name, child), result in zip(to_apply, stored, strict=True):
             applied.keep.add((child["kind"], child["metadata"]["name"]))

@@ -64,6 +64,7 @@ def router_settings(
         resources=dict(defaults.resources),
         scrape_annotations=not pod_monitor,
         image_pull_secrets=pull_secrets,
+        monitor_labels=defaults.monitor_labels,
     )
 
 
