@@ -23,6 +23,8 @@ class ConditionType(StrEnum):
     PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
     TRAFFIC_NOT_APPLIED = "TrafficNotApplied"
     CANARY_ROLLED_BACK = "CanaryRolledBack"
+    ROUTE_ACCEPTED = "RouteAccepted"
+    """gateway-api / inference-pool providers: the Gateways accepted the HTTPRoute, refs resolved."""
 
 
 class Reason(StrEnum):
@@ -69,3 +71,5 @@ class Reason(StrEnum):
     PROMOTED = "Promoted"
     PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
     TRAFFIC_NOT_APPLIED = "TrafficNotApplied"
+    ROUTE_PENDING = "RoutePending"
+    NO_PARENT_REFS = "NoParentRefs"

@@ -40,6 +40,8 @@ RESOURCES: dict[tuple[str, str], tuple[str, bool]] = {
     ("monitoring.coreos.com/v1", "PodMonitor"): ("podmonitors", True),
     ("monitoring.coreos.com/v1", "ServiceMonitor"): ("servicemonitors", True),
     ("gateway.networking.k8s.io/v1", "HTTPRoute"): ("httproutes", True),
+    ("gateway.networking.k8s.io/v1", "Gateway"): ("gateways", True),
+    ("inference.networking.k8s.io/v1", "InferencePool"): ("inferencepools", True),
     ("keda.sh/v1alpha1", "ScaledObject"): ("scaledobjects", True),
     ("kubetune.io/v1alpha1", "FineTuneJob"): ("finetunejobs", True),
     ("kubetune.io/v1alpha1", "ModelDeployment"): ("modeldeployments", True),

@@ -32,7 +32,7 @@ from kubetune.planning.smoke import SmokeRequest, base_url, smoke_key, tested_ke
 from kubetune.serving.gate import GateVerdict, evaluate_gate
 from kubetune.serving.resolution import Resolution
 from kubetune.serving.smoke import SmokeVerdict, smoke_prompts
-from kubetune.status.conditions import find_condition
+from kubetune.status.conditions import find_condition, set_condition
 from kubetune.status.modeldeployment import (
     TERMINAL_REASONS,
     DeploymentView,
@@ -40,6 +40,7 @@ from kubetune.status.modeldeployment import (
     variant_status,
 )
 from kubetune.status.pods import container_problem
+from kubetune.status.route import RouteVerdict
 
 _EVENT_CONDITIONS = (
     ConditionType.MODEL_READY,
@@ -58,6 +59,7 @@ class Capabilities:
     pod_monitor: bool
     keda: bool
     gateway_api: bool
+    inference_pool: bool = False
 
 
 @dataclass(frozen=True)
@@ -350,6 +352,7 @@ PRUNABLE: tuple[tuple[str, str, str | None], ...] = (
     ("monitoring.coreos.com/v1", "PodMonitor", "pod_monitor"),
     ("keda.sh/v1alpha1", "ScaledObject", "keda"),
     ("gateway.networking.k8s.io/v1", "HTTPRoute", "gateway_api"),
+    ("inference.networking.k8s.io/v1", "InferencePool", "inference_pool"),
 )
 
 
@@ -382,6 +385,8 @@ def final_status(
     weights: Mapping[str, int],
     endpoint: str | None,
     plan: CanaryPlan | None,
+    *,
+    route: RouteVerdict | None = None,
 ) -> dict[str, Any]:
     status = deployment_status(
         {**ctx.obj, "status": ctx.previous_status.to_wire()},
@@ -393,6 +398,18 @@ def final_status(
         spec=ctx.spec,
     )
     status.conditions = canary_conditions(status.conditions, plan, ctx.generation, ctx.now)
+    if route is None:  # the router provider: no HTTPRoute to report on
+        status.conditions = [c for c in status.conditions if c.type != ConditionType.ROUTE_ACCEPTED]
+    else:
+        status.conditions = set_condition(
+            status.conditions,
+            ConditionType.ROUTE_ACCEPTED,
+            route.status,
+            route.reason,
+            route.message,
+            ctx.generation,
+            ctx.now,
+        )
     if plan is None:
         status.canary = None
     wire = status.to_wire()
