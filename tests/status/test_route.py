@@ -125,3 +125,35 @@ def test_route_endpoint(
     hostnames: list[str], gw: dict[str, Any] | None, section: str | None, expected: str | None
 ) -> None:
     assert route_endpoint(hostnames, gw, section) == expected
+
+
+def pool(name: str, *conditions: tuple[str, str, str]) -> dict[str, Any]:
+    return {"metadata": {"name": name}, "status": {"parents": [parent("public", "infra", *conditions)]}}
+
+
+@pytest.mark.parametrize(
+    ("pools", "expected"),
+    [
+        ([], ("True", "Accepted")),
+        ([pool("chat-vllm-a", *OK), pool("chat-vllm-b")], ("True", "Accepted")),
+        # A gateway that wants an endpoint picker on every pool says so on the pool, not the route.
+        (
+            [
+                pool("chat-vllm-a", *OK),
+                pool("chat-vllm-b", ("Accepted", "False", "EndpointPickerRefMissing")),
+            ],
+            ("False", "EndpointPickerRefMissing"),
+        ),
+        (
+            [pool("chat-vllm-a", ("ResolvedRefs", "False", "InvalidExtensionRef"))],
+            ("False", "InvalidExtensionRef"),
+        ),
+    ],
+)
+def test_a_refused_pool_makes_the_route_condition_false(
+    pools: list[dict[str, Any]], expected: tuple[str, str]
+) -> None:
+    verdict = route_verdict(route(parent("public", "infra", *OK)), [PUBLIC], pools)
+    assert (verdict.status, verdict.reason) == expected
+    if verdict.status == "False":
+        assert "InferencePool chat-vllm-" in verdict.message

@@ -141,9 +141,9 @@ async def apply_traffic(
         # A Gateway has no notion of readiness beyond endpoints: a variant not ready gets no share.
         effective = {name: weight if ready.get(name) else 0 for name, weight in weights.items()}
         children = build_gateway_traffic(mdep, effective, annotations, spec)
-        stored_route = (await apply_in_order(client, children))[-1]
+        *stored_pools, stored_route = await apply_in_order(client, children)
         refs = spec.traffic.gateway_parent_refs
-        verdict = route_verdict(stored_route, refs)
+        verdict = route_verdict(stored_route, refs, stored_pools)
         endpoint = None
         if verdict.status == "True":
             gateway = await _gateway(client, refs[0], str(mdep["metadata"]["namespace"]))

@@ -43,8 +43,16 @@ def _matches(entry: Mapping[str, Any], ref: GatewayParentRef, route_namespace: s
     )
 
 
-def route_verdict(route: Mapping[str, Any] | None, parent_refs: Sequence[GatewayParentRef]) -> RouteVerdict:
-    """The `RouteAccepted` condition from the route as stored (with the status Gateways wrote)."""
+def route_verdict(
+    route: Mapping[str, Any] | None,
+    parent_refs: Sequence[GatewayParentRef],
+    pools: Sequence[Mapping[str, Any]] = (),
+) -> RouteVerdict:
+    """The `RouteAccepted` condition from the route as stored (with the status Gateways wrote).
+
+    `pools` (inference-pool provider): a Gateway may also refuse a pool itself (its own
+    status.parents), e.g. `EndpointPickerRefMissing`; such a refusal makes the condition False too.
+    """
     if not parent_refs:
         return RouteVerdict(
             "False",
@@ -83,6 +91,10 @@ def route_verdict(route: Mapping[str, Any] | None, parent_refs: Sequence[Gateway
                     f"Gateway {gateway}: {kind}={condition.get('status')}, {reason}: {message}".rstrip(": "),
                 )
         accepted.append(gateway)
+    for pool in pools:
+        refusal = _pool_refusal(pool)
+        if refusal is not None:
+            return refusal
     if pending:
         return RouteVerdict(
             "Unknown",
@@ -119,3 +131,20 @@ def route_endpoint(
         host = f"[{host}]"  # an IPv6 address
     authority = host if port in (None, default_port) else f"{host}:{port}"
     return f"{scheme}://{authority}/v1"
+
+
+def _pool_refusal(pool: Mapping[str, Any]) -> RouteVerdict | None:
+    """A Gateway's False verdict on an InferencePool (Accepted or ResolvedRefs), if any."""
+    name = str((pool.get("metadata") or {}).get("name", ""))
+    for entry in (pool.get("status") or {}).get("parents") or []:
+        gateway = (entry.get("parentRef") or {}).get("name", "")
+        for condition in entry.get("conditions") or []:
+            if condition.get("type") in CHECKED and condition.get("status") == "False":
+                reason = str(condition.get("reason") or condition.get("type"))
+                message = str(condition.get("message") or "")
+                return RouteVerdict(
+                    "False",
+                    reason,
+                    f"InferencePool {name}, Gateway {gateway}: {reason}: {message}".rstrip(": "),
+                )
+    return None
