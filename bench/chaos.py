@@ -43,7 +43,7 @@ async def chaos_loop(cluster: SimCluster, kill_every: float, stop: asyncio.Event
 
 
 async def converged(cluster: SimCluster, names: list[str]) -> tuple[bool, list[str]]:
-    client = cluster.client()
+    client = await cluster.client()
     try:
         children = await children_by_parent(client)
         ftjs = {
@@ -87,7 +87,7 @@ async def run(objects: int, kill_every: float, chaos_seconds: float, timeout: fl
     log: list[str] = []
     try:
         cluster.start_operator()
-        client = cluster.client()
+        client = await cluster.client()
         names = [f"ftj-{i:04d}" for i in range(objects)]
         stop = asyncio.Event()
         chaos = asyncio.create_task(chaos_loop(cluster, kill_every, stop, log))
@@ -138,7 +138,7 @@ async def run(objects: int, kill_every: float, chaos_seconds: float, timeout: fl
 
 
 async def _children(cluster: SimCluster) -> dict[str, Counter[str]]:
-    client = cluster.client()
+    client = await cluster.client()
     try:
         return await children_by_parent(client)
     finally:

@@ -25,7 +25,7 @@ from simcluster import SimCluster, children_by_parent, create_all, percentile, w
 async def run(objects: int, controllers: bool, timeout: float) -> int:
     cluster = SimCluster(controllers=controllers)
     cluster.start()
-    client = cluster.client()
+    client = await cluster.client()
     try:
         cluster.start_operator()
         await asyncio.sleep(3)

@@ -141,11 +141,11 @@ class SimCluster:
         if self.plane is not None:
             self.plane.stop()
 
-    def client(self) -> KubeClient:
+    async def client(self) -> KubeClient:
         assert self.plane is not None
         # Its own user agent: the audit count of operator requests must not include the benchmark's.
         return KubeClient(
-            load_credentials(str(self.plane.kubeconfig)), timeout=120, user_agent="kubetune-bench"
+            await load_credentials(str(self.plane.kubeconfig)), timeout=120, user_agent="kubetune-bench"
         )
 
 
@@ -185,7 +185,7 @@ async def watch_jobs(client: KubeClient, seen: dict[str, float], stop: asyncio.E
                 "timeoutSeconds": "60",
             }
             async with client.session.get(
-                path, params=params, headers=client.credentials.headers(), timeout=None
+                path, params=params, headers=await client.credentials.headers(), timeout=None
             ) as resp:
                 async for raw in resp.content:
                     if stop.is_set():

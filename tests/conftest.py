@@ -37,7 +37,7 @@ def namespace(kube: Kube) -> Iterator[str]:
 
 @pytest.fixture
 async def client(kube: Kube) -> AsyncIterator[KubeClient]:
-    api = KubeClient(load_credentials(str(kube.kubeconfig)))
+    api = KubeClient(await load_credentials(str(kube.kubeconfig)))
     try:
         yield api
     finally:

@@ -15,6 +15,8 @@ CRICTL_VERSION="${CRICTL_VERSION:-v1.34.0}"
 # Third-party CRDs the tests install (read from the module cache: no GitHub access here).
 PROMETHEUS_OPERATOR_VERSION="${PROMETHEUS_OPERATOR_VERSION:-v0.85.0}"
 GATEWAY_API_VERSION="${GATEWAY_API_VERSION:-v1.4.1}"
+# InferencePool v1 only (config/crd/bases/inference.networking.k8s.io_inferencepools.yaml).
+GATEWAY_API_INFERENCE_EXTENSION_VERSION="${GATEWAY_API_INFERENCE_EXTENSION_VERSION:-v1.6.0}"
 
 CACHE="${KUBETUNE_CACHE:-$HOME/.cache/kubetune}"
 BIN="$CACHE/bin"
@@ -141,9 +143,11 @@ for what in $want; do
           "sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION"
       fi ;;
     crds)
-      log "third-party CRD modules: prometheus-operator $PROMETHEUS_OPERATOR_VERSION, gateway-api $GATEWAY_API_VERSION"
+      log "third-party CRD modules: prometheus-operator $PROMETHEUS_OPERATOR_VERSION, gateway-api $GATEWAY_API_VERSION," \
+        "gateway-api-inference-extension $GATEWAY_API_INFERENCE_EXTENSION_VERSION"
       (cd "$WORK" && go mod download "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" \
-        "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION") ;;
+        "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION" \
+        "sigs.k8s.io/gateway-api-inference-extension@$GATEWAY_API_INFERENCE_EXTENSION_VERSION") ;;
     *) log "unknown component $what"; exit 2 ;;
   esac
 done

@@ -12,6 +12,13 @@ RECONCILE_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 OBJECTS = Gauge("kubetune_objects", "Objects by kind and phase, as last reconciled.", ["kind", "phase"])
+# One series per object (kube-state-metrics' `kube_pod_status_phase` style), so alerts can name it.
+# Its own labels are object_namespace/object_name: a scrape sets `namespace` to the operator's.
+OBJECT_PHASE = Gauge(
+    "kubetune_object_phase",
+    "1 for each object's phase as last reconciled.",
+    ["kind", "object_namespace", "object_name", "phase"],
+)
 SYNTHETIC_REQUESTS = Counter(
     "kubetune_synthetic_requests_total",
     "Synthetic canary-analysis requests sent, by variant and HTTP status (error: no response; "

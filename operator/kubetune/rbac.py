@@ -80,6 +80,13 @@ OPERATOR_RULES: tuple[Rule, ...] = (
     Rule("autoscaling", ("horizontalpodautoscalers",), OWN, "queue-depth autoscaling"),
     Rule("monitoring.coreos.com", ("podmonitors",), OWN, "scrape vLLM and router pods when the CRD exists"),
     Rule("gateway.networking.k8s.io", ("httproutes",), OWN, "gateway-api traffic provider"),
+    Rule(
+        "gateway.networking.k8s.io",
+        ("gateways",),
+        ("get",),
+        "the route's Gateway: its address is status.endpoint",
+    ),
+    Rule("inference.networking.k8s.io", ("inferencepools",), OWN, "inference-pool traffic provider"),
     Rule("keda.sh", ("scaledobjects",), OWN, "KEDA autoscaling when the CRD exists"),
 )
 

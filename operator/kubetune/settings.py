@@ -39,6 +39,8 @@ class RouterDefaults:
     image: str = DEFAULT_ROUTER_IMAGE
     replicas: int | None = None
     resources: Mapping[str, Any] = field(default_factory=lambda: DEFAULT_ROUTER_RESOURCES)
+    monitor_labels: Mapping[str, str] = field(default_factory=dict)
+    """The chart's `metrics.podMonitorLabels`, for the router's PodMonitor too."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,9 @@ class OperatorSettings:
     image_pull_secrets: tuple[str, ...] = ()
     """Secrets every pod the operator creates pulls with (the chart's `imagePullSecrets`)."""
     prometheus_url: str | None = None
+    monitor_labels: Mapping[str, str] = field(default_factory=dict)
+    """Labels of every PodMonitor the operator creates: what a Prometheus' podMonitorSelector matches
+    (kube-prometheus-stack selects `release: <its release name>`)."""
     # How often it looks again.
     crd_cache_seconds: float = 60.0
     smoke_wait_seconds: float = 5.0
@@ -83,6 +88,7 @@ class OperatorSettings:
         port_text = env.get("KUBETUNE_METRICS_PORT", str(DEFAULT_METRICS_PORT))
         resources = env.get("KUBETUNE_ROUTER_RESOURCES")
         replicas = env.get("KUBETUNE_ROUTER_REPLICAS")
+        monitor_labels = parse_labels(env.get("KUBETUNE_MONITOR_LABELS", ""))
         return cls(
             namespaces=namespaces,
             liveness=liveness or env.get("KUBETUNE_LIVENESS") or DEFAULT_LIVENESS,
@@ -92,7 +98,7 @@ class OperatorSettings:
                 kubeconfig=env.get("KUBETUNE_KUBECONFIG"),
                 service_host=env.get("KUBERNETES_SERVICE_HOST"),
                 service_port=env.get("KUBERNETES_SERVICE_PORT", "443"),
-                default_kubeconfig=env.get("KUBECONFIG", "").split(os.pathsep)[0] or None,
+                default_kubeconfig=env.get("KUBECONFIG") or None,  # several paths: merged like kubectl
             ),
             instance=env.get("HOSTNAME", "local"),
             resync_seconds=float(env.get("KUBETUNE_RESYNC_SECONDS", "30")),
@@ -103,7 +109,9 @@ class OperatorSettings:
                 image=env.get("KUBETUNE_ROUTER_IMAGE") or DEFAULT_ROUTER_IMAGE,
                 replicas=int(replicas) if replicas else None,
                 resources=json.loads(resources) if resources else DEFAULT_ROUTER_RESOURCES,
+                monitor_labels=monitor_labels,
             ),
+            monitor_labels=monitor_labels,
             prometheus_url=env.get("KUBETUNE_PROMETHEUS_URL") or None,
             image_pull_secrets=parse_pull_secrets(env.get("KUBETUNE_IMAGE_PULL_SECRETS", "")),
             crd_cache_seconds=float(env.get("KUBETUNE_CRD_CACHE_SECONDS", "60")),
@@ -124,3 +132,15 @@ def parse_pull_secrets(text: str) -> tuple[str, ...]:
             raise ValueError(f"KUBETUNE_IMAGE_PULL_SECRETS must be a JSON list of names, not {text!r}")
         return tuple(n for n in names if n)
     return tuple(n.strip() for n in text.split(",") if n.strip())
+
+
+def parse_labels(text: str) -> dict[str, str]:
+    """The chart's JSON object of labels (KUBETUNE_MONITOR_LABELS)."""
+    if not text.strip():
+        return {}
+    labels = json.loads(text)
+    if not isinstance(labels, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
+    ):
+        raise ValueError(f"KUBETUNE_MONITOR_LABELS must be a JSON object of strings, not {text!r}")
+    return labels

@@ -17,6 +17,7 @@ from kubetune.builders.modeldeployment import (
     variant_endpoint,
     variant_resource_name,
 )
+from kubetune.builders.router import build_router_pod_monitor
 from kubetune.builders.storage import S3_OPTIONAL_SECRET_KEYS, S3_SECRET_KEYS
 from kubetune.builders.vllm import max_lora_rank, vllm_args
 from kubetune.serving.resolution import LoraModule, Resolution, ResolutionState
@@ -458,3 +459,27 @@ def test_vllm_pods_pull_with_the_charts_image_pull_secrets() -> None:
     deployment = build_variant_children(mdep, v, ready(), image_pull_secrets=("regcred",))[0]
     assert deployment["kind"] == "Deployment"
     assert deployment["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
+
+
+@pytest.mark.parametrize(
+    ("chart_labels", "expected_extra"),
+    [
+        ({}, {}),
+        ({"release": "kube-prometheus-stack"}, {"release": "kube-prometheus-stack"}),
+        # Ours win: the operator finds its children by these.
+        ({"app.kubernetes.io/managed-by": "helm", "team": "ml"}, {"team": "ml"}),
+    ],
+)
+def test_pod_monitors_carry_the_charts_selector_labels(
+    chart_labels: dict[str, str], expected_extra: dict[str, str]
+) -> None:
+    mdep, _ = mdep_for()
+    plain = build_pod_monitor(mdep)["metadata"]["labels"]
+    for monitor in (
+        build_pod_monitor(mdep, chart_labels),
+        build_router_pod_monitor(mdep, chart_labels),
+    ):
+        labels = monitor["metadata"]["labels"]
+        assert labels["app.kubernetes.io/managed-by"] == plain["app.kubernetes.io/managed-by"]
+        assert {k: v for k, v in labels.items() if k in chart_labels and k not in plain} == expected_extra
+        assert monitor["metadata"]["namespace"] == mdep["metadata"]["namespace"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -118,3 +119,28 @@ def test_router_panels_show_user_traffic_of_the_selected_deployment() -> None:
             assert 'model_deployment=~"$deployment"' in selector.split("}")[0], query
     variables = [v["name"] for v in dashboard["templating"]["list"]]
     assert variables.index("namespace") < variables.index("deployment") < variables.index("variant")
+
+
+def selectors(expr: str) -> list[tuple[str, str]]:
+    """(metric, matchers) of every vector selector in a query."""
+    return re.findall(r"([A-Za-z_:][A-Za-z0-9_:]*)\{([^}]*)\}", expr)
+
+
+@pytest.mark.parametrize("name", EXPECTED_PANELS)
+def test_every_query_and_variable_is_scoped_by_the_cluster_variable(name: str) -> None:
+    """One Grafana over several clusters (a `cluster` external label): every series is filtered."""
+    dashboard = load(name)
+    variables = dashboard["templating"]["list"]
+    assert [v["name"] for v in variables][:2] == ["datasource", "cluster"]
+    cluster = variables[1]
+    assert (cluster["includeAll"], cluster["allValue"]) == (True, ".*")  # no cluster label: All matches
+    exprs = [q for p in dashboard["panels"] for q in queries(p)]
+    exprs += [v["definition"] for v in variables[2:] if v["type"] == "query"]
+    for expr in exprs:
+        found = selectors(expr)
+        assert found, expr
+        for metric, matchers in found:
+            assert 'cluster=~"$cluster"' in matchers, expr
+            if metric.startswith("vllm:"):
+                # Only the pods of kubetune's PodMonitors carry model_deployment: no other team's vLLM.
+                assert 'model_deployment!=""' in matchers, expr

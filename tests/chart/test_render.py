@@ -174,6 +174,7 @@ def test_default_values_render_the_operator_with_dashboards_and_pinned_images(
             {"limits": {"memory": "1Gi"}, "requests": {"cpu": "250m", "memory": "256Mi"}},
             separators=(",", ":"),
         ),
+        "KUBETUNE_MONITOR_LABELS": "{}",
         "KUBETUNE_IMAGE_PULL_SECRETS": "[]",
     }
     pod = chart.one("Deployment")["spec"]["template"]["spec"]
@@ -237,6 +238,8 @@ def test_monitoring_values_add_servicemonitor_rules_and_relocated_dashboards(
     rendered: dict[str, Rendered],
 ) -> None:
     chart = rendered["monitoring"]
+    # The PodMonitors the operator creates get the labels kube-prometheus-stack selects.
+    assert json.loads(env(chart)["KUBETUNE_MONITOR_LABELS"]) == {"release": "kube-prometheus-stack"}
     monitor = chart.one("ServiceMonitor")
     assert monitor["metadata"]["namespace"] == NAMESPACE
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"

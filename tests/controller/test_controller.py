@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 from tests.support.fake_kube import FakeKube
 
 from kubetune.controller.controller import Controller, RetryLater
@@ -151,3 +152,27 @@ async def test_a_child_status_change_runs_its_parent() -> None:
     await ctl.on_child_event("MODIFIED", {**job, "status": {"active": 1}})
     await ctl.on_child_event("MODIFIED", {**job, "status": {"active": 1}})  # unchanged status
     assert stub.passes == [("demo", True)]
+
+
+def phase_series(name: str) -> dict[str, float]:
+    """kubetune_object_phase samples of one object, by phase."""
+    return {
+        sample.labels["phase"]: sample.value
+        for metric in REGISTRY.collect()
+        if metric.name == "kubetune_object_phase"
+        for sample in metric.samples
+        if sample.labels["object_name"] == name and sample.labels["object_namespace"] == "ns"
+    }
+
+
+async def test_one_phase_series_per_object_follows_its_phase_and_goes_with_it() -> None:
+    """What the alerts group by namespace and object: one series, the current phase, gone on delete."""
+    kube = FakeKube(ftj("phased"))
+    stub = Stub(Outcome({"phase": "Pending"}), Outcome({"phase": "Running"}))
+    ctl = controller(stub, kube)
+    await ctl.on_event(KIND, "ADDED", ftj("phased"))
+    assert phase_series("phased") == {"Pending": 1.0}
+    await ctl.on_event(KIND, "MODIFIED", ftj("phased", generation=2))
+    assert phase_series("phased") == {"Running": 1.0}
+    await ctl.on_event(KIND, "DELETED", ftj("phased", generation=2))
+    assert phase_series("phased") == {}

@@ -207,6 +207,26 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
         mutate(VALID_SHARED_BASE, "spec.traffic", {"provider": "gateway-api"}),
         "spec.traffic.provider",
     ),
+    (
+        "servedBy behind InferencePools",
+        mutate(VALID_SHARED_BASE, "spec.traffic", {"provider": "inference-pool"}),
+        "spec.traffic.provider",
+    ),
+    (
+        "backend timeout longer than the request's",
+        mutate(VALID_MDEP, "spec.traffic", {"timeouts": {"request": "60s", "backendRequest": "10m"}}),
+        "spec.traffic.timeouts.backendRequest",
+    ),
+    (
+        "timeout not a Gateway API duration",
+        mutate(VALID_MDEP, "spec.traffic", {"timeouts": {"request": "1.5h"}}),
+        "spec.traffic.timeouts.request",
+    ),
+    (
+        "hostname with a scheme",
+        mutate(VALID_MDEP, "spec.traffic", {"hostnames": ["https://llm.example.com"]}),
+        "spec.traffic.hostnames[0]",
+    ),
 ]
 
 

@@ -306,7 +306,9 @@ def test_pod_monitor_only_when_its_crd_is_installed(
     kube.apply(
         md("mon", [{"name": "a", "model": {"uri": "hf://Qwen/Qwen2.5-0.5B"}, "weight": 100}]), namespace
     )
-    with running_operator(kube, namespace, extra_env=FAST_ENV):
+    # The chart's metrics.podMonitorLabels: what kube-prometheus-stack's podMonitorSelector matches.
+    selected = {**FAST_ENV, "KUBETUNE_MONITOR_LABELS": '{"release": "kube-prometheus-stack"}'}
+    with running_operator(kube, namespace, extra_env=selected):
         before = eventually(lambda: get(kube, "deployment", "mon-vllm-a", namespace), message="Deployment")
         annotations = before["spec"]["template"]["metadata"]["annotations"]
         assert annotations["prometheus.io/scrape"] == "true", "without the CRD: scrape annotations"
@@ -315,7 +317,9 @@ def test_pod_monitor_only_when_its_crd_is_installed(
 
         install_pod_monitor_crd(kube)
         monitor = eventually(lambda: get(kube, "podmonitor", "mon-vllm", namespace), message="PodMonitor")
-        eventually(lambda: get(kube, "podmonitor", "mon-router", namespace), message="router PodMonitor")
+        router_monitor = eventually(
+            lambda: get(kube, "podmonitor", "mon-router", namespace), message="router PodMonitor"
+        )
         eventually(
             lambda: (
                 "prometheus.io/scrape"
@@ -326,6 +330,8 @@ def test_pod_monitor_only_when_its_crd_is_installed(
             message="scrape annotations dropped once a PodMonitor scrapes",
         )
 
+    for pod_monitor in (monitor, router_monitor):
+        assert pod_monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     endpoint = monitor["spec"]["podMetricsEndpoints"][0]
     assert endpoint["port"] == "http"
     assert {r["targetLabel"] for r in endpoint["relabelings"]} == {"variant", "model_deployment"}

@@ -126,7 +126,7 @@ class FakeKubelet:
         return self._client
 
     async def _start(self) -> None:
-        self._client = KubeClient(load_credentials(self._kubeconfig))
+        self._client = KubeClient(await load_credentials(self._kubeconfig))
         self._tasks = [asyncio.create_task(self._renew_leases()), asyncio.create_task(self._reap())]
 
     async def _stop(self) -> None:

@@ -39,11 +39,13 @@ def test_every_variable_is_read() -> None:
             "KUBETUNE_SMOKE_WAIT_SECONDS": "2",
             "KUBETUNE_SMOKE_TIMEOUT_SECONDS": "9",
             "KUBETUNE_SMOKE_URL_OVERRIDE": "allow",
+            "KUBETUNE_MONITOR_LABELS": '{"release": "kube-prometheus-stack"}',
         }
     )
+    assert settings.monitor_labels == settings.router.monitor_labels == {"release": "kube-prometheus-stack"}
     assert (settings.kube.kubeconfig, settings.kube.default_kubeconfig, settings.kube.service_host) == (
         "/k",
-        "/a",
+        "/a:/b",
         "10.0.0.1",
     )
     assert (settings.instance, settings.metrics_port, settings.liveness) == (
@@ -81,3 +83,9 @@ def test_image_pull_secrets_from_the_charts_json_list(text: str, names: tuple[st
 def test_a_malformed_pull_secret_list_is_an_error_naming_the_variable() -> None:
     with pytest.raises(ValueError, match="KUBETUNE_IMAGE_PULL_SECRETS"):
         parse_pull_secrets('[{"name": "x"}]')
+
+
+@pytest.mark.parametrize("text", ['["release"]', '{"release": 1}'])
+def test_monitor_labels_must_be_an_object_of_strings(text: str) -> None:
+    with pytest.raises(ValueError, match="KUBETUNE_MONITOR_LABELS"):
+        OperatorSettings.from_env({"KUBETUNE_MONITOR_LABELS": text})

@@ -30,6 +30,8 @@ class ConditionType(StrEnum):
     PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
     TRAFFIC_NOT_APPLIED = "TrafficNotApplied"
     CANARY_ROLLED_BACK = "CanaryRolledBack"
+    ROUTE_ACCEPTED = "RouteAccepted"
+    """gateway-api / inference-pool providers: the Gateways accepted the HTTPRoute, refs resolved."""
 
 
 class Reason(StrEnum):
@@ -91,6 +93,8 @@ class Reason(StrEnum):
     PROMOTED = "Promoted"
     PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
     TRAFFIC_NOT_APPLIED = "TrafficNotApplied"
+    ROUTE_PENDING = "RoutePending"
+    NO_PARENT_REFS = "NoParentRefs"
     # Ready=True on a ModelDeployment: everything in the spec is rolled out and serving.
     RECONCILED = "Reconciled"
 

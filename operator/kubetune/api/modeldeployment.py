@@ -295,11 +295,55 @@ class GatewayParentRef(KubeModel):
     section_name: str | None = Field(default=None, max_length=253, description="Listener name.")
 
 
+GATEWAY_DURATION_PATTERN = r"^([0-9]{1,5}(h|m|s|ms)){1,4}$"
+"""Gateway API's Duration (GEP-2257): what HTTPRoute timeouts accept."""
+HOSTNAME_PATTERN = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+
+class RouteTimeouts(KubeModel):
+    """HTTPRoute rule timeouts. Gateways default to 15-30 s, which cuts off long LLM streams."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.backendRequest) || !has(self.request) || "
+                    "duration(self.backendRequest) <= duration(self.request)",
+                    "timeouts.backendRequest must not exceed timeouts.request",
+                    fieldPath=".backendRequest",
+                )
+            ]
+        }
+    )
+
+    request: str = Field(
+        default="600s",
+        pattern=GATEWAY_DURATION_PATTERN,
+        description="Whole request, from the gateway receiving it to the last byte of the response.",
+    )
+    backend_request: str = Field(
+        default="600s",
+        pattern=GATEWAY_DURATION_PATTERN,
+        description="One try to a backend; at most `request`.",
+    )
+
+
+class EndpointPicker(KubeModel):
+    """The Gateway API Inference Extension's endpoint picker of each InferencePool (run separately)."""
+
+    port: int = Field(default=9002, ge=1, le=65535, description="gRPC port of the `<pool>-epp` Service.")
+    failure_mode: Literal["FailOpen", "FailClose"] = Field(
+        default="FailClose", description="What the gateway does when the picker does not answer."
+    )
+
+
 class Traffic(KubeModel):
     """How requests reach the variants."""
 
-    provider: Literal["router", "gateway-api"] = Field(
-        default="router", description="kubetune router, or a Gateway API HTTPRoute."
+    provider: Literal["router", "gateway-api", "inference-pool"] = Field(
+        default="router",
+        description="kubetune router; a Gateway API HTTPRoute to the variants' Services; or one to an "
+        "InferencePool per variant (Gateway API Inference Extension).",
     )
     sticky_header: str | None = Field(
         default="x-user-id",
@@ -308,7 +352,24 @@ class Traffic(KubeModel):
     )
     router_replicas: int = Field(default=2, ge=1, le=100, description="Router pods (router provider).")
     gateway_parent_refs: list[GatewayParentRef] = Field(
-        default_factory=list, max_length=16, description="Gateways for the HTTPRoute (gateway-api provider)."
+        default_factory=list,
+        max_length=16,
+        description="Gateways for the HTTPRoute (gateway-api and inference-pool providers).",
+    )
+    hostnames: list[str] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Host names the HTTPRoute matches (all the Gateway's when empty); the first one is "
+        "status.endpoint's host.",
+        json_schema_extra={"items": {"type": "string", "maxLength": 253, "pattern": HOSTNAME_PATTERN}},
+    )
+    timeouts: RouteTimeouts = Field(
+        default_factory=RouteTimeouts, description="HTTPRoute timeouts, sized for streamed generations."
+    )
+    endpoint_picker: EndpointPicker | None = Field(
+        default=None,
+        description="inference-pool provider: each pool's endpointPickerRef names the Service "
+        "`<pool>-epp`; absent, the gateway balances over the pool's pods itself.",
     )
     canary: Canary | None = Field(
         default=None, description="Progressive rollout; absent means fixed weights."
@@ -358,8 +419,7 @@ DEPLOYMENT_RULES: list[JsonValue] = [
         fieldPath=".variants",
     ),
     cel(
-        "!has(self.traffic) || self.traffic.provider != 'gateway-api' || "
-        "self.variants.all(v, !has(v.servedBy))",
+        "!has(self.traffic) || self.traffic.provider == 'router' || self.variants.all(v, !has(v.servedBy))",
         "servedBy variants need traffic.provider router: an HTTPRoute cannot rewrite the request's model",
         fieldPath=".traffic.provider",
     ),

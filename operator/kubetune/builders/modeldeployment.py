@@ -522,14 +522,16 @@ def _spec_prometheus_url(spec: ModelDeploymentSpec) -> str | None:
     return canary.analysis.prometheus_url if canary and canary.analysis else None
 
 
-def build_pod_monitor(mdep: Mapping[str, Any]) -> Manifest:
+def build_pod_monitor(mdep: Mapping[str, Any], monitor_labels: Mapping[str, str] | None = None) -> Manifest:
     """monitoring.coreos.com/v1 PodMonitor over every variant's vLLM pods.
 
     The pods' `kubetune.io/variant` label becomes the `variant` series label dashboards and the
-    canary analysis group by; `model_deployment` keeps two ModelDeployments apart.
+    canary analysis group by; `model_deployment` keeps two ModelDeployments apart. `monitor_labels`
+    (the chart's `metrics.podMonitorLabels`) are what a Prometheus' podMonitorSelector matches.
     """
     name = _name(mdep)
     labels = {
+        **(monitor_labels or {}),
         **standard_labels(name="vllm", component="serving", instance=name),
         LABEL_DEPLOYMENT: name,
         LABEL_ROLE: ROLE_SERVING,

@@ -66,6 +66,8 @@ class RouterSettings:
     scrape_annotations: bool = True
     """False when a PodMonitor scrapes the router (no double scrape)."""
     image_pull_secrets: tuple[str, ...] = ()
+    monitor_labels: Mapping[str, str] = field(default_factory=dict)
+    """Extra labels of the router's PodMonitor (what a Prometheus' podMonitorSelector matches)."""
 
 
 def _name(mdep: Mapping[str, Any]) -> str:
@@ -300,12 +302,16 @@ def build_router_pdb(mdep: Mapping[str, Any], settings: RouterSettings) -> Manif
     }
 
 
-def build_router_pod_monitor(mdep: Mapping[str, Any]) -> Manifest:
+def build_router_pod_monitor(
+    mdep: Mapping[str, Any], monitor_labels: Mapping[str, str] | None = None
+) -> Manifest:
     """Scrape the routers (their series carry `model_deployment` themselves, from the config)."""
+    meta = _meta(mdep)
+    meta["labels"] = dict(sorted({**(monitor_labels or {}), **meta["labels"]}.items()))
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PodMonitor",
-        "metadata": _meta(mdep),
+        "metadata": meta,
         "spec": {
             "selector": {"matchLabels": selector_labels(_name(mdep))},
             "podMetricsEndpoints": [
@@ -340,7 +346,7 @@ def build_router_children(
     if pdb is not None:
         children.append(pdb)
     if pod_monitor:
-        children.append(build_router_pod_monitor(mdep))
+        children.append(build_router_pod_monitor(mdep, settings.monitor_labels))
     return children
 
 

@@ -28,9 +28,10 @@ import prometheus_client
 
 from kubetune.api.common import API_VERSION
 from kubetune.controller.events import post_event
-from kubetune.kube.client import ApiError, KubeClient, load_credentials
+from kubetune.kube.client import ApiError, KubeClient
+from kubetune.kube.config import Credentials, load_credentials
 from kubetune.kube.status import write_status
-from kubetune.metrics import OBJECTS, RECONCILE_SECONDS, RECONCILES
+from kubetune.metrics import OBJECT_PHASE, OBJECTS, RECONCILE_SECONDS, RECONCILES
 from kubetune.planning.plan import Outcome
 from kubetune.settings import OperatorSettings
 
@@ -91,6 +92,8 @@ class Controller:
         self._background: set[asyncio.Task[None]] = set()
         self._trigger_gate = asyncio.Semaphore(TRIGGER_CONCURRENCY)
         self._resync: asyncio.Task[None] | None = None
+        self._credentials: Credentials | None = None
+        self._credentials_lock = asyncio.Lock()
 
     @property
     def client(self) -> KubeClient:
@@ -99,17 +102,22 @@ class Controller:
 
     # Lifecycle.
 
-    async def start(self, *, resync: bool = True) -> None:
-        if self._client is None:
-            kube = self.settings.kube
-            self._client = KubeClient(
-                load_credentials(
+    async def credentials(self) -> Credentials:
+        """Loaded once and shared by our client and kopf's login (which may run before start())."""
+        async with self._credentials_lock:
+            if self._credentials is None:
+                kube = self.settings.kube
+                self._credentials = await load_credentials(
                     kube.kubeconfig,
                     service_host=kube.service_host,
                     service_port=kube.service_port,
                     default_kubeconfig=kube.default_kubeconfig,
                 )
-            )
+            return self._credentials
+
+    async def start(self, *, resync: bool = True) -> None:
+        if self._client is None:
+            self._client = KubeClient(await self.credentials())
         if self.settings.metrics_port:
             prometheus_client.start_http_server(self.settings.metrics_port)
         if resync:
@@ -199,6 +207,7 @@ class Controller:
         phase = self._phases.pop(key, None)
         if phase is not None:
             OBJECTS.labels(kind, phase).dec()
+            OBJECT_PHASE.remove(kind, namespace, name, phase)
         self._locks.pop(key, None)
         self._written.discard(key)
         timer = self._requeues.pop(key, None)
@@ -263,7 +272,9 @@ class Controller:
         if previous != phase:
             if previous is not None:
                 OBJECTS.labels(key[0], previous).dec()
+                OBJECT_PHASE.remove(*key, previous)
             OBJECTS.labels(key[0], phase).inc()
+            OBJECT_PHASE.labels(*key, phase).set(1)
             self._phases[key] = phase
 
     # Requeues and resyncs.

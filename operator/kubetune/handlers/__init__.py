@@ -19,6 +19,7 @@ from kubetune.api.modeldeployment import KIND as MODELDEPLOYMENT
 from kubetune.api.modeldeployment import PLURAL as MODELDEPLOYMENTS
 from kubetune.builders.common import MANAGED_BY
 from kubetune.controller.controller import Controller
+from kubetune.kube.config import EXPIRY_SKEW_PREVENTION_DELAY, Credentials
 from kubetune.reconcile.finetuneschedule import run_summary
 
 MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
@@ -33,6 +34,22 @@ def configure(settings: kopf.OperatorSettings, worker_limit: int) -> None:
     settings.networking.request_timeout = 60
 
 
+async def connection_info(credentials: Credentials, *, renew: bool) -> kopf.ConnectionInfo:
+    scheme, _, token = (await credentials.authorization(renew=renew) or "").partition(" ")
+    expiry = credentials.source.expiry if credentials.source is not None else None
+    return kopf.ConnectionInfo(
+        server=credentials.server,
+        ca_path=credentials.ca_file,
+        insecure=credentials.ssl_context is False,
+        scheme=scheme or None,
+        token=token or None,
+        certificate_path=credentials.cert_file,
+        private_key_path=credentials.key_file,
+        # Less the loader's skew, so kopf asks again just when our client would renew too.
+        expiration=expiry - EXPIRY_SKEW_PREVENTION_DELAY if expiry is not None else None,
+    )
+
+
 def operator_registry(controller: Controller) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
 
@@ -45,10 +62,17 @@ def operator_registry(controller: Controller) -> kopf.OperatorRegistry:
     async def cleanup(**_: Any) -> None:
         await controller.stop()
 
+    logins = 0
+
     @kopf.on.login(registry=registry)
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        """In-cluster service account first, else the kubeconfig (no extra client library needed)."""
-        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+    async def login(**_: Any) -> kopf.ConnectionInfo:
+        """kopf's watches use our credentials (exec plugins, auth providers, the service account).
+
+        kopf logs in again when the token it has expires or is rejected: then the token is renewed.
+        """
+        nonlocal logins
+        logins += 1
+        return await connection_info(await controller.credentials(), renew=logins > 1)
 
     @kopf.on.event(GROUP, VERSION, FINETUNEJOBS, registry=registry)
     async def finetunejob_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:

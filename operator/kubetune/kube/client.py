@@ -7,24 +7,19 @@ touch, so no discovery round-trips are needed.
 
 from __future__ import annotations
 
-import base64
 import json
-import os
-import ssl
-import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
-import yaml
 
 from kubetune.builders.common import FIELD_MANAGER
+from kubetune.kube.config import Credentials, load_credentials
+
+__all__ = ["RESOURCES", "ApiError", "Credentials", "KubeClient", "load_credentials"]
 
 USER_AGENT = "kubetune-operator/0.1"
-SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 # (apiVersion, kind) → (plural, namespaced)
 RESOURCES: dict[tuple[str, str], tuple[str, bool]] = {
@@ -45,6 +40,8 @@ RESOURCES: dict[tuple[str, str], tuple[str, bool]] = {
     ("monitoring.coreos.com/v1", "PodMonitor"): ("podmonitors", True),
     ("monitoring.coreos.com/v1", "ServiceMonitor"): ("servicemonitors", True),
     ("gateway.networking.k8s.io/v1", "HTTPRoute"): ("httproutes", True),
+    ("gateway.networking.k8s.io/v1", "Gateway"): ("gateways", True),
+    ("inference.networking.k8s.io/v1", "InferencePool"): ("inferencepools", True),
     ("keda.sh/v1alpha1", "ScaledObject"): ("scaledobjects", True),
     ("kubetune.io/v1alpha1", "FineTuneJob"): ("finetunejobs", True),
     ("kubetune.io/v1alpha1", "ModelDeployment"): ("modeldeployments", True),
@@ -104,70 +101,6 @@ def object_path(obj: Mapping[str, Any], subresource: str | None = None) -> str:
     return resource_path(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"], subresource)
 
 
-@dataclass
-class Credentials:
-    server: str
-    ssl_context: ssl.SSLContext | bool
-    token_file: Path | None = None
-    token: str | None = None
-
-    def headers(self) -> dict[str, str]:
-        token = self.token_file.read_text().strip() if self.token_file else self.token
-        return {"Authorization": f"Bearer {token}"} if token else {}
-
-
-def _write_temp(data: str) -> str:
-    handle = tempfile.NamedTemporaryFile(delete=False, prefix="kubetune-", suffix=".pem")  # noqa: SIM115
-    handle.write(base64.b64decode(data))
-    handle.close()
-    os.chmod(handle.name, 0o600)
-    return handle.name
-
-
-def load_credentials(
-    kubeconfig: str | None = None,
-    *,
-    service_host: str | None = None,
-    service_port: str = "443",
-    default_kubeconfig: str | None = None,
-) -> Credentials:
-    """`kubeconfig` if given, else the in-cluster service account (at `service_host`) when present,
-    else `default_kubeconfig` (the first $KUBECONFIG entry) or ~/.kube/config."""
-    if kubeconfig is None and service_host and (SERVICE_ACCOUNT_DIR / "token").exists():
-        ctx = ssl.create_default_context(cafile=str(SERVICE_ACCOUNT_DIR / "ca.crt"))
-        return Credentials(
-            f"https://{service_host}:{service_port}", ctx, token_file=SERVICE_ACCOUNT_DIR / "token"
-        )
-    path = Path(kubeconfig or default_kubeconfig or Path.home() / ".kube/config")
-    doc = yaml.safe_load(path.read_text())
-    ctx_name = doc["current-context"]
-    context = next(c["context"] for c in doc["contexts"] if c["name"] == ctx_name)
-    cluster = next(c["cluster"] for c in doc["clusters"] if c["name"] == context["cluster"])
-    user = next(u["user"] for u in doc["users"] if u["name"] == context["user"])
-    ssl_ctx: ssl.SSLContext | bool
-    if cluster.get("insecure-skip-tls-verify"):
-        ssl_ctx = False
-    else:
-        ssl_ctx = ssl.create_default_context(
-            cafile=cluster.get("certificate-authority")
-            or (
-                _write_temp(cluster["certificate-authority-data"])
-                if "certificate-authority-data" in cluster
-                else None
-            )
-        )
-        cert = user.get("client-certificate") or (
-            _write_temp(user["client-certificate-data"]) if "client-certificate-data" in user else None
-        )
-        key = user.get("client-key") or (
-            _write_temp(user["client-key-data"]) if "client-key-data" in user else None
-        )
-        if cert and key:
-            ssl_ctx.load_cert_chain(cert, key)
-    token_file = Path(user["tokenFile"]) if "tokenFile" in user else None
-    return Credentials(cluster["server"], ssl_ctx, token_file=token_file, token=user.get("token"))
-
-
 class KubeClient:
     """Async client for the handful of verbs the operator uses."""
 
@@ -202,23 +135,32 @@ class KubeClient:
         content_type: str = "application/json",
         params: Mapping[str, str] | None = None,
     ) -> Any:
-        headers = {**self.credentials.headers(), "Accept": "application/json", "User-Agent": self.user_agent}
-        data = None
-        if body is not None:
-            headers["Content-Type"] = content_type
-            data = json.dumps(body)
+        data = json.dumps(body) if body is not None else None
         url = path + ("?" + urlencode(params) if params else "")
-        self.requests += 1
-        async with self.session.request(method, url, data=data, headers=headers) as resp:
-            text = await resp.text()
-            payload = json.loads(text) if text and resp.content_type == "application/json" else text
-            if resp.status >= 400:
-                if isinstance(payload, dict):
-                    raise ApiError(
-                        resp.status, str(payload.get("reason", "")), str(payload.get("message", text))
-                    )
-                raise ApiError(resp.status, resp.reason or "", text)
-            return payload
+        renew = False
+        while True:
+            headers = {
+                **await self.credentials.headers(renew=renew),
+                "Accept": "application/json",
+                "User-Agent": self.user_agent,
+            }
+            if data is not None:
+                headers["Content-Type"] = content_type
+            self.requests += 1
+            async with self.session.request(method, url, data=data, headers=headers) as resp:
+                text = await resp.text()
+                # A rejected token is renewed once (an exec plugin runs again) before the 401 counts.
+                if resp.status == 401 and self.credentials.renewable and not renew:
+                    renew = True
+                    continue
+                payload = json.loads(text) if text and resp.content_type == "application/json" else text
+                if resp.status >= 400:
+                    if isinstance(payload, dict):
+                        raise ApiError(
+                            resp.status, str(payload.get("reason", "")), str(payload.get("message", text))
+                        )
+                    raise ApiError(resp.status, resp.reason or "", text)
+                return payload
 
     async def get(
         self, api_version: str, kind: str, namespace: str | None, name: str

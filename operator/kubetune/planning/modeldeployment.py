@@ -32,7 +32,7 @@ from kubetune.planning.smoke import SmokeRequest, base_url, smoke_key, tested_ke
 from kubetune.serving.gate import GateVerdict, evaluate_gate
 from kubetune.serving.resolution import Resolution
 from kubetune.serving.smoke import SmokeVerdict, smoke_prompts
-from kubetune.status.conditions import find_condition
+from kubetune.status.conditions import find_condition, set_condition
 from kubetune.status.modeldeployment import (
     TERMINAL_REASONS,
     DeploymentView,
@@ -40,6 +40,7 @@ from kubetune.status.modeldeployment import (
     variant_status,
 )
 from kubetune.status.pods import container_problem
+from kubetune.status.route import RouteVerdict
 from kubetune.status.summary import modeldeployment_summary, summary_conditions
 
 _EVENT_CONDITIONS = (
@@ -59,6 +60,7 @@ class Capabilities:
     pod_monitor: bool
     keda: bool
     gateway_api: bool
+    inference_pool: bool = False
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ class RenderSettings:
     prometheus_url: str | None
     allow_url_overrides: bool = False
     image_pull_secrets: tuple[str, ...] = ()
+    monitor_labels: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -184,7 +187,10 @@ def prometheus_url(spec: ModelDeploymentSpec, settings: RenderSettings) -> str |
 
 
 def children_to_apply(
-    ctx: ModelDeploymentContext, rendering: Rendering, plan: CanaryPlan | None
+    ctx: ModelDeploymentContext,
+    rendering: Rendering,
+    plan: CanaryPlan | None,
+    monitor_labels: Mapping[str, str] | None = None,
 ) -> list[tuple[str | None, Manifest]]:
     """(variant, child) in apply order, sized by the canary; the PodMonitor last (variant None)."""
     result: list[tuple[str | None, Manifest]] = []
@@ -192,7 +198,7 @@ def children_to_apply(
         replicas = plan.replicas.get(variant_name) if plan is not None else None
         result.extend((variant_name, child) for child in _with_replicas(children, replicas))
     if ctx.pod_monitor:
-        result.append((None, build_pod_monitor(ctx.obj)))
+        result.append((None, build_pod_monitor(ctx.obj, monitor_labels)))
     return result
 
 
@@ -350,6 +356,7 @@ PRUNABLE: tuple[tuple[str, str, str | None], ...] = (
     ("monitoring.coreos.com/v1", "PodMonitor", "pod_monitor"),
     ("keda.sh/v1alpha1", "ScaledObject", "keda"),
     ("gateway.networking.k8s.io/v1", "HTTPRoute", "gateway_api"),
+    ("inference.networking.k8s.io/v1", "InferencePool", "inference_pool"),
 )
 
 
@@ -382,6 +389,8 @@ def final_status(
     weights: Mapping[str, int],
     endpoint: str | None,
     plan: CanaryPlan | None,
+    *,
+    route: RouteVerdict | None = None,
 ) -> dict[str, Any]:
     status = deployment_status(
         {**ctx.obj, "status": ctx.previous_status.to_wire()},
@@ -393,6 +402,18 @@ def final_status(
         spec=ctx.spec,
     )
     status.conditions = canary_conditions(status.conditions, plan, ctx.generation, ctx.now)
+    if route is None:  # the router provider: no HTTPRoute to report on
+        status.conditions = [c for c in status.conditions if c.type != ConditionType.ROUTE_ACCEPTED]
+    else:
+        status.conditions = set_condition(
+            status.conditions,
+            ConditionType.ROUTE_ACCEPTED,
+            route.status,
+            route.reason,
+            route.message,
+            ctx.generation,
+            ctx.now,
+        )
     status.conditions = summary_conditions(
         status.conditions, modeldeployment_summary(status), ctx.generation, ctx.now
     )

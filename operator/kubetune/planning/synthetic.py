@@ -11,7 +11,7 @@ from typing import Any
 
 from kubetune.api.common import GROUP
 from kubetune.api.modeldeployment import ModelDeploymentSpec
-from kubetune.builders.httproute import GATEWAY_API
+from kubetune.builders.httproute import GATEWAY_PROVIDERS
 from kubetune.builders.router import router_endpoint
 from kubetune.planning.canary import CanaryOutcome, CanaryPlan
 from kubetune.planning.smoke import overridden_url
@@ -41,7 +41,7 @@ def desired_load(
     canary = spec.traffic.canary
     if canary is None or canary.analysis is None or plan is None:
         return None
-    if not canary.analysis.synthetic_traffic.enabled or spec.traffic.provider == GATEWAY_API:
+    if not canary.analysis.synthetic_traffic.enabled or spec.traffic.provider in GATEWAY_PROVIDERS:
         return None
     if plan.outcome is not CanaryOutcome.PROGRESSING or plan.status.weight == 0:
         return None

@@ -1,4 +1,5 @@
-"""Which optional APIs the cluster serves (Prometheus Operator, KEDA, Gateway API), cached briefly.
+"""Which optional APIs the cluster serves (Prometheus Operator, KEDA, Gateway API and its Inference
+Extension), cached briefly.
 
 Detected, never required: a missing CRD changes what is rendered (scrape annotations instead of a
 PodMonitor, an HPA instead of a ScaledObject). The answer is cached so that every reconcile pass does
@@ -15,6 +16,7 @@ from kubetune.planning.modeldeployment import Capabilities
 POD_MONITOR_CRD = "podmonitors.monitoring.coreos.com"
 SCALED_OBJECT_CRD = "scaledobjects.keda.sh"
 HTTPROUTE_CRD = "httproutes.gateway.networking.k8s.io"
+INFERENCE_POOL_CRD = "inferencepools.inference.networking.k8s.io"
 
 
 class CapabilityCache:
@@ -40,4 +42,5 @@ class CapabilityCache:
             pod_monitor=await self.crd_present(client, POD_MONITOR_CRD),
             keda=await self.crd_present(client, SCALED_OBJECT_CRD),
             gateway_api=await self.crd_present(client, HTTPROUTE_CRD),
+            inference_pool=await self.crd_present(client, INFERENCE_POOL_CRD),
         )

@@ -22,7 +22,7 @@ from typing import Any
 from kubetune.api.conditions import Reason
 from kubetune.api.modeldeployment import KIND, ModelDeploymentSpec, ModelDeploymentStatus, VariantStatus
 from kubetune.builders.common import LABEL_DEPLOYMENT, LABEL_VARIANT
-from kubetune.builders.httproute import GATEWAY_API
+from kubetune.builders.httproute import GATEWAY_PROVIDERS
 from kubetune.builders.modeldeployment import ROLE_SERVING
 from kubetune.kube.client import KubeClient
 from kubetune.planning import modeldeployment as planning
@@ -68,6 +68,7 @@ class ModelDeploymentReconciler:
             prometheus_url=settings.prometheus_url,
             allow_url_overrides=settings.allow_url_overrides,
             image_pull_secrets=settings.image_pull_secrets,
+            monitor_labels=settings.monitor_labels,
         )
         self.capabilities = CapabilityCache(settings.crd_cache_seconds)
         self.smoke = SmokeTests(wait_s=settings.smoke_wait_seconds, timeout_s=settings.smoke_timeout_seconds)
@@ -98,7 +99,7 @@ class ModelDeploymentReconciler:
             ctx.events.append(Event("Normal", Reason.ACCEPTED, "ModelDeployment accepted"))
 
         # Before the router Deployment that mounts it; the value signs only the synthetic traffic.
-        token = None if spec.traffic.provider == GATEWAY_API else await ensure_router_token(client, obj)
+        token = None if spec.traffic.provider in GATEWAY_PROVIDERS else await ensure_router_token(client, obj)
         rendering = planning.render_variants(ctx, self.render_settings)
         traffic_before = await previous_traffic(client, ctx)
         plan = await self._canary(ctx, rendering, traffic_before)
@@ -119,7 +120,9 @@ class ModelDeploymentReconciler:
         applied.keep |= {(c["kind"], c["metadata"]["name"]) for c in traffic.children}
         await self._prune(client, ctx, rendering, frozenset(applied.keep))
         return Outcome(
-            status=planning.final_status(ctx, statuses, traffic.weights, traffic.endpoint, plan),
+            status=planning.final_status(
+                ctx, statuses, traffic.weights, traffic.endpoint, plan, route=traffic.route
+            ),
             events=ctx.events,
             requeue_after_s=planning.requeue_after(plan, self.smoke.running(ctx.uid)),
         )
@@ -184,7 +187,7 @@ class ModelDeploymentReconciler:
         self, client: KubeClient, ctx: ModelDeploymentContext, rendering: Rendering, plan: CanaryPlan | None
     ) -> _Applied:
         applied = _Applied()
-        to_apply = planning.children_to_apply(ctx, rendering, plan)
+        to_apply = planning.children_to_apply(ctx, rendering, plan, self.render_settings.monitor_labels)
         stored = await apply_in_order(client, [child for _, child in to_apply])
         for (variant_name, child), result in zip(to_apply, stored, strict=True):
             applied.keep.add((child["kind"], child["metadata"]["name"]))

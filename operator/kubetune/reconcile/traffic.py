@@ -1,5 +1,6 @@
-"""Traffic: the router (ConfigMap + Deployment + Service) or a Gateway API HTTPRoute, and the split
-read back from what the API server stored (status reports observed weights, not wishes)."""
+"""Traffic: the router (ConfigMap + Deployment + Service), or a Gateway API HTTPRoute (to the variants'
+Services, or to one InferencePool per variant), and the split read back from what the API server
+stored (status reports observed weights, not wishes), with what the Gateways said about the route."""
 
 from __future__ import annotations
 
@@ -7,9 +8,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubetune.api.modeldeployment import ModelDeploymentSpec
+from kubetune.api.modeldeployment import GatewayParentRef, ModelDeploymentSpec
 from kubetune.builders.common import Manifest
-from kubetune.builders.httproute import GATEWAY_API, build_httproute, httproute_name, httproute_weights
+from kubetune.builders.httproute import (
+    GATEWAY_PROVIDERS,
+    INFERENCE_POOL,
+    build_gateway_traffic,
+    httproute_name,
+    httproute_weights,
+)
 from kubetune.builders.modeldeployment import variant_resource_name
 from kubetune.builders.router import (
     ANNOTATION_ROLLOUT,
@@ -21,10 +28,11 @@ from kubetune.builders.router import (
     router_endpoint,
     router_resource_name,
 )
-from kubetune.kube.client import KubeClient
+from kubetune.kube.client import ApiError, KubeClient
 from kubetune.planning.modeldeployment import ModelDeploymentContext
 from kubetune.reconcile.apply import apply_in_order
 from kubetune.settings import RouterDefaults
+from kubetune.status.route import RouteVerdict, route_endpoint, route_verdict
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,8 @@ class AppliedTraffic:
     endpoint: str | None
     children: list[Manifest]
     problem: str | None = None
+    route: RouteVerdict | None = None
+    """gateway providers: what the Gateways said about the HTTPRoute (status.parents)."""
 
 
 def router_settings(
@@ -64,6 +74,7 @@ def router_settings(
         resources=dict(defaults.resources),
         scrape_annotations=not pod_monitor,
         image_pull_secrets=pull_secrets,
+        monitor_labels=defaults.monitor_labels,
     )
 
 
@@ -76,7 +87,7 @@ async def previous_traffic(client: KubeClient, ctx: ModelDeploymentContext) -> P
     """The rollout id and the variants taking traffic, from the router ConfigMap or the HTTPRoute."""
     mdep, spec, caps = ctx.obj, ctx.spec, ctx.caps
     meta = mdep["metadata"]
-    if spec.traffic.provider == GATEWAY_API:
+    if spec.traffic.provider in GATEWAY_PROVIDERS:
         if not caps.gateway_api:
             return PreviousTraffic()
         route = await client.get(
@@ -112,16 +123,37 @@ async def apply_traffic(
     """Apply the split; return the weights as the API server stored them."""
     mdep, spec, caps = ctx.obj, ctx.spec, ctx.caps
     annotations = {ANNOTATION_ROLLOUT: rollout} if rollout else None
-    if spec.traffic.provider == GATEWAY_API:
-        if not caps.gateway_api:
-            return AppliedTraffic(
-                {}, None, [], problem="traffic.provider is gateway-api but the HTTPRoute CRD is not installed"
+    if spec.traffic.provider in GATEWAY_PROVIDERS:
+        missing = [
+            crd
+            for crd, present in (
+                ("HTTPRoute", caps.gateway_api),
+                ("InferencePool", caps.inference_pool or spec.traffic.provider != INFERENCE_POOL),
             )
+            if not present
+        ]
+        if missing:
+            problem = (
+                f"traffic.provider is {spec.traffic.provider} "
+                f"but the {' and '.join(missing)} CRD is not installed"
+            )
+            return AppliedTraffic({}, None, [], problem=problem)
         # A Gateway has no notion of readiness beyond endpoints: a variant not ready gets no share.
         effective = {name: weight if ready.get(name) else 0 for name, weight in weights.items()}
-        route = build_httproute(mdep, effective, annotations, spec=spec)
-        (stored_route,) = await apply_in_order(client, [route])
-        return AppliedTraffic(httproute_weights(stored_route, _service_to_variant(mdep, spec)), None, [route])
+        children = build_gateway_traffic(mdep, effective, annotations, spec)
+        *stored_pools, stored_route = await apply_in_order(client, children)
+        refs = spec.traffic.gateway_parent_refs
+        verdict = route_verdict(stored_route, refs, stored_pools)
+        endpoint = None
+        if verdict.status == "True":
+            gateway = await _gateway(client, refs[0], str(mdep["metadata"]["namespace"]))
+            endpoint = route_endpoint(spec.traffic.hostnames, gateway, refs[0].section_name)
+        return AppliedTraffic(
+            httproute_weights(stored_route, _service_to_variant(mdep, spec)),
+            endpoint,
+            children,
+            route=verdict,
+        )
     config = build_router_config(mdep, weights, ready, spec=spec)
     settings = router_settings(
         mdep,
@@ -135,3 +167,15 @@ async def apply_traffic(
     )
     stored = await apply_in_order(client, children)
     return AppliedTraffic(routed_weights(router_config_of(stored[0])), router_endpoint(mdep), children)
+
+
+async def _gateway(client: KubeClient, ref: GatewayParentRef, namespace: str) -> dict[str, Any] | None:
+    """The route's first Gateway, for its address and listener; None when it cannot be read."""
+    try:
+        return await client.get(
+            "gateway.networking.k8s.io/v1", "Gateway", ref.namespace or namespace, ref.name
+        )
+    except ApiError as exc:
+        if exc.status == 403:  # the chart's RBAC grants it; a narrower install still gets hostnames
+            return None
+        raise
