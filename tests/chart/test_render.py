@@ -175,6 +175,7 @@ def test_default_values_render_the_operator_with_dashboards_and_pinned_images(
             separators=(",", ":"),
         ),
         "KUBETUNE_IMAGE_PULL_SECRETS": "[]",
+        "KUBETUNE_PROMETHEUS_URLS": '["http://prometheus-operated.monitoring.svc:9090"]',
     }
     pod = chart.one("Deployment")["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsUser"] == 65532

@@ -176,7 +176,14 @@ class ModelDeploymentReconciler:
             return None
         rollout = rollout_id(ctx.spec, ctx.resolutions)
         inputs = planning.canary_inputs(ctx, rendering.keys, rollout, traffic_before.rollout)
-        result = await run_canary(ctx.spec, inputs, namespace=ctx.namespace, deployment=ctx.name, now=ctx.now)
+        result = await run_canary(
+            ctx.spec,
+            inputs,
+            namespace=ctx.namespace,
+            deployment=ctx.name,
+            now=ctx.now,
+            prometheus_allowlist=self.settings.prometheus_allowlist,
+        )
         ctx.events.extend(result.events)
         return result.plan
 
