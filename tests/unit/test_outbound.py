@@ -167,9 +167,8 @@ async def test_synthetic_traffic_stops_reading_an_endless_stream(server: Server)
     ],
 )
 def test_url_allowlist(url: str, allowed: bool) -> None:
-    assert url_allowed(url, ["http://prometheus.monitoring.svc:9090", "http://thanos.monitoring.svc/api"]) is (
-        allowed
-    )
+    allowlist = ["http://prometheus.monitoring.svc:9090", "http://thanos.monitoring.svc/api"]
+    assert url_allowed(url, allowlist) is allowed
 
 
 def test_settings_allowlist() -> None:
