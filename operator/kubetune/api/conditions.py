@@ -28,6 +28,8 @@ class ConditionType(StrEnum):
 class Reason(StrEnum):
     ACCEPTED = "Accepted"
     INVALID_SPEC = "InvalidSpec"
+    NAME_CONFLICT = "NameConflict"
+    """A child's name is taken by an object this one does not control (never adopted)."""
     PENDING = "Pending"
     VALIDATING = "Validating"
     INVALID_DATA = "InvalidData"

@@ -33,9 +33,10 @@ from kubetune.planning.modeldeployment import ModelDeploymentContext, Rendering,
 from kubetune.planning.plan import Event, Outcome
 from kubetune.planning.smoke import SmokeRequest
 from kubetune.planning.synthetic import desired_load
-from kubetune.reconcile.apply import apply_in_order
+from kubetune.reconcile.apply import NameConflict, Ownership, apply_in_order
 from kubetune.reconcile.canary import run_canary
 from kubetune.reconcile.capabilities import CapabilityCache
+from kubetune.reconcile.conflict import name_conflict_outcome
 from kubetune.reconcile.prune import prune
 from kubetune.reconcile.router_token import ensure_router_token
 from kubetune.reconcile.smoke import SmokeTests
@@ -75,10 +76,12 @@ class ModelDeploymentReconciler:
         # Children applied by the last pass per object (by uid): pruning lists every kind, so it runs
         # only when that set changes (and once after a start).
         self._applied: dict[str, frozenset[tuple[str, str]]] = {}
+        self.owned = Ownership()
 
     def forget(self, uid: str) -> None:
         """Drop what this process holds for a deleted ModelDeployment: records, smoke tests, load."""
         self._applied.pop(uid, None)
+        self.owned.forget(uid)
         self.smoke.cancel(uid)
         self.synthetic.stop(uid)
 
@@ -93,6 +96,20 @@ class ModelDeploymentReconciler:
             self.synthetic.stop(obj["metadata"]["uid"])
             status, events = planning.invalid_status(previous_status, generation, problem)
             return Outcome(status=status, events=events)
+        try:
+            return await self._pass(client, obj, spec, previous_status, now)
+        except NameConflict as conflict:
+            self.synthetic.stop(obj["metadata"]["uid"])
+            return name_conflict_outcome(obj, previous_status.to_wire(), conflict, now)
+
+    async def _pass(
+        self,
+        client: KubeClient,
+        obj: dict[str, Any],
+        spec: ModelDeploymentSpec,
+        previous_status: ModelDeploymentStatus,
+        now: datetime,
+    ) -> Outcome:
         ctx = await self.observe(client, obj, spec, previous_status, now)
         if previous_status.phase is None:
             ctx.events.append(Event("Normal", Reason.ACCEPTED, "ModelDeployment accepted"))
@@ -192,7 +209,7 @@ class ModelDeploymentReconciler:
     ) -> _Applied:
         applied = _Applied()
         to_apply = planning.children_to_apply(ctx, rendering, plan)
-        stored = await apply_in_order(client, [child for _, child in to_apply])
+        stored = await apply_in_order(client, [child for _, child in to_apply], self.owned)
         for (variant_name, child), result in zip(to_apply, stored, strict=True):
             applied.keep.add((child["kind"], child["metadata"]["name"]))
             if variant_name is not None and child["kind"] == "Deployment":
@@ -244,6 +261,7 @@ class ModelDeploymentReconciler:
             rollout=rollout_id(ctx.spec, ctx.resolutions),
             defaults=self.settings.router,
             pull_secrets=self.settings.image_pull_secrets,
+            owned=self.owned,
         )
         if traffic.problem and ctx.previous_status.phase is None:
             ctx.events.append(Event("Warning", Reason.TRAFFIC_NOT_APPLIED, traffic.problem))

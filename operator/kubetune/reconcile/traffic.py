@@ -23,7 +23,7 @@ from kubetune.builders.router import (
 )
 from kubetune.kube.client import KubeClient
 from kubetune.planning.modeldeployment import ModelDeploymentContext
-from kubetune.reconcile.apply import apply_in_order
+from kubetune.reconcile.apply import Ownership, apply_in_order
 from kubetune.settings import RouterDefaults
 
 
@@ -108,6 +108,7 @@ async def apply_traffic(
     rollout: str | None,
     defaults: RouterDefaults,
     pull_secrets: tuple[str, ...] = (),
+    owned: Ownership | None = None,
 ) -> AppliedTraffic:
     """Apply the split; return the weights as the API server stored them."""
     mdep, spec, caps = ctx.obj, ctx.spec, ctx.caps
@@ -120,7 +121,7 @@ async def apply_traffic(
         # A Gateway has no notion of readiness beyond endpoints: a variant not ready gets no share.
         effective = {name: weight if ready.get(name) else 0 for name, weight in weights.items()}
         route = build_httproute(mdep, effective, annotations, spec=spec)
-        (stored_route,) = await apply_in_order(client, [route])
+        (stored_route,) = await apply_in_order(client, [route], owned)
         return AppliedTraffic(httproute_weights(stored_route, _service_to_variant(mdep, spec)), None, [route])
     config = build_router_config(mdep, weights, ready, spec=spec)
     settings = router_settings(
@@ -133,5 +134,5 @@ async def apply_traffic(
     children = build_router_children(
         mdep, config, settings, pod_monitor=settings.scrape_annotations is False, annotations=annotations
     )
-    stored = await apply_in_order(client, children)
+    stored = await apply_in_order(client, children, owned)
     return AppliedTraffic(routed_weights(router_config_of(stored[0])), router_endpoint(mdep), children)
