@@ -13,12 +13,16 @@ GROUP = "kubetune.io"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 
-# Kubernetes quantities ("500m", "16Gi", 4) are int-or-string in the API.
+# Kubernetes quantities ("500m", "16Gi", 4) are int-or-string in the API; resources are never negative.
 QUANTITY_PATTERN = (
-    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
     r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_1035_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+"""Service names: a DNS label that starts with a letter."""
+HEADER_TOKEN_PATTERN = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
+"""An HTTP header name (RFC 9110 token)."""
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
 
 
@@ -49,7 +53,15 @@ class KubeModel(BaseModel):
 
 Quantity = Annotated[
     str | int,
-    Field(json_schema_extra={"x-kubernetes-int-or-string": True, "pattern": QUANTITY_PATTERN}),
+    Field(
+        json_schema_extra={
+            "x-kubernetes-int-or-string": True,
+            "pattern": QUANTITY_PATTERN,
+            "x-kubernetes-validations": [
+                cel("type(self) == string || self >= 0", "must not be negative", reason="FieldValueInvalid")
+            ],
+        }
+    ),
 ]
 
 

@@ -50,6 +50,7 @@ class BaseModelSource(KubeModel):
     """The model to fine-tune."""
 
     uri: str = Field(
+        min_length=1,
         max_length=1024,
         pattern=MODEL_URI_PATTERN,
         description="Hugging Face id (org/name or hf://org/name), pvc://claim/path or s3://bucket/path.",
@@ -243,6 +244,18 @@ SPEC_RULES: list[JsonValue] = [
         "self.dataset.validationSplit + self.dataset.testSplit < 0.9",
         "dataset.validationSplit + dataset.testSplit must leave at least 10% for training",
         fieldPath=".dataset.testSplit",
+    ),
+    # `self == oldSelf` on an optional field holds only while it is set: adding or removing it is a
+    # change of its own.
+    cel(
+        "has(self.lora) == has(oldSelf.lora)",
+        "lora is immutable: it cannot be added or removed after creation",
+        fieldPath=".lora",
+    ),
+    cel(
+        "has(self.deepspeed) == has(oldSelf.deepspeed)",
+        "deepspeed is immutable: it cannot be added or removed after creation",
+        fieldPath=".deepspeed",
     ),
     cel(
         "!has(self.deepspeed) || !self.deepspeed.offloadParams || self.deepspeed.zeroStage == 3",
