@@ -18,6 +18,7 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from kubetune.builders.common import FIELD_MANAGER
 from kubetune.kube.client import ApiError, KubeClient
 from kubetune.planning.plan import Plan
 
@@ -79,6 +80,32 @@ def check_owned(stored: Mapping[str, Any], parent_uid: str) -> None:
     )
 
 
+async def _create(client: KubeClient, manifest: Manifest) -> Manifest:
+    """POST (fails if the name is taken meanwhile, where an apply would merge into it), then hand the
+    fields over to our apply manager: a POST records them as an Update, and fields an Update owns
+    would stay when a later apply drops them (an annotation, a replica count)."""
+    stored = await client.create(manifest)
+    meta = stored["metadata"]
+    if not meta.get("managedFields"):
+        return stored
+    entries = [
+        {**entry, "operation": "Apply"} if entry.get("manager") == FIELD_MANAGER else entry
+        for entry in meta.get("managedFields") or []
+    ]
+    try:
+        return await client.patch_merge(
+            stored["apiVersion"],
+            stored["kind"],
+            meta.get("namespace"),
+            meta["name"],
+            {"metadata": {"managedFields": entries, "resourceVersion": meta["resourceVersion"]}},
+        )
+    except ApiError as exc:
+        if exc.status != 409:  # changed since: ours all the same, its fields converge on later applies
+            raise
+        return stored
+
+
 class Ownership:
     """Children checked as controlled by their parent: their uids, by parent uid (one reconciler's)."""
 
@@ -116,8 +143,7 @@ async def apply_owned(client: KubeClient, manifest: Manifest, owned: Ownership |
             owned.drop(parent, key)
     stored = await client.get(key[0], key[1], key[2], key[3])
     if stored is None:
-        # A POST, not an apply: if someone creates the name meanwhile, this fails instead of merging in.
-        stored = await client.create(manifest)
+        stored = await _create(client, manifest)
     else:
         check_owned({**stored, "kind": key[1]}, parent)
         stored = await client.apply(_with_uid(manifest, str(stored["metadata"]["uid"])))
@@ -129,7 +155,7 @@ async def apply_owned(client: KubeClient, manifest: Manifest, owned: Ownership |
 async def create_owned(client: KubeClient, manifest: Manifest, owned: Ownership | None = None) -> Manifest:
     """Create if absent (children whose spec is immutable); an existing one is applied only if ours."""
     try:
-        stored = await client.create(manifest)
+        stored = await _create(client, manifest)
     except ApiError as exc:
         if exc.status != 409:
             raise
