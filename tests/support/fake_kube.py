@@ -125,6 +125,13 @@ class FakeKube:
             raise ApiError(409, "AlreadyExists", f"{manifest['metadata']['name']} already exists")
         return copy.deepcopy(self.put(manifest))
 
+    async def patch_json(self, obj: Mapping[str, Any], operations: list[dict[str, Any]]) -> dict[str, Any]:
+        self._record("patch/json", obj["kind"], obj["metadata"]["name"])
+        current = self.objects.get(self.key(obj))
+        if current is None:
+            raise ApiError(404, "NotFound", f"{obj['metadata']['name']} not found")
+        return copy.deepcopy(current)
+
     async def patch_merge(
         self,
         api_version: str,

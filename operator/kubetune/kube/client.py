@@ -12,7 +12,7 @@ import json
 import os
 import ssl
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -288,6 +288,19 @@ class KubeClient:
             params={"fieldManager": FIELD_MANAGER},
         )
         return obj
+
+    async def patch_json(
+        self, obj: Mapping[str, Any], operations: Sequence[Mapping[str, Any]]
+    ) -> dict[str, Any]:
+        """A JSON patch (RFC 6902; `test` operations make it conditional) of `obj`'s path."""
+        stored: dict[str, Any] = await self.request(
+            "PATCH",
+            object_path(obj),
+            body=operations,
+            content_type="application/json-patch+json",
+            params={"fieldManager": FIELD_MANAGER},
+        )
+        return stored
 
     async def create(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
         meta = manifest["metadata"]

@@ -80,30 +80,43 @@ def check_owned(stored: Mapping[str, Any], parent_uid: str) -> None:
     )
 
 
+def _handover_ops(stored: Mapping[str, Any]) -> list[dict[str, Any]] | None:
+    """JSON patch turning our Update entry of `stored`'s managedFields into an Apply entry (guarded by
+    `test` operations, so a list reordered meanwhile fails instead of rewriting another's entry)."""
+    for index, entry in enumerate(stored["metadata"].get("managedFields") or []):
+        if entry.get("manager") == FIELD_MANAGER and entry.get("operation") == "Update":
+            if entry.get("subresource"):
+                continue
+            at = f"/metadata/managedFields/{index}"
+            return [
+                {"op": "test", "path": f"{at}/manager", "value": FIELD_MANAGER},
+                {"op": "test", "path": f"{at}/operation", "value": "Update"},
+                {"op": "replace", "path": f"{at}/operation", "value": "Apply"},
+            ]
+    return None
+
+
 async def _create(client: KubeClient, manifest: Manifest) -> Manifest:
     """POST (fails if the name is taken meanwhile, where an apply would merge into it), then hand the
     fields over to our apply manager: a POST records them as an Update, and fields an Update owns
-    would stay when a later apply drops them (an annotation, a replica count)."""
+    stay when a later apply drops them (an annotation, a replica count)."""
     stored = await client.create(manifest)
-    meta = stored["metadata"]
-    if not meta.get("managedFields"):
-        return stored
-    entries = [
-        {**entry, "operation": "Apply"} if entry.get("manager") == FIELD_MANAGER else entry
-        for entry in meta.get("managedFields") or []
-    ]
-    try:
-        return await client.patch_merge(
-            stored["apiVersion"],
-            stored["kind"],
-            meta.get("namespace"),
-            meta["name"],
-            {"metadata": {"managedFields": entries, "resourceVersion": meta["resourceVersion"]}},
+    for _ in range(3):  # a controller's status write may reorder managedFields in between
+        ops = _handover_ops(stored)
+        if ops is None:
+            return stored
+        try:
+            return await client.patch_json(stored, ops)
+        except ApiError as exc:
+            if exc.status not in (409, 422):
+                raise
+        fresh = await client.get(
+            manifest["apiVersion"], manifest["kind"], _key(manifest)[2], _key(manifest)[3]
         )
-    except ApiError as exc:
-        if exc.status != 409:  # changed since: ours all the same, its fields converge on later applies
-            raise
-        return stored
+        if fresh is None:
+            return stored
+        stored = {**fresh, "apiVersion": manifest["apiVersion"], "kind": manifest["kind"]}
+    return stored
 
 
 class Ownership:
