@@ -273,6 +273,37 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
         "spec.traffic.gatewayParentRefs",
     ),
     ("empty baseModel uri", mutate(VALID_FTJ, "spec.baseModel.uri", ""), "spec.baseModel.uri"),
+    # Found by the property test (test_admission_property.py): accepted, then the pods were rejected.
+    (
+        "toleration without key or Exists",
+        mutate(VALID_MDEP, "spec.variants.0.resources", {"tolerations": [{"effect": "NoSchedule"}]}),
+        "spec.variants[0].resources.tolerations[0].operator",
+    ),
+    (
+        "toleration key not a label key",
+        mutate(VALID_FTJ, "spec.resources", {"tolerations": [{"key": "a b", "operator": "Exists"}]}),
+        "spec.resources.tolerations[0].key",
+    ),
+    (
+        "tolerationSeconds without NoExecute",
+        mutate(VALID_FTJ, "spec.resources", {"tolerations": [{"key": "k", "tolerationSeconds": 5}]}),
+        "spec.resources.tolerations[0].tolerationSeconds",
+    ),
+    (
+        "gpuType not a label value",
+        mutate(VALID_MDEP, "spec.variants.0.resources", {"gpuType": "H100 80GB"}),
+        "spec.variants[0].resources.gpuType",
+    ),
+    (
+        "priority class not a DNS name",
+        mutate(VALID_FTJ, "spec.resources", {"priorityClassName": "High"}),
+        "spec.resources.priorityClassName",
+    ),
+    (
+        "queue name not a label value",
+        mutate(VALID_FTJ, "spec.resources", {"queueName": "a/b"}),
+        "spec.resources.queueName",
+    ),
 ]
 
 

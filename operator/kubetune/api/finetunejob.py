@@ -10,6 +10,8 @@ from pydantic import ConfigDict, Field
 from pydantic.config import JsonValue
 
 from kubetune.api.common import (
+    DNS_SUBDOMAIN_PATTERN,
+    LABEL_VALUE_PATTERN,
     Condition,
     ConfigMapKeyRef,
     ImageOverrides,
@@ -162,6 +164,7 @@ class Resources(KubeModel):
     gpu_type: str | None = Field(
         default=None,
         max_length=63,
+        pattern=LABEL_VALUE_PATTERN,
         description="Value of the nvidia.com/gpu.product node label to schedule on.",
     )
     cpu: Quantity | None = Field(default=None, description="CPU request and limit per pod.")
@@ -169,9 +172,14 @@ class Resources(KubeModel):
     tolerations: list[Toleration] = Field(
         default_factory=list, max_length=32, description="Tolerations for tainted GPU nodes."
     )
-    priority_class_name: str | None = Field(default=None, max_length=253, description="Pod priority class.")
+    priority_class_name: str | None = Field(
+        default=None, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN, description="Pod priority class."
+    )
     queue_name: str | None = Field(
-        default=None, max_length=63, description="Kueue LocalQueue (sets kueue.x-k8s.io/queue-name)."
+        default=None,
+        max_length=63,
+        pattern=LABEL_VALUE_PATTERN,
+        description="Kueue LocalQueue (sets kueue.x-k8s.io/queue-name).",
     )
 
 

@@ -14,6 +14,7 @@ from kubetune.api.common import (
     DNS_LABEL_PATTERN,
     DURATION_PATTERN,
     HEADER_TOKEN_PATTERN,
+    LABEL_VALUE_PATTERN,
     Condition,
     ImageOverrides,
     KubeModel,
@@ -162,7 +163,10 @@ class VariantResources(KubeModel):
     cpu: Quantity | None = Field(default=None, description="CPU request and limit.")
     memory: Quantity | None = Field(default=None, description="Memory request and limit.")
     gpu_type: str | None = Field(
-        default=None, max_length=63, description="nvidia.com/gpu.product node label."
+        default=None,
+        max_length=63,
+        pattern=LABEL_VALUE_PATTERN,
+        description="nvidia.com/gpu.product node label.",
     )
     tolerations: list[Toleration] = Field(default_factory=list, max_length=32, description="Pod tolerations.")
 
@@ -326,7 +330,9 @@ class Canary(KubeModel):
         pattern=DURATION_PATTERN,
         description="Time per step (more than zero).",
         json_schema_extra={
-            "x-kubernetes-validations": [cel("duration(self) > duration('0s')", "interval must be more than 0s")]
+            "x-kubernetes-validations": [
+                cel("duration(self) > duration('0s')", "interval must be more than 0s")
+            ]
         },
     )
     failure_limit: int = Field(default=2, ge=1, le=100, description="Failed analyses before rollback.")
