@@ -276,6 +276,13 @@ FORBIDDEN = [
     ("some-team", "", "pods/exec", "create"),
     ("some-team", "", "events", "delete"),
     ("some-team", "rbac.authorization.k8s.io", "roles", "escalate"),
+    # Applied only (garbage collection deletes them): no delete, no list (tests/unit/test_rbac_usage.py).
+    ("some-team", "rbac.authorization.k8s.io", "roles", "delete"),
+    ("some-team", "rbac.authorization.k8s.io", "rolebindings", "delete"),
+    ("some-team", "", "serviceaccounts", "delete"),
+    ("some-team", "", "serviceaccounts", "list"),
+    ("some-team", "", "pods", "get"),
+    ("some-team", "", "configmaps", "watch"),
     ("some-team", "rbac.authorization.k8s.io", "rolebindings", "update"),
     ("", "rbac.authorization.k8s.io", "clusterroles", "create"),
     ("", "", "nodes", "get"),

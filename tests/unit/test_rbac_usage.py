@@ -1,0 +1,155 @@
+"""rbac.OPERATOR_RULES is exactly what the operator calls: no verb missing, and no verb unused.
+
+The calls are recorded: reconcile passes that exercise every child kind (creation, a repeated pass,
+an operator restart, suspension, a removed variant pruned, every optional CRD present) run on the
+in-memory API, and the status write and Event post of the controller are added. What kopf itself
+needs (its watches and scans) is listed with the reason. A rule granting a verb nothing calls fails
+here, as does a call no rule grants.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from tests.serving.objects import model_deployment
+from tests.support.fake_kube import FakeKube
+
+from kubetune.controller.events import post_event
+from kubetune.kube.client import RESOURCES
+from kubetune.kube.status import write_status
+from kubetune.planning.plan import Event
+from kubetune.rbac import OPERATOR_RULES
+from kubetune.reconcile.finetunejob import FineTuneJobReconciler
+from kubetune.reconcile.modeldeployment import ModelDeploymentReconciler
+from kubetune.settings import OperatorSettings
+
+NOW = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
+Triple = tuple[str, str, str]
+
+# kopf's watch streams (handlers/__init__.py) and its cluster scans: calls made by the framework.
+FRAMEWORK: dict[Triple, str] = {
+    **{
+        ("kubetune.io", plural, verb): "kopf watches our kinds"
+        for plural in ("finetunejobs", "modeldeployments")
+        for verb in ("list", "watch")
+    },
+    **{("batch", "jobs", verb): "kopf watches the Jobs (child status)" for verb in ("list", "watch")},
+    **{("apps", "deployments", verb): "kopf watches the Deployments" for verb in ("list", "watch")},
+    **{
+        ("apiextensions.k8s.io", "customresourcedefinitions", verb): "kopf scans CRDs"
+        for verb in ("list", "watch")
+    },
+    **{("", "namespaces", verb): "kopf's cluster-wide namespace scan" for verb in ("get", "list", "watch")},
+    ("", "events", "patch"): "kopf posts and updates core/v1 Events",
+    **{
+        ("events.k8s.io", "events", verb): "Events through the events.k8s.io API"
+        for verb in ("create", "patch")
+    },
+}
+# A status write is a PATCH of the status subresource; the resource's own get is the fresh read.
+SUBRESOURCE_GET_UNUSED: set[Triple] = set()
+
+
+def ftj(**spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "kubetune.io/v1alpha1",
+        "kind": "FineTuneJob",
+        "metadata": {"name": "demo", "namespace": "ns", "uid": "u-1", "generation": 1},
+        "spec": {
+            "baseModel": {"uri": "pvc://m/x"},
+            "dataset": {"uri": "pvc://d/x.jsonl"},
+            "output": {"uri": "pvc://o/x"},
+            "resources": {"nodes": 2, "gpusPerNode": 1},
+            **spec,
+        },
+    }
+
+
+def triples(kube: FakeKube) -> set[Triple]:
+    verb_of = {"apply": "patch", "patch/json": "patch", "patch": "patch", "create": "create", "get": "get"}
+    by_kind = {kind: (api_version, plural) for (api_version, kind), (plural, _) in RESOURCES.items()}
+    found: set[Triple] = set()
+    for verb, kind, _ in kube.calls:
+        api_version, plural = by_kind[kind]
+        group = api_version.rpartition("/")[0]
+        if verb == "patch/status":
+            found.add((group, f"{plural}/status", "patch"))
+        else:
+            found.add((group, plural, verb_of.get(verb, verb)))
+    return found
+
+
+async def recorded_calls() -> set[Triple]:
+    crds = {
+        "podmonitors.monitoring.coreos.com",
+        "scaledobjects.keda.sh",
+        "httproutes.gateway.networking.k8s.io",
+    }
+    calls: set[Triple] = set()
+    # FineTuneJob: validation, training, a restarted operator's full apply, a running Job's limit
+    # patched, suspension (under Kueue: the gang is deleted).
+    for queue in (None, "team"):
+        jobs = FineTuneJobReconciler(OperatorSettings())
+        obj = ftj(resources={"nodes": 2, "gpusPerNode": 1, **({"queueName": queue} if queue else {})})
+        obj["metadata"]["uid"] = f"u-{queue}"
+        kube = FakeKube(crds=crds)
+        await jobs.reconcile(kube, obj, NOW, resync=False)  # type: ignore[arg-type]
+        validate = kube.find("batch/v1", "Job", "ns", "demo-validate")
+        assert validate is not None
+        validate["status"] = {"conditions": [{"type": "Complete", "status": "True"}]}
+        await jobs.reconcile(kube, obj, NOW, resync=False)  # type: ignore[arg-type]
+        jobs.forget(obj["metadata"]["uid"])
+        await jobs.reconcile(kube, obj, NOW, resync=True)  # type: ignore[arg-type]
+        obj["spec"]["runPolicy"] = {"activeDeadlineSeconds": 3600}
+        await jobs.reconcile(kube, obj, NOW, resync=False)  # type: ignore[arg-type]
+        obj["spec"]["runPolicy"] = {"suspend": True}
+        await jobs.reconcile(kube, obj, NOW, resync=False)  # type: ignore[arg-type]
+        calls |= triples(kube)
+    # ModelDeployment, with every optional CRD and without KEDA (HPA): autoscaled and multi-replica
+    # variants applied twice (created, then applied), one removed (pruned), then an HTTPRoute applied
+    # twice and removed again by switching back to the router.
+    variants = [
+        {"name": "a", "model": {"uri": "pvc://models/a"}, "weight": 70, "replicas": 2},
+        {
+            "name": "b",
+            "model": {"uri": "pvc://models/b"},
+            "weight": 30,
+            "autoscaling": {"minReplicas": 1, "maxReplicas": 3},
+        },
+    ]
+    alone = [{**variants[0], "weight": 100}]
+    gateway = {"provider": "gateway-api", "gatewayParentRefs": [{"name": "g"}]}
+    for cluster in (FakeKube(crds=crds), FakeKube(crds=crds - {"scaledobjects.keda.sh"})):
+        serving = ModelDeploymentReconciler(OperatorSettings(prometheus_url="http://prometheus:9090"))
+        for spec in (
+            model_deployment(variants),
+            model_deployment(variants),
+            model_deployment(alone),
+            model_deployment(alone, traffic=gateway),
+            model_deployment(alone, traffic=gateway),
+            model_deployment(alone),
+        ):
+            await serving.reconcile(cluster, spec, NOW, resync=False)  # type: ignore[arg-type]
+        calls |= triples(cluster)
+    mdep = model_deployment(variants)
+    kube = FakeKube()
+    # The controller: the fresh read, the status write, an Event.
+    for parent in (obj, mdep):
+        await kube.get(parent["apiVersion"], parent["kind"], "ns", parent["metadata"]["name"])
+        kube.put(parent)
+        await write_status(kube, parent, {"phase": "Pending"})  # type: ignore[arg-type]
+        await post_event(kube, parent, Event("Normal", "Accepted", "accepted"), NOW, "test")  # type: ignore[arg-type]
+    return calls | triples(kube)
+
+
+async def test_every_granted_verb_is_used_and_every_used_verb_granted() -> None:
+    granted = {
+        (rule.api_group, resource, verb)
+        for rule in OPERATOR_RULES
+        for resource in rule.resources
+        for verb in rule.verbs
+    }
+    used = await recorded_calls() | set(FRAMEWORK)
+    assert sorted(used - granted) == [], "calls no rule grants"
+    assert sorted(granted - used) == [], "granted verbs nothing calls: remove them from rbac.py"
