@@ -16,7 +16,8 @@ API_VERSION = f"{GROUP}/{VERSION}"
 # Kubernetes quantities ("500m", "16Gi", 4) are int-or-string in the API; resources are never negative.
 QUANTITY_PATTERN = (
     r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
-    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+    # An integer exponent only: the upstream pattern admits "1e1.5", which the quantity parser refuses.
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?[0-9]+))?$"
 )
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_1035_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
