@@ -20,7 +20,13 @@ VALUE_SETS = {
     "networkpolicy-images": ("networkpolicy-images.yaml",),
     "namespaced-minimal": ("namespaced-minimal.yaml",),
 }
-CLUSTER_SCOPED_KINDS = {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
+CLUSTER_SCOPED_KINDS = {
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "CustomResourceDefinition",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+}
 Triple = tuple[str, str, str]
 
 
@@ -159,6 +165,10 @@ def test_default_values_render_the_operator_with_dashboards_and_pinned_images(
             "Service",
             "ConfigMap",
             "ConfigMap",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
+            "ValidatingAdmissionPolicyBinding",
         ]
     )
     assert triples(chart.one("ClusterRole")["rules"]) == OPERATOR_TRIPLES
