@@ -60,6 +60,24 @@ FROM_JOB = {"model": {"finetuneJobRef": {"name": "sft"}}}
         ),
         pytest.param(
             FROM_JOB,
+            {
+                "sft": finetunejob(
+                    "sft",
+                    "Succeeded",
+                    artifacts={"adapterUri": "pvc://out/sft/adapter", "baseModelUri": "Qwen/Qwen2.5-0.5B"},
+                    lineage=LINEAGE,
+                    rank=8,
+                )
+            },
+            ResolutionState.READY,
+            Reason.MODEL_RESOLVED,
+            "hf://Qwen/Qwen2.5-0.5B@r1",
+            (LoraModule("a", "pvc://out/sft/adapter", 8),),
+            "a=pvc://out/sft/adapter",
+            id="job-adapter-on-its-base-at-the-trained-revision",
+        ),
+        pytest.param(
+            FROM_JOB,
             {"sft": finetunejob("sft", "Running")},
             ResolutionState.WAITING,
             Reason.WAITING_FOR_FINETUNE_JOB,
