@@ -78,6 +78,12 @@ OPERATOR_RULES: tuple[Rule, ...] = (
     ),
     Rule("apps", ("deployments",), WATCHED, "vLLM variants and the router"),
     Rule("policy", ("poddisruptionbudgets",), PRUNED, "PDB per multi-replica variant"),
+    Rule(
+        "networking.k8s.io",
+        ("networkpolicies",),
+        PRUNED,
+        "who may reach vLLM pods (router, operator, Prometheus) and a training gang (its members)",
+    ),
     Rule("autoscaling", ("horizontalpodautoscalers",), PRUNED, "queue-depth autoscaling"),
     Rule("monitoring.coreos.com", ("podmonitors",), PRUNED, "scrape vLLM and router pods (CRD present)"),
     Rule("gateway.networking.k8s.io", ("httproutes",), PRUNED, "gateway-api traffic provider"),

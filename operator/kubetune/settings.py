@@ -67,6 +67,12 @@ class OperatorSettings:
     crd_cache_seconds: float = 60.0
     smoke_wait_seconds: float = 5.0
     smoke_timeout_seconds: float = 300.0
+    network_policies: bool = True
+    """NetworkPolicies around vLLM pods and training gangs (the chart's `workloadNetworkPolicies`)."""
+    operator_namespace: str | None = None
+    """Where the operator pod runs (the chart's release namespace): it may reach vLLM for smoke tests."""
+    monitoring_namespace: str | None = "monitoring"
+    """Where Prometheus runs: it may scrape vLLM pods."""
     allow_url_overrides: bool = False
     """Honour the smoke-test / synthetic-traffic URL annotations (tests and dev clusters only)."""
 
@@ -124,6 +130,9 @@ class OperatorSettings:
             smoke_wait_seconds=float(env.get("KUBETUNE_SMOKE_WAIT_SECONDS", "5")),
             smoke_timeout_seconds=float(env.get("KUBETUNE_SMOKE_TIMEOUT_SECONDS", "300")),
             allow_url_overrides=env.get(SMOKE_URL_OVERRIDE_ENV) == "allow",
+            network_policies=env.get("KUBETUNE_NETWORK_POLICIES", "true").lower() != "false",
+            operator_namespace=env.get("KUBETUNE_OPERATOR_NAMESPACE") or None,
+            monitoring_namespace=env.get("KUBETUNE_MONITORING_NAMESPACE", "monitoring") or None,
         )
 
 

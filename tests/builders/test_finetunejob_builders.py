@@ -657,6 +657,7 @@ _KINDS = {
     "Role": "V1Role",
     "RoleBinding": "V1RoleBinding",
     "Job": "V1Job",
+    "NetworkPolicy": "V1NetworkPolicy",
 }
 _SCALARS = {"str", "int", "bool", "float", "object", "datetime"}
 

@@ -186,6 +186,9 @@ def test_default_values_render_the_operator_with_dashboards_and_pinned_images(
         ),
         "KUBETUNE_IMAGE_PULL_SECRETS": "[]",
         "KUBETUNE_PROMETHEUS_URLS": '["http://prometheus-operated.monitoring.svc:9090"]',
+        "KUBETUNE_NETWORK_POLICIES": "true",
+        "KUBETUNE_OPERATOR_NAMESPACE": NAMESPACE,
+        "KUBETUNE_MONITORING_NAMESPACE": "monitoring",
     }
     pod = chart.one("Deployment")["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsUser"] == 65532

@@ -300,6 +300,16 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
         "spec.resources.priorityClassName",
     ),
     (
+        "quantity with a fractional exponent",
+        mutate(VALID_MDEP, "spec.variants.0.resources", {"memory": "1e1.5"}),
+        "spec.variants[0].resources.memory",
+    ),
+    (
+        "quantity with a huge exponent",
+        mutate(VALID_MDEP, "spec.variants.0.resources", {"cpu": ".1E+102266867"}),
+        "spec.variants[0].resources.cpu",
+    ),
+    (
         "queue name not a label value",
         mutate(VALID_FTJ, "spec.resources", {"queueName": "a/b"}),
         "spec.resources.queueName",

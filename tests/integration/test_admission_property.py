@@ -29,6 +29,7 @@ from kubetune.api.finetunejob import FineTuneJobSpec
 from kubetune.api.modeldeployment import ModelDeploymentSpec
 from kubetune.builders.finetunejob import build_children
 from kubetune.builders.modeldeployment import build_variant_children
+from kubetune.builders.networkpolicy import Peers, build_vllm_network_policy
 from kubetune.builders.router import build_router_children, build_router_config, build_router_token_secret
 from kubetune.crdgen import openapi_schema
 from kubetune.kube.client import ApiError, KubeClient, load_credentials, resource_path
@@ -178,6 +179,11 @@ def render_modeldeployment(stored: dict[str, Any]) -> list[dict[str, Any]]:
     settings_ = router_settings(stored, spec, RouterDefaults(), pod_monitor=False)
     children += build_router_children(stored, config, settings_)
     children.append(build_router_token_secret(stored, "t" * 43))
+    children.append(
+        build_vllm_network_policy(
+            stored, router_role="router", serving_role="vllm", port=8000, peers=Peers("kubetune-system")
+        )
+    )
     return children
 
 

@@ -70,13 +70,14 @@ async def test_after_validation_the_training_job_and_shared_children_follow() ->
     await reconciler.reconcile(kube, ftj(), NOW, resync=True)  # type: ignore[arg-type]
     assert sorted(k for k, _ in kube.verbs("apply")) == [
         "ConfigMap",
+        "NetworkPolicy",
         "Role",
         "RoleBinding",
         "Service",
         "ServiceAccount",
     ]
     await reconciler.reconcile(kube, ftj(), NOW, resync=True)  # type: ignore[arg-type]
-    assert len(kube.verbs("apply")) == 5
+    assert len(kube.verbs("apply")) == 6
 
 
 async def test_an_invalid_spec_fails_without_children() -> None:

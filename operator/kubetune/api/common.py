@@ -16,8 +16,9 @@ API_VERSION = f"{GROUP}/{VERSION}"
 # Kubernetes quantities ("500m", "16Gi", 4) are int-or-string in the API; resources are never negative.
 QUANTITY_PATTERN = (
     r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
-    # An integer exponent only: the upstream pattern admits "1e1.5", which the quantity parser refuses.
-    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?[0-9]+))?$"
+    # An integer exponent of at most two digits: the upstream pattern admits "1e1.5", which the quantity
+    # parser refuses, and "1e+102266867", which keeps the API server busy past any client's timeout.
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?[0-9]{1,2}))?$"
 )
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_1035_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
@@ -66,6 +67,7 @@ Quantity = Annotated[
         json_schema_extra={
             "x-kubernetes-int-or-string": True,
             "pattern": QUANTITY_PATTERN,
+            "maxLength": 32,
             "x-kubernetes-validations": [
                 cel("type(self) == string || self >= 0", "must not be negative", reason="FieldValueInvalid")
             ],

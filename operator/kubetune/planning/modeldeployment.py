@@ -341,6 +341,7 @@ PRUNABLE: tuple[tuple[str, str, str | None], ...] = (
     ("apps/v1", "Deployment", None),
     ("v1", "Service", None),
     ("v1", "ConfigMap", None),
+    ("networking.k8s.io/v1", "NetworkPolicy", None),
     ("policy/v1", "PodDisruptionBudget", None),
     ("autoscaling/v2", "HorizontalPodAutoscaler", None),
     ("monitoring.coreos.com/v1", "PodMonitor", "pod_monitor"),

@@ -24,6 +24,7 @@ from kubetune.api.modeldeployment import KIND, ModelDeploymentSpec, ModelDeploym
 from kubetune.builders.common import LABEL_DEPLOYMENT, LABEL_VARIANT
 from kubetune.builders.httproute import GATEWAY_API
 from kubetune.builders.modeldeployment import ROLE_SERVING
+from kubetune.builders.networkpolicy import Peers
 from kubetune.kube.client import KubeClient
 from kubetune.planning import modeldeployment as planning
 from kubetune.planning.admission import accepted, parse_spec
@@ -262,6 +263,11 @@ class ModelDeploymentReconciler:
             defaults=self.settings.router,
             pull_secrets=self.settings.image_pull_secrets,
             owned=self.owned,
+            peers=(
+                Peers(self.settings.operator_namespace, self.settings.monitoring_namespace)
+                if self.settings.network_policies
+                else None
+            ),
         )
         if traffic.problem and ctx.previous_status.phase is None:
             ctx.events.append(Event("Warning", Reason.TRAFFIC_NOT_APPLIED, traffic.problem))

@@ -10,9 +10,11 @@ from typing import Any
 from kubetune.api.modeldeployment import ModelDeploymentSpec
 from kubetune.builders.common import Manifest
 from kubetune.builders.httproute import GATEWAY_API, build_httproute, httproute_name, httproute_weights
-from kubetune.builders.modeldeployment import variant_resource_name
+from kubetune.builders.modeldeployment import ROLE_SERVING, variant_resource_name
+from kubetune.builders.networkpolicy import Peers, build_vllm_network_policy
 from kubetune.builders.router import (
     ANNOTATION_ROLLOUT,
+    ROLE_ROUTER,
     RouterSettings,
     build_router_children,
     build_router_config,
@@ -21,6 +23,7 @@ from kubetune.builders.router import (
     router_endpoint,
     router_resource_name,
 )
+from kubetune.builders.vllm import VLLM_PORT
 from kubetune.kube.client import KubeClient
 from kubetune.planning.modeldeployment import ModelDeploymentContext
 from kubetune.reconcile.apply import Ownership, apply_in_order
@@ -109,6 +112,7 @@ async def apply_traffic(
     defaults: RouterDefaults,
     pull_secrets: tuple[str, ...] = (),
     owned: Ownership | None = None,
+    peers: Peers | None = None,
 ) -> AppliedTraffic:
     """Apply the split; return the weights as the API server stored them."""
     mdep, spec, caps = ctx.obj, ctx.spec, ctx.caps
@@ -134,5 +138,12 @@ async def apply_traffic(
     children = build_router_children(
         mdep, config, settings, pod_monitor=settings.scrape_annotations is False, annotations=annotations
     )
+    if peers is not None:
+        # Behind the router only: with gateway-api the Gateway's own pods must reach vLLM.
+        children.append(
+            build_vllm_network_policy(
+                mdep, router_role=ROLE_ROUTER, serving_role=ROLE_SERVING, port=VLLM_PORT, peers=peers
+            )
+        )
     stored = await apply_in_order(client, children, owned)
     return AppliedTraffic(routed_weights(router_config_of(stored[0])), router_endpoint(mdep), children)
