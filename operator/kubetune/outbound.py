@@ -7,18 +7,29 @@ users' specs (`analysis.prometheusUrl`) or answer with users' images (vLLM, the 
 - bodies are read as a stream and given up past a cap: an endless response cannot exhaust the memory
   of the process that reconciles every tenant;
 - each call has a short total timeout;
-- Prometheus URLs must match the operator's allowlist (the chart's `analysis.prometheusUrls`);
+- Prometheus URLs must match the operator's allowlist (the chart's `analysis.prometheusUrls`, `kubetune.urlpolicy`;
+  KEDA is given a spec's URL only when it is on it too);
 - errors say what failed (`OutboundError`), never what a remote server answered.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
+
+from kubetune.urlpolicy import url_allowed
+
+__all__ = [
+    "MAX_BODY_BYTES",
+    "STREAM_MAX_BYTES",
+    "OutboundError",
+    "Response",
+    "post",
+    "read_capped",
+    "url_allowed",
+]
 
 MAX_BODY_BYTES = 1 << 20
 """1 MiB: a Prometheus instant query for one number or a chat completion is a few KiB."""
@@ -73,27 +84,3 @@ async def post(
         raise OutboundError("timed out") from exc
     except aiohttp.ClientError as exc:
         raise OutboundError(f"request failed: {type(exc).__name__}") from exc
-
-
-def _origin(url: str) -> tuple[str, str, int | None, str]:
-    parts = urlsplit(url)
-    default_port = {"http": 80, "https": 443}.get(parts.scheme)
-    return parts.scheme, (parts.hostname or "").lower(), parts.port or default_port, parts.path.rstrip("/")
-
-
-def url_allowed(url: str, allowlist: Sequence[str]) -> bool:
-    """Whether `url` is one of `allowlist` (same scheme, host and port; the path under the entry's).
-
-    No user info, query or fragment is accepted: they only serve to disguise where a URL points.
-    """
-    parts = urlsplit(url)
-    if parts.username is not None or parts.password is not None or parts.query or parts.fragment:
-        return False
-    scheme, host, port, path = _origin(url)
-    for entry in allowlist:
-        e_scheme, e_host, e_port, e_path = _origin(entry)
-        if (scheme, host, port) == (e_scheme, e_host, e_port) and (
-            path == e_path or path.startswith(e_path + "/")
-        ):
-            return True
-    return False

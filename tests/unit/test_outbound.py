@@ -11,7 +11,9 @@ import pytest
 from aiohttp import web
 
 from kubetune.analysis.prometheus import PrometheusClient, PrometheusError
+from kubetune.api.modeldeployment import ModelDeploymentSpec
 from kubetune.outbound import OutboundError, post, url_allowed
+from kubetune.planning.modeldeployment import RenderSettings, prometheus_url
 from kubetune.serving.smoke import run_smoke_test
 from kubetune.serving.synthetic import SyntheticLoad, _send
 from kubetune.settings import OperatorSettings
@@ -179,3 +181,34 @@ def test_settings_allowlist() -> None:
     assert OperatorSettings.from_env({}).prometheus_allowlist == (), "nothing allowed by default"
     dev = OperatorSettings.from_env({"KUBETUNE_SMOKE_URL_OVERRIDE": "allow"})
     assert dev.prometheus_allowlist is None
+
+
+@pytest.mark.parametrize(
+    ("operator_url", "allowlist", "expected"),
+    [
+        (None, ("http://prometheus.monitoring.svc:9090",), "http://prometheus.monitoring.svc:9090"),
+        (None, ("http://other:9090",), None),
+        (None, None, "http://prometheus.monitoring.svc:9090"),
+        ("http://ours:9090", ("http://other:9090",), "http://ours:9090"),
+    ],
+)
+def test_keda_queries_the_spec_prometheus_only_when_allowed(
+    operator_url: str | None, allowlist: tuple[str, ...] | None, expected: str | None
+) -> None:
+    spec = ModelDeploymentSpec.model_validate(
+        {
+            "variants": [
+                {"name": "a", "model": {"uri": "org/a"}},
+                {"name": "b", "model": {"uri": "org/b"}},
+            ],
+            "traffic": {
+                "canary": {
+                    "stableVariant": "a",
+                    "canaryVariant": "b",
+                    "analysis": {"prometheusUrl": "http://prometheus.monitoring.svc:9090"},
+                }
+            },
+        }
+    )
+    settings = RenderSettings("t", "v", operator_url, prometheus_allowlist=allowlist)
+    assert prometheus_url(spec, settings) == expected

@@ -70,6 +70,7 @@ class ModelDeploymentReconciler:
             prometheus_url=settings.prometheus_url,
             allow_url_overrides=settings.allow_url_overrides,
             image_pull_secrets=settings.image_pull_secrets,
+            prometheus_allowlist=settings.prometheus_allowlist,
         )
         self.capabilities = CapabilityCache(settings.crd_cache_seconds)
         self.smoke = SmokeTests(wait_s=settings.smoke_wait_seconds, timeout_s=settings.smoke_timeout_seconds)
