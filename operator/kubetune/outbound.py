@@ -7,8 +7,8 @@ users' specs (`analysis.prometheusUrl`) or answer with users' images (vLLM, the 
 - bodies are read as a stream and given up past a cap: an endless response cannot exhaust the memory
   of the process that reconciles every tenant;
 - each call has a short total timeout;
-- Prometheus URLs must match the operator's allowlist (the chart's `analysis.prometheusUrls`, `kubetune.urlpolicy`;
-  KEDA is given a spec's URL only when it is on it too);
+- Prometheus URLs must match the operator's allowlist (the chart's `analysis.prometheusUrls`, checked
+  by `kubetune.urlpolicy`; KEDA is given a spec's URL only when it is on it too);
 - errors say what failed (`OutboundError`), never what a remote server answered.
 """
 
