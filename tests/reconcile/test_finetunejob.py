@@ -117,7 +117,10 @@ async def test_a_name_held_by_another_object_is_a_condition_not_an_adoption() ->
     assert "ServiceAccount demo-trainer" in accepted["message"]
     assert [e.reason for e in outcome.events] == ["NameConflict"]
     assert kube.of_kind("Job") == [], "no pod may run under a ServiceAccount someone else holds"
-    assert ("ServiceAccount", "demo-trainer") not in kube.writes()
+    assert ("ServiceAccount", "demo-trainer") not in kube.verbs("apply")
+    stored = kube.find("v1", "ServiceAccount", "ns", "demo-trainer")
+    assert stored is not None
+    assert "ownerReferences" not in stored["metadata"], "adopted"
     # The next pass reports the same, without another Event.
     again = await reconciler.reconcile(kube, {**ftj(), "status": outcome.status}, NOW, resync=True)  # type: ignore[arg-type]
     assert again.events == []

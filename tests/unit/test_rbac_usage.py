@@ -51,6 +51,18 @@ FRAMEWORK: dict[Triple, str] = {
 SUBRESOURCE_GET_UNUSED: set[Triple] = set()
 
 
+class JobsUnlisted(FakeKube):
+    """Lists no Jobs: the pass believes its Job absent and creates it again."""
+
+    async def list(
+        self, api_version: str, kind: str, namespace: str | None, *, label_selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        if kind == "Job":
+            self._record("list", kind, "")
+            return []
+        return await super().list(api_version, kind, namespace, label_selector=label_selector)
+
+
 def ftj(**spec: Any) -> dict[str, Any]:
     return {
         "apiVersion": "kubetune.io/v1alpha1",
@@ -101,6 +113,11 @@ async def recorded_calls() -> set[Triple]:
         await jobs.reconcile(kube, obj, NOW, resync=False)  # type: ignore[arg-type]
         jobs.forget(obj["metadata"]["uid"])
         await jobs.reconcile(kube, obj, NOW, resync=True)  # type: ignore[arg-type]
+        # A Job created by another pass between this one's listing and its create: read, found ours.
+        racing = JobsUnlisted(crds=crds)
+        racing.objects = kube.objects
+        await FineTuneJobReconciler(OperatorSettings()).reconcile(racing, obj, NOW, resync=False)  # type: ignore[arg-type]
+        calls |= triples(racing)
         obj["spec"]["runPolicy"] = {"activeDeadlineSeconds": 3600}
         await jobs.reconcile(kube, obj, NOW, resync=False)  # type: ignore[arg-type]
         obj["spec"]["runPolicy"] = {"suspend": True}
@@ -131,6 +148,10 @@ async def recorded_calls() -> set[Triple]:
             model_deployment(alone),
         ):
             await serving.reconcile(cluster, spec, NOW, resync=False)  # type: ignore[arg-type]
+        # A restarted operator: its children exist, unknown to it (create answers 409, then a read).
+        for _ in range(2):  # the first restart recreates the pruned variant, the second finds it
+            restarted = ModelDeploymentReconciler(OperatorSettings(prometheus_url="http://prometheus:9090"))
+            await restarted.reconcile(cluster, model_deployment(variants), NOW, resync=False)  # type: ignore[arg-type]
         calls |= triples(cluster)
     mdep = model_deployment(variants)
     kube = FakeKube()

@@ -9,7 +9,8 @@ stops with `NameConflict`, which the reconciler turns into a condition naming th
 Updates are server-side applies carrying the child's uid, a precondition: an object deleted or
 replaced since it was checked fails the apply instead of being recreated or taken over. The uids of
 checked children are remembered (`Ownership`, per parent) so a steady-state pass costs one request
-per child, as a plain apply did.
+per child, as a plain apply did; a new child costs a POST and the handover of its fields to the apply
+manager, an existing one after a restart a POST (409), a read and the apply.
 """
 
 from __future__ import annotations
@@ -154,9 +155,26 @@ async def apply_owned(client: KubeClient, manifest: Manifest, owned: Ownership |
                 raise
             assert owned is not None
             owned.drop(parent, key)
+        return await _apply_checked(client, manifest, parent, key, owned)
+    try:
+        # Absent is the common case (a new object): one POST, no read first.
+        stored = await _create(client, manifest)
+    except ApiError as exc:
+        if exc.status != 409:
+            raise
+        return await _apply_checked(client, manifest, parent, key, owned)
+    if owned is not None:
+        owned.remember(parent, key, str(stored["metadata"]["uid"]))
+    return stored
+
+
+async def _apply_checked(
+    client: KubeClient, manifest: Manifest, parent: str, key: ChildKey, owned: Ownership | None
+) -> Manifest:
+    """Read the object that holds the name; apply over it only if it is ours (NameConflict otherwise)."""
     stored = await client.get(key[0], key[1], key[2], key[3])
     if stored is None:
-        stored = await _create(client, manifest)
+        stored = await _create(client, manifest)  # deleted since: create it (a 409 now is a retry)
     else:
         check_owned({**stored, "kind": key[1]}, parent)
         stored = await client.apply(_with_uid(manifest, str(stored["metadata"]["uid"])))
@@ -166,13 +184,14 @@ async def apply_owned(client: KubeClient, manifest: Manifest, owned: Ownership |
 
 
 async def create_owned(client: KubeClient, manifest: Manifest, owned: Ownership | None = None) -> Manifest:
-    """Create if absent (children whose spec is immutable); an existing one is applied only if ours."""
+    """Create if absent (children whose spec is immutable: never applied again, so no field handover);
+    an existing one is applied only if ours."""
     try:
-        stored = await _create(client, manifest)
+        stored = await client.create(manifest)
     except ApiError as exc:
         if exc.status != 409:
             raise
-        return await apply_owned(client, manifest, owned)
+        return await _apply_checked(client, manifest, _parent_uid(manifest), _key(manifest), owned)
     if owned is not None:
         owned.remember(_parent_uid(manifest), _key(manifest), str(stored["metadata"]["uid"]))
     return stored
