@@ -132,9 +132,13 @@ def without_transition_rules(node: Any) -> Any:
 def _object_schema(
     model: type[BaseModel], *, spec: type[BaseModel], status: type[BaseModel], description: str
 ) -> Schema:
+    # Rules on the whole object (e.g. on metadata.name) come from the object model's own config.
+    extra = model.model_config.get("json_schema_extra")
+    rules = extra.get("x-kubernetes-validations") if isinstance(extra, dict) else None
     return {
         "type": "object",
         "description": description,
+        **({"x-kubernetes-validations": rules} if rules else {}),
         "required": ["spec"],
         "properties": {
             "apiVersion": {"type": "string", "description": "kubetune.io/v1alpha1."},

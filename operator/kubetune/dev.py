@@ -127,7 +127,7 @@ def up(watch_seconds: float) -> int:
     print(
         f"==> helm install kubetune charts/kubetune -n {stack.RELEASE_NAMESPACE} (the operator runs as a pod)"
     )
-    stack.install_operator(KUBECONFIG, images)
+    stack.install_operator(KUBECONFIG, images, prometheus_url=node.prometheus_url)
 
     print("==> quickstart: base model made in a pod, then FineTuneJob + ModelDeployment")
     stack.seed_base_model(KUBECONFIG, images)

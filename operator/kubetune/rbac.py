@@ -2,7 +2,9 @@
 
 The Helm chart's ClusterRole is rendered from this list, and a test checks that the
 installed chart grants exactly these verbs (SubjectAccessReview against the real
-API server). Add a rule here in the same change that adds the API call.
+API server); another (tests/unit/test_rbac_usage.py) records the operator's calls and
+fails on a verb nothing calls as on a call nothing grants. Add a rule here in the same
+change that adds the API call.
 """
 
 from __future__ import annotations
@@ -10,7 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 READ = ("get", "list", "watch")
-OWN = (*READ, "create", "patch", "delete")  # children: server-side apply is PATCH
+# Children, create-or-own: read by name (is it ours?), created (POST), then server-side applied (PATCH).
+OWN = ("get", "create", "patch")
+# Children a ModelDeployment prunes: listed by its label, deleted by uid.
+PRUNED = (*OWN, "list", "delete")
+# Children whose status drives a pass: kopf watches them too.
+WATCHED = (*PRUNED, "watch")
 
 
 @dataclass(frozen=True)
@@ -41,7 +48,7 @@ OPERATOR_RULES: tuple[Rule, ...] = (
     Rule(
         "kubetune.io",
         ("finetunejobs/status", "modeldeployments/status", "finetuneschedules/status"),
-        ("get", "patch"),
+        ("patch",),
         "write status (the operator never writes spec)",
     ),
     Rule("", ("events",), ("create", "patch"), "Events on phase transitions (kopf posts core/v1 events)"),
@@ -54,13 +61,14 @@ OPERATOR_RULES: tuple[Rule, ...] = (
     ),
     Rule("", ("namespaces",), READ, "kopf cluster-wide namespace scanning"),
     Rule("", ("nodes",), ("list",), "preflight: GPUs per node by nvidia.com/gpu.product"),
-    Rule("", ("pods",), READ, "observe training pods (termination messages, scheduling) and serving pods"),
+    Rule("", ("pods",), ("list",), "training pods (termination messages, scheduling) and serving pods"),
     Rule(
         "",
-        ("configmaps", "services", "serviceaccounts"),
-        OWN,
-        "training config, rendezvous and variant Services, router config, trainer identity",
+        ("configmaps", "services"),
+        PRUNED,
+        "training config, rendezvous and variant Services, router config",
     ),
+    Rule("", ("serviceaccounts",), OWN, "trainer identity (deleted by garbage collection only)"),
     Rule(
         "",
         ("secrets",),
@@ -68,26 +76,32 @@ OPERATOR_RULES: tuple[Rule, ...] = (
         "the router's token Secret: created once per ModelDeployment, read back by name; no list or watch"
         " (no enumerating Secrets) and no patch/update/delete (an existing one is never rewritten)",
     ),
-    Rule("batch", ("jobs",), OWN, "validation and training Jobs; gang restart recreates them"),
+    Rule("batch", ("jobs",), WATCHED, "validation and training Jobs; gang restart recreates them"),
     Rule(
         "rbac.authorization.k8s.io",
         ("roles", "rolebindings"),
         OWN,
-        "per-job Role letting rank 0 patch only its FineTuneJob's status",
+        "per-job Role letting rank 0 patch only its FineTuneJob's status (deleted by garbage collection)",
     ),
-    Rule("apps", ("deployments",), OWN, "vLLM variants and the router"),
-    Rule("policy", ("poddisruptionbudgets",), OWN, "PDB per multi-replica variant"),
-    Rule("autoscaling", ("horizontalpodautoscalers",), OWN, "queue-depth autoscaling"),
-    Rule("monitoring.coreos.com", ("podmonitors",), OWN, "scrape vLLM and router pods when the CRD exists"),
-    Rule("gateway.networking.k8s.io", ("httproutes",), OWN, "gateway-api traffic provider"),
+    Rule("apps", ("deployments",), WATCHED, "vLLM variants and the router"),
+    Rule("policy", ("poddisruptionbudgets",), PRUNED, "PDB per multi-replica variant"),
+    Rule(
+        "networking.k8s.io",
+        ("networkpolicies",),
+        PRUNED,
+        "who may reach vLLM pods (router, operator, Prometheus) and a training gang (its members)",
+    ),
+    Rule("autoscaling", ("horizontalpodautoscalers",), PRUNED, "queue-depth autoscaling"),
+    Rule("monitoring.coreos.com", ("podmonitors",), PRUNED, "scrape vLLM and router pods (CRD present)"),
+    Rule("gateway.networking.k8s.io", ("httproutes",), PRUNED, "gateway-api traffic provider"),
     Rule(
         "gateway.networking.k8s.io",
         ("gateways",),
         ("get",),
         "the route's Gateway: its address is status.endpoint",
     ),
-    Rule("inference.networking.k8s.io", ("inferencepools",), OWN, "inference-pool traffic provider"),
-    Rule("keda.sh", ("scaledobjects",), OWN, "KEDA autoscaling when the CRD exists"),
+    Rule("inference.networking.k8s.io", ("inferencepools",), PRUNED, "inference-pool traffic provider"),
+    Rule("keda.sh", ("scaledobjects",), PRUNED, "KEDA autoscaling when the CRD exists"),
 )
 
 # What a training pod's ServiceAccount may do (bound per job by a Role with resourceNames).

@@ -66,12 +66,31 @@ class OperatorSettings:
     monitor_labels: Mapping[str, str] = field(default_factory=dict)
     """Labels of every PodMonitor the operator creates: what a Prometheus' podMonitorSelector matches
     (kube-prometheus-stack selects `release: <its release name>`)."""
+    prometheus_urls: tuple[str, ...] = ()
+    """Prometheus URLs a spec's `analysis.prometheusUrl` may name (the chart's `analysis.prometheusUrls`)."""
     # How often it looks again.
     crd_cache_seconds: float = 60.0
     smoke_wait_seconds: float = 5.0
     smoke_timeout_seconds: float = 300.0
+    network_policies: bool = True
+    """NetworkPolicies around vLLM pods and training gangs (the chart's `workloadNetworkPolicies`)."""
+    operator_namespace: str | None = None
+    """Where the operator pod runs (the chart's release namespace): it may reach vLLM for smoke tests."""
+    monitoring_namespace: str | None = "monitoring"
+    """Where Prometheus runs: it may scrape vLLM pods."""
     allow_url_overrides: bool = False
     """Honour the smoke-test / synthetic-traffic URL annotations (tests and dev clusters only)."""
+
+    @property
+    def prometheus_allowlist(self) -> tuple[str, ...] | None:
+        """What canary analysis may query: the allowlist and the operator's own Prometheus URL.
+
+        None (any URL) only where URL overrides are allowed (tests and dev clusters) and no list is set.
+        """
+        allowed = self.prometheus_urls + ((self.prometheus_url,) if self.prometheus_url else ())
+        if not allowed and self.allow_url_overrides:
+            return None
+        return allowed
 
     @classmethod
     def from_env(
@@ -113,23 +132,32 @@ class OperatorSettings:
             ),
             monitor_labels=monitor_labels,
             prometheus_url=env.get("KUBETUNE_PROMETHEUS_URL") or None,
+            prometheus_urls=parse_names(env.get("KUBETUNE_PROMETHEUS_URLS", ""), "KUBETUNE_PROMETHEUS_URLS"),
             image_pull_secrets=parse_pull_secrets(env.get("KUBETUNE_IMAGE_PULL_SECRETS", "")),
             crd_cache_seconds=float(env.get("KUBETUNE_CRD_CACHE_SECONDS", "60")),
             smoke_wait_seconds=float(env.get("KUBETUNE_SMOKE_WAIT_SECONDS", "5")),
             smoke_timeout_seconds=float(env.get("KUBETUNE_SMOKE_TIMEOUT_SECONDS", "300")),
             allow_url_overrides=env.get(SMOKE_URL_OVERRIDE_ENV) == "allow",
+            network_policies=env.get("KUBETUNE_NETWORK_POLICIES", "true").lower() != "false",
+            operator_namespace=env.get("KUBETUNE_OPERATOR_NAMESPACE") or None,
+            monitoring_namespace=env.get("KUBETUNE_MONITORING_NAMESPACE", "monitoring") or None,
         )
 
 
 def parse_pull_secrets(text: str) -> tuple[str, ...]:
     """The chart's JSON list of Secret names (a comma-separated list is accepted too)."""
+    return parse_names(text, "KUBETUNE_IMAGE_PULL_SECRETS")
+
+
+def parse_names(text: str, variable: str) -> tuple[str, ...]:
+    """A chart value passed as a JSON list of strings (a comma-separated list is accepted too)."""
     text = text.strip()
     if not text:
         return ()
     if text.startswith("["):
         names = json.loads(text)
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise ValueError(f"KUBETUNE_IMAGE_PULL_SECRETS must be a JSON list of names, not {text!r}")
+            raise ValueError(f"{variable} must be a JSON list of strings, not {text!r}")
         return tuple(n for n in names if n)
     return tuple(n.strip() for n in text.split(",") if n.strip())
 

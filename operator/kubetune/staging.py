@@ -20,17 +20,39 @@ def s3_client(endpoint_url: str | None) -> Any:
     return boto3.client("s3", endpoint_url=endpoint_url)
 
 
+class UnsafeKey(ValueError):
+    """An object key that would land outside the destination folder."""
+
+
+def target_inside(dest: Path, relative: str) -> Path:
+    """`dest / relative`, refusing keys that leave `dest` (`../`, absolute, empty): S3 keys are
+    arbitrary strings, and whoever writes the bucket must not choose where the pod writes."""
+    if not relative or relative.startswith("/") or "\x00" in relative:
+        raise UnsafeKey(f"object key {relative!r} is not a relative path")
+    root = dest.resolve()
+    target = (root / relative).resolve()
+    if target == root or not target.is_relative_to(root):
+        raise UnsafeKey(f"object key {relative!r} resolves outside the destination")
+    return target
+
+
 def download_s3_prefix(client: Any, uri: StorageUri, dest: Path) -> int:
-    """Every object under `uri` (a prefix) into `dest`, keeping relative paths; the number downloaded."""
+    """Every object under `uri` (a prefix) into `dest`, keeping relative paths; the number downloaded.
+
+    Raises UnsafeKey (before downloading anything) for a key that resolves outside `dest`.
+    """
     prefix = uri.path.rstrip("/") + "/"
-    count = 0
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=uri.authority, Prefix=prefix):
-        for item in page.get("Contents", []):
-            target = dest / item["Key"][len(prefix) :]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            client.download_file(uri.authority, item["Key"], str(target))
-            count += 1
-    return count
+    items = [
+        item
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=uri.authority, Prefix=prefix)
+        for item in page.get("Contents", [])
+        if not item["Key"].endswith("/")  # folder markers hold nothing
+    ]
+    targets = [target_inside(dest, item["Key"][len(prefix) :]) for item in items]
+    for item, target in zip(items, targets, strict=True):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        client.download_file(uri.authority, item["Key"], str(target))
+    return len(items)
 
 
 def download_s3_object(client: Any, uri: StorageUri, dest: Path) -> None:

@@ -135,7 +135,7 @@ def test_indexed_job_topology(
     }
     assert env["TORCH_NCCL_ASYNC_ERROR_HANDLING"] == "1"
     assert trainer.get("resources", {}).get("limits", {}).get("nvidia.com/gpu") == gpu_limit
-    assert {"name": "dshm", "emptyDir": {"medium": "Memory"}} in pod["volumes"]
+    assert {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}} in pod["volumes"]
     assert {"name": "dshm", "mountPath": "/dev/shm"} in trainer["volumeMounts"]
     assert trainer["terminationMessagePolicy"] == "FallbackToLogsOnError"
 
@@ -657,6 +657,7 @@ _KINDS = {
     "Role": "V1Role",
     "RoleBinding": "V1RoleBinding",
     "Job": "V1Job",
+    "NetworkPolicy": "V1NetworkPolicy",
 }
 _SCALARS = {"str", "int", "bool", "float", "object", "datetime"}
 

@@ -77,6 +77,7 @@ def _collection(manifest: dict[str, Any]) -> str:
         "RoleBinding": "rolebindings",
         "Job": "jobs",
         "Pod": "pods",
+        "NetworkPolicy": "networkpolicies",
     }[manifest["kind"]]
     base = "/api/v1" if manifest["apiVersion"] == "v1" else f"/apis/{manifest['apiVersion']}"
     return f"{base}/namespaces/{manifest['metadata']['namespace']}/{plural}"

@@ -345,7 +345,7 @@ def test_deployment_essentials() -> None:
     pod = deployment["spec"]["template"]["spec"]
     assert c["command"] == ["python3", "-m", "vllm.entrypoints.openai.api_server"]
     assert c["resources"]["limits"] == {"memory": "64Gi", "nvidia.com/gpu": 2}
-    assert {"name": "dshm", "emptyDir": {"medium": "Memory"}} in pod["volumes"]
+    assert {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}} in pod["volumes"]
     assert {"name": "dshm", "mountPath": "/dev/shm"} in c["volumeMounts"]
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert c[probe]["httpGet"] == {"path": "/health", "port": "http"}

@@ -20,7 +20,13 @@ VALUE_SETS = {
     "networkpolicy-images": ("networkpolicy-images.yaml",),
     "namespaced-minimal": ("namespaced-minimal.yaml",),
 }
-CLUSTER_SCOPED_KINDS = {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
+CLUSTER_SCOPED_KINDS = {
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "CustomResourceDefinition",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+}
 Triple = tuple[str, str, str]
 
 
@@ -159,6 +165,10 @@ def test_default_values_render_the_operator_with_dashboards_and_pinned_images(
             "Service",
             "ConfigMap",
             "ConfigMap",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
+            "ValidatingAdmissionPolicyBinding",
         ]
     )
     assert triples(chart.one("ClusterRole")["rules"]) == OPERATOR_TRIPLES
@@ -176,6 +186,10 @@ def test_default_values_render_the_operator_with_dashboards_and_pinned_images(
         ),
         "KUBETUNE_MONITOR_LABELS": "{}",
         "KUBETUNE_IMAGE_PULL_SECRETS": "[]",
+        "KUBETUNE_PROMETHEUS_URLS": '["http://prometheus-operated.monitoring.svc:9090"]',
+        "KUBETUNE_NETWORK_POLICIES": "true",
+        "KUBETUNE_OPERATOR_NAMESPACE": NAMESPACE,
+        "KUBETUNE_MONITORING_NAMESPACE": "monitoring",
     }
     pod = chart.one("Deployment")["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsUser"] == 65532

@@ -66,7 +66,7 @@ def real() -> Iterator[Stack]:
         images = stack.local_images(node)
         result = Stack(kube, node, images)
         with result.explained():
-            stack.install_operator(kube.kubeconfig, images)
+            stack.install_operator(kube.kubeconfig, images, prometheus_url=node.prometheus_url)
         yield result
 
 

@@ -204,7 +204,11 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     ),
     (
         "servedBy behind an HTTPRoute",
-        mutate(VALID_SHARED_BASE, "spec.traffic", {"provider": "gateway-api"}),
+        mutate(
+            VALID_SHARED_BASE,
+            "spec.traffic",
+            {"provider": "gateway-api", "gatewayParentRefs": [{"name": "g"}]},
+        ),
         "spec.traffic.provider",
     ),
     (
@@ -226,6 +230,109 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
         "hostname with a scheme",
         mutate(VALID_MDEP, "spec.traffic", {"hostnames": ["https://llm.example.com"]}),
         "spec.traffic.hostnames[0]",
+    ),
+    # Issue #17: specs that were accepted, then failed when rendered or served.
+    (
+        "sticky header with a space",
+        mutate(VALID_MDEP, "spec.traffic", {"stickyHeader": "x user"}),
+        "spec.traffic.stickyHeader",
+    ),
+    (
+        "empty sticky header",
+        mutate(VALID_MDEP, "spec.traffic", {"stickyHeader": ""}),
+        "spec.traffic.stickyHeader",
+    ),
+    ("name with a leading digit", mutate(VALID_MDEP, "metadata.name", "1chat"), "metadata.name"),
+    ("name with a dot", mutate(VALID_MDEP, "metadata.name", "chat.v2"), "metadata.name"),
+    ("name too long for child names", mutate(VALID_MDEP, "metadata.name", "c" * 41), "metadata.name"),
+    ("name colliding with children", mutate(VALID_MDEP, "metadata.name", "a-vllm"), "metadata.name"),
+    ("name containing -vllm-", mutate(VALID_MDEP, "metadata.name", "a-vllm-b"), "metadata.name"),
+    (
+        "negative memory",
+        mutate(VALID_MDEP, "spec.variants.0.resources", {"memory": "-1Gi"}),
+        "spec.variants[0].resources.memory",
+    ),
+    (
+        "negative integer cpu",
+        mutate(VALID_MDEP, "spec.variants.0.resources", {"cpu": -2}),
+        "spec.variants[0].resources.cpu",
+    ),
+    (
+        "negative training memory",
+        mutate(VALID_FTJ, "spec.resources", {"memory": "-8Gi"}),
+        "spec.resources.memory",
+    ),
+    (
+        "autoscaling min above max",
+        mutate(VALID_MDEP, "spec.variants.0.autoscaling", {"minReplicas": 5, "maxReplicas": 2}),
+        "spec.variants[0].autoscaling.minReplicas",
+    ),
+    (
+        "canary interval zero",
+        mutate(VALID_MDEP, "spec.traffic", {"canary": {**CANARY, "interval": "0s"}}),
+        "spec.traffic.canary.interval",
+    ),
+    *[
+        (
+            f"extraArgs {arg}",
+            mutate(VALID_MDEP, "spec.variants.0.vllm", {"extraArgs": [arg, "1"]}),
+            "spec.variants[0].vllm.extraArgs",
+        )
+        for arg in (
+            "--port",
+            "--host=0.0.0.0",
+            "--trust-remote-code",
+            "--trust_remote_code",
+            "--po",
+            "--model",
+        )
+    ],
+    (
+        "gateway-api without parentRefs",
+        mutate(VALID_MDEP, "spec.traffic", {"provider": "gateway-api"}),
+        "spec.traffic.gatewayParentRefs",
+    ),
+    ("empty baseModel uri", mutate(VALID_FTJ, "spec.baseModel.uri", ""), "spec.baseModel.uri"),
+    # Found by the property test (test_admission_property.py): accepted, then the pods were rejected.
+    (
+        "toleration without key or Exists",
+        mutate(VALID_MDEP, "spec.variants.0.resources", {"tolerations": [{"effect": "NoSchedule"}]}),
+        "spec.variants[0].resources.tolerations[0].operator",
+    ),
+    (
+        "toleration key not a label key",
+        mutate(VALID_FTJ, "spec.resources", {"tolerations": [{"key": "a b", "operator": "Exists"}]}),
+        "spec.resources.tolerations[0].key",
+    ),
+    (
+        "tolerationSeconds without NoExecute",
+        mutate(VALID_FTJ, "spec.resources", {"tolerations": [{"key": "k", "tolerationSeconds": 5}]}),
+        "spec.resources.tolerations[0].tolerationSeconds",
+    ),
+    (
+        "gpuType not a label value",
+        mutate(VALID_MDEP, "spec.variants.0.resources", {"gpuType": "H100 80GB"}),
+        "spec.variants[0].resources.gpuType",
+    ),
+    (
+        "priority class not a DNS name",
+        mutate(VALID_FTJ, "spec.resources", {"priorityClassName": "High"}),
+        "spec.resources.priorityClassName",
+    ),
+    (
+        "quantity with a fractional exponent",
+        mutate(VALID_MDEP, "spec.variants.0.resources", {"memory": "1e1.5"}),
+        "spec.variants[0].resources.memory",
+    ),
+    (
+        "quantity with a huge exponent",
+        mutate(VALID_MDEP, "spec.variants.0.resources", {"cpu": ".1E+102266867"}),
+        "spec.variants[0].resources.cpu",
+    ),
+    (
+        "queue name not a label value",
+        mutate(VALID_FTJ, "spec.resources", {"queueName": "a/b"}),
+        "spec.resources.queueName",
     ),
 ]
 
@@ -293,6 +400,40 @@ def test_training_fields_are_immutable(kube: Kube, namespace: str, path: str, va
     assert proc.returncode != 0
     assert field in proc.stderr, proc.stderr
     assert "immutable" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("field", "before", "after"),
+    [
+        ("lora", None, {"r": 8}),
+        ("lora", {"r": 8}, None),
+        ("deepspeed", None, {"zeroStage": 2}),
+        ("deepspeed", {"zeroStage": 2}, None),
+    ],
+    ids=["add lora", "remove lora", "add deepspeed", "remove deepspeed"],
+)
+def test_optional_training_fields_cannot_be_added_or_removed(
+    kube: Kube, namespace: str, field: str, before: Any, after: Any
+) -> None:
+    name = f"optional-{field}-{'add' if before is None else 'remove'}"
+    original = mutate(VALID_FTJ, "metadata.name", name)
+    if before is not None:
+        original = mutate(original, f"spec.{field}", before)
+    kube.kubectl("create", "-n", namespace, "-f", "-", input=yaml.safe_dump(original))
+    changed = mutate(original, f"spec.{field}", after if after is not None else DELETE)
+    proc = kube.kubectl("replace", "-n", namespace, "-f", "-", input=yaml.safe_dump(changed), check=False)
+    assert proc.returncode != 0, f"{field} changed from {before} to {after}"
+    assert f"spec.{field}" in proc.stderr, proc.stderr
+    assert "immutable" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize(
+    "extra_args",
+    [["--enable-prefix-caching"], ["--max-model-len=4096"], ["--portion", "1"], ["--p", "1"], ["-O3"]],
+)
+def test_harmless_extra_args_are_accepted(kube: Kube, namespace: str, extra_args: list[str]) -> None:
+    manifest = mutate(VALID_MDEP, "spec.variants.0.vllm", {"extraArgs": extra_args})
+    kube.kubectl("create", "--dry-run=server", "-n", namespace, "-f", "-", input=yaml.safe_dump(manifest))
 
 
 def test_run_policy_stays_mutable(kube: Kube, namespace: str) -> None:

@@ -38,7 +38,11 @@ async def test_first_pass_creates_only_what_validation_needs() -> None:
     reconciler = FineTuneJobReconciler(OperatorSettings(trainer_image="trainer:test"))
     outcome = await reconciler.reconcile(kube, ftj(), NOW, resync=False)  # type: ignore[arg-type]
     assert outcome.status["phase"] == "Pending"
-    assert sorted(kube.verbs("apply")) == [("ConfigMap", "demo-config"), ("ServiceAccount", "demo-trainer")]
+    assert sorted(kube.verbs("create")) == [
+        ("ConfigMap", "demo-config"),
+        ("Job", "demo-validate"),
+        ("ServiceAccount", "demo-trainer"),
+    ]
     (job,) = kube.of_kind("Job")
     assert job["metadata"]["name"] == "demo-validate"
     assert job["spec"]["template"]["spec"]["containers"][0]["image"] == "trainer:test"
@@ -51,28 +55,29 @@ async def test_after_validation_the_training_job_and_shared_children_follow() ->
     complete(kube.find("batch/v1", "Job", "ns", "demo-validate"))  # type: ignore[arg-type]
     kube.calls.clear()
     outcome = await reconciler.reconcile(kube, ftj(), NOW, resync=False)  # type: ignore[arg-type]
-    assert {k for k, _ in kube.verbs("apply")} >= {"ConfigMap", "Service", "Role", "RoleBinding", "Job"}
+    assert {k for k, _ in kube.writes()} >= {"ConfigMap", "Service", "Role", "RoleBinding", "Job"}
     assert sorted(j["metadata"]["name"] for j in kube.of_kind("Job")) == ["demo-train-r0", "demo-validate"]
     assert outcome.status["phase"] == "Pending"
     # With the training Job of this spec in place, a watch-event pass writes nothing...
     kube.calls.clear()
     await reconciler.reconcile(kube, ftj(), NOW, resync=False)  # type: ignore[arg-type]
-    assert kube.verbs("apply") == []
+    assert kube.writes() == []
     # ...nor does a resync soon after this process applied the shared children;
     await reconciler.reconcile(kube, ftj(), NOW, resync=True)  # type: ignore[arg-type]
-    assert kube.verbs("apply") == []
+    assert kube.writes() == []
     # one with no record of them (a restarted operator) repairs drift, once.
     reconciler.forget("u-1")
     await reconciler.reconcile(kube, ftj(), NOW, resync=True)  # type: ignore[arg-type]
     assert sorted(k for k, _ in kube.verbs("apply")) == [
         "ConfigMap",
+        "NetworkPolicy",
         "Role",
         "RoleBinding",
         "Service",
         "ServiceAccount",
     ]
     await reconciler.reconcile(kube, ftj(), NOW, resync=True)  # type: ignore[arg-type]
-    assert len(kube.verbs("apply")) == 5
+    assert len(kube.verbs("apply")) == 6
 
 
 async def test_an_invalid_spec_fails_without_children() -> None:
@@ -96,3 +101,26 @@ async def test_suspending_deletes_the_running_gang_of_a_queued_job() -> None:
     outcome = await reconciler.reconcile(kube, obj, NOW, resync=False)  # type: ignore[arg-type]
     assert outcome.status["phase"] == "Suspended"
     assert kube.verbs("delete") == [("Job", "demo-train-r0")]
+
+
+async def test_a_name_held_by_another_object_is_a_condition_not_an_adoption() -> None:
+    theirs = {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": "demo-trainer", "namespace": "ns"},
+    }
+    kube = FakeKube(theirs)
+    reconciler = FineTuneJobReconciler(OperatorSettings())
+    outcome = await reconciler.reconcile(kube, ftj(), NOW, resync=False)  # type: ignore[arg-type]
+    accepted = next(c for c in outcome.status["conditions"] if c["type"] == "Accepted")
+    assert (accepted["status"], accepted["reason"]) == ("False", "NameConflict")
+    assert "ServiceAccount demo-trainer" in accepted["message"]
+    assert [e.reason for e in outcome.events] == ["NameConflict"]
+    assert kube.of_kind("Job") == [], "no pod may run under a ServiceAccount someone else holds"
+    assert ("ServiceAccount", "demo-trainer") not in kube.verbs("apply")
+    stored = kube.find("v1", "ServiceAccount", "ns", "demo-trainer")
+    assert stored is not None
+    assert "ownerReferences" not in stored["metadata"], "adopted"
+    # The next pass reports the same, without another Event.
+    again = await reconciler.reconcile(kube, {**ftj(), "status": outcome.status}, NOW, resync=True)  # type: ignore[arg-type]
+    assert again.events == []

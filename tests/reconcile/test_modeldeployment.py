@@ -90,7 +90,7 @@ async def test_the_router_token_secret_is_created_once_and_kept_across_passes_an
     assert router is not None
     volumes = router["spec"]["template"]["spec"]["volumes"]
     assert {"name": "token", "secret": {"secretName": "chat-router-token"}} in volumes
-    assert kube.verbs("create") == [("Secret", "chat-router-token")]
+    assert [name for kind, name in kube.verbs("create") if kind == "Secret"] == ["chat-router-token"]
     kube.calls.clear()
     reconciler = ModelDeploymentReconciler(OperatorSettings())
     await reconciler.reconcile(kube, two_variants(), NOW, resync=True)  # type: ignore[arg-type]
@@ -125,3 +125,26 @@ async def test_the_gateway_api_provider_gets_no_router_token() -> None:
     await ModelDeploymentReconciler(OperatorSettings()).reconcile(kube, obj, NOW, resync=False)  # type: ignore[arg-type]
     assert kube.of_kind("Secret") == []
     assert ("Secret", "chat-router-token") not in kube.verbs("get")
+
+
+async def test_vllm_pods_get_a_network_policy_behind_the_router_only() -> None:
+    kube = FakeKube(crds={"httproutes.gateway.networking.k8s.io"})
+    settings = OperatorSettings(operator_namespace="kubetune-system")
+    reconciler = ModelDeploymentReconciler(settings)
+    await reconciler.reconcile(kube, two_variants(), NOW, resync=False)  # type: ignore[arg-type]
+    (policy,) = kube.of_kind("NetworkPolicy")
+    assert policy["metadata"]["name"] == "chat-vllm"
+    operator = policy["spec"]["ingress"][1]["from"][0]
+    assert operator["namespaceSelector"] == {
+        "matchLabels": {"kubernetes.io/metadata.name": "kubetune-system"}
+    }
+    # A Gateway's pods must reach vLLM with gateway-api: the policy is pruned with the router.
+    gateway = two_variants(traffic={"provider": "gateway-api", "gatewayParentRefs": [{"name": "g"}]})
+    await reconciler.reconcile(kube, gateway, NOW, resync=False)  # type: ignore[arg-type]
+    assert kube.of_kind("NetworkPolicy") == []
+    # Off by the chart's value: none.
+    off = FakeKube()
+    await ModelDeploymentReconciler(OperatorSettings(network_policies=False)).reconcile(
+        off, two_variants(), NOW, resync=False
+    )  # type: ignore[arg-type]
+    assert off.of_kind("NetworkPolicy") == []

@@ -44,13 +44,16 @@ def finetunejob(
     method: str = "lora",
     rank: int | None = None,
     failed_message: str | None = None,
+    base_uri: str = "pvc://models/qwen",
 ) -> dict[str, Any]:
     spec: dict[str, Any] = {
-        "baseModel": {"uri": "pvc://models/qwen"},
+        "baseModel": {"uri": base_uri},
         "dataset": {"uri": "pvc://data/train.jsonl"},
         "method": method,
         "output": {"uri": f"pvc://out/{name}"},
     }
+    if method != "full" and (artifacts or {}).get("mergedModelUri"):
+        spec["output"]["mergeAdapter"] = True  # a run reports a merged model only when asked for one
     if rank is not None:
         spec["lora"] = {"r": rank}
     status: dict[str, Any] = {}

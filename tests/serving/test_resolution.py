@@ -60,6 +60,25 @@ FROM_JOB = {"model": {"finetuneJobRef": {"name": "sft"}}}
         ),
         pytest.param(
             FROM_JOB,
+            {
+                "sft": finetunejob(
+                    "sft",
+                    "Succeeded",
+                    artifacts={"adapterUri": "pvc://out/sft/adapter", "baseModelUri": "Qwen/Qwen2.5-0.5B"},
+                    lineage=LINEAGE,
+                    rank=8,
+                    base_uri="Qwen/Qwen2.5-0.5B",
+                )
+            },
+            ResolutionState.READY,
+            Reason.MODEL_RESOLVED,
+            "hf://Qwen/Qwen2.5-0.5B@r1",
+            (LoraModule("a", "pvc://out/sft/adapter", 8),),
+            "a=pvc://out/sft/adapter",
+            id="job-adapter-on-its-base-at-the-trained-revision",
+        ),
+        pytest.param(
+            FROM_JOB,
             {"sft": finetunejob("sft", "Running")},
             ResolutionState.WAITING,
             Reason.WAITING_FOR_FINETUNE_JOB,
@@ -280,3 +299,16 @@ def test_served_by_variant_waits_with_its_host() -> None:
     assert resolutions["v1"].state is ResolutionState.WAITING
     assert resolutions["v1"].message.startswith("served by variant base: FineTuneJob sft is Running")
     assert referenced_finetunejobs(SHARED_BASE[1]) == []
+
+
+def test_reported_artifact_locations_are_not_trusted() -> None:
+    """Rank 0 writes the status: serving takes the locations from spec.output, the report says which exist."""
+    forged = {"adapterUri": "s3://elsewhere/evil", "baseModelUri": "hf://attacker/model"}
+    job = finetunejob("sft", "Succeeded", artifacts=forged, rank=8)
+    resolution = resolve_variant_model(variant("a", **FROM_JOB), {"sft": job})
+    assert resolution.model_uri == "pvc://models/qwen"
+    assert resolution.lora_modules == (LoraModule("a", "pvc://out/sft/adapter", 8),)
+    merged_forged = finetunejob("sft", "Succeeded", artifacts={"mergedModelUri": "s3://elsewhere/m"})
+    assert resolve_variant_model(variant("a", **FROM_JOB), {"sft": merged_forged}).model_uri == (
+        "pvc://out/sft/merged"
+    )

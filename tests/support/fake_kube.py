@@ -74,6 +74,10 @@ class FakeKube:
     def verbs(self, verb: str) -> list[tuple[str, str]]:
         return [(kind, name) for v, kind, name in self.calls if v == verb]
 
+    def writes(self) -> list[tuple[str, str]]:
+        """Children written: created (name free) or applied (already ours)."""
+        return [(kind, name) for v, kind, name in self.calls if v in ("apply", "create")]
+
     # The KubeClient surface the operator uses.
 
     async def get(
@@ -98,6 +102,11 @@ class FakeKube:
     async def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
         self._record("apply", manifest["kind"], manifest["metadata"]["name"])
         current = self.objects.get(self.key(manifest))
+        uid = manifest["metadata"].get("uid")
+        if uid is not None and current is None:  # the API server's answers to a uid precondition
+            raise ApiError(409, "Conflict", f"uid mismatch: {uid}, and no existing object was found")
+        if uid is not None and current is not None and current["metadata"]["uid"] != uid:
+            raise ApiError(422, "Invalid", "metadata.uid: field is immutable")
         stored = copy.deepcopy(dict(manifest))
         if current is not None:
             stored["metadata"] = {**current["metadata"], **stored["metadata"]}
@@ -115,6 +124,13 @@ class FakeKube:
         if self.key(manifest) in self.objects:
             raise ApiError(409, "AlreadyExists", f"{manifest['metadata']['name']} already exists")
         return copy.deepcopy(self.put(manifest))
+
+    async def patch_json(self, obj: Mapping[str, Any], operations: list[dict[str, Any]]) -> dict[str, Any]:
+        self._record("patch/json", obj["kind"], obj["metadata"]["name"])
+        current = self.objects.get(self.key(obj))
+        if current is None:
+            raise ApiError(404, "NotFound", f"{obj['metadata']['name']} not found")
+        return copy.deepcopy(current)
 
     async def patch_merge(
         self,

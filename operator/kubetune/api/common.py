@@ -13,12 +13,26 @@ GROUP = "kubetune.io"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 
-# Kubernetes quantities ("500m", "16Gi", 4) are int-or-string in the API.
+# Kubernetes quantities ("500m", "16Gi", 4) are int-or-string in the API; resources are never negative.
 QUANTITY_PATTERN = (
-    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
-    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+    r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    # An integer exponent of at most two digits: the upstream pattern admits "1e1.5", which the quantity
+    # parser refuses, and "1e+102266867", which keeps the API server busy past any client's timeout.
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?[0-9]{1,2}))?$"
 )
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_1035_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+"""Service names: a DNS label that starts with a letter."""
+HEADER_TOKEN_PATTERN = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"  # noqa: S105 (a header name pattern)
+"""An HTTP header name (RFC 9110 token)."""
+LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+"""A label value (nodeSelector values, queue names): at most 63 characters."""
+QUALIFIED_NAME_PATTERN = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+)
+"""A label key or taint key: an optional DNS-subdomain prefix and a name."""
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
 
 
@@ -49,7 +63,16 @@ class KubeModel(BaseModel):
 
 Quantity = Annotated[
     str | int,
-    Field(json_schema_extra={"x-kubernetes-int-or-string": True, "pattern": QUANTITY_PATTERN}),
+    Field(
+        json_schema_extra={
+            "x-kubernetes-int-or-string": True,
+            "pattern": QUANTITY_PATTERN,
+            "maxLength": 32,
+            "x-kubernetes-validations": [
+                cel("type(self) == string || self >= 0", "must not be negative", reason="FieldValueInvalid")
+            ],
+        }
+    ),
 ]
 
 
@@ -68,11 +91,41 @@ class ConfigMapKeyRef(KubeModel):
 
 
 class Toleration(KubeModel):
-    """A pod toleration, as in core/v1."""
+    """A pod toleration, as in core/v1 (with its validation: a rendered pod must be accepted)."""
 
-    key: str | None = Field(default=None, max_length=317, description="Taint key the toleration applies to.")
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "has(self.key) && self.key != '' || has(self.operator) && self.operator == 'Exists'",
+                    "a toleration without a key must have operator Exists",
+                    fieldPath=".operator",
+                ),
+                cel(
+                    "!has(self.operator) || self.operator != 'Exists' || !has(self.value) "
+                    "|| self.value == ''",
+                    "a toleration with operator Exists has no value",
+                    fieldPath=".value",
+                ),
+                cel(
+                    "!has(self.tolerationSeconds) || has(self.effect) && self.effect == 'NoExecute'",
+                    "tolerationSeconds needs effect NoExecute",
+                    fieldPath=".tolerationSeconds",
+                ),
+            ]
+        }
+    )
+
+    key: str | None = Field(
+        default=None,
+        max_length=317,
+        pattern=QUALIFIED_NAME_PATTERN,
+        description="Taint key the toleration applies to.",
+    )
     operator: Literal["Exists", "Equal"] | None = Field(default=None, description="Exists or Equal.")
-    value: str | None = Field(default=None, max_length=63, description="Taint value for Equal.")
+    value: str | None = Field(
+        default=None, max_length=63, pattern=LABEL_VALUE_PATTERN, description="Taint value for Equal."
+    )
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
         default=None, description="Taint effect to tolerate; empty tolerates all."
     )

@@ -52,6 +52,7 @@ class Reason(StrEnum):
     REPLACED = "Replaced"
     RUN_DELETED = "RunDeleted"
     NAME_CONFLICT = "NameConflict"
+    """A child's name is taken by an object this one does not control (never adopted)."""
     PENDING = "Pending"
     VALIDATING = "Validating"
     INVALID_DATA = "InvalidData"

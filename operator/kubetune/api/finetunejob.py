@@ -10,6 +10,8 @@ from pydantic import ConfigDict, Field
 from pydantic.config import JsonValue
 
 from kubetune.api.common import (
+    DNS_SUBDOMAIN_PATTERN,
+    LABEL_VALUE_PATTERN,
     Condition,
     ConfigMapKeyRef,
     ImageOverrides,
@@ -50,6 +52,7 @@ class BaseModelSource(KubeModel):
     """The model to fine-tune."""
 
     uri: str = Field(
+        min_length=1,
         max_length=1024,
         pattern=MODEL_URI_PATTERN,
         description="Hugging Face id (org/name or hf://org/name), pvc://claim/path or s3://bucket/path.",
@@ -161,6 +164,7 @@ class Resources(KubeModel):
     gpu_type: str | None = Field(
         default=None,
         max_length=63,
+        pattern=LABEL_VALUE_PATTERN,
         description="Value of the nvidia.com/gpu.product node label to schedule on.",
     )
     cpu: Quantity | None = Field(default=None, description="CPU request and limit per pod.")
@@ -168,9 +172,14 @@ class Resources(KubeModel):
     tolerations: list[Toleration] = Field(
         default_factory=list, max_length=32, description="Tolerations for tainted GPU nodes."
     )
-    priority_class_name: str | None = Field(default=None, max_length=253, description="Pod priority class.")
+    priority_class_name: str | None = Field(
+        default=None, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN, description="Pod priority class."
+    )
     queue_name: str | None = Field(
-        default=None, max_length=63, description="Kueue LocalQueue (sets kueue.x-k8s.io/queue-name)."
+        default=None,
+        max_length=63,
+        pattern=LABEL_VALUE_PATTERN,
+        description="Kueue LocalQueue (sets kueue.x-k8s.io/queue-name).",
     )
 
 
@@ -243,6 +252,18 @@ SPEC_RULES: list[JsonValue] = [
         "self.dataset.validationSplit + self.dataset.testSplit < 0.9",
         "dataset.validationSplit + dataset.testSplit must leave at least 10% for training",
         fieldPath=".dataset.testSplit",
+    ),
+    # `self == oldSelf` on an optional field holds only while it is set: adding or removing it is a
+    # change of its own.
+    cel(
+        "has(self.lora) == has(oldSelf.lora)",
+        "lora is immutable: it cannot be added or removed after creation",
+        fieldPath=".lora",
+    ),
+    cel(
+        "has(self.deepspeed) == has(oldSelf.deepspeed)",
+        "deepspeed is immutable: it cannot be added or removed after creation",
+        fieldPath=".deepspeed",
     ),
     cel(
         "!has(self.deepspeed) || !self.deepspeed.offloadParams || self.deepspeed.zeroStage == 3",

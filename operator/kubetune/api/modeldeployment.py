@@ -10,8 +10,11 @@ from pydantic import ConfigDict, Field
 from pydantic.config import JsonValue
 
 from kubetune.api.common import (
+    DNS_1035_PATTERN,
     DNS_LABEL_PATTERN,
     DURATION_PATTERN,
+    HEADER_TOKEN_PATTERN,
+    LABEL_VALUE_PATTERN,
     Condition,
     ImageOverrides,
     KubeModel,
@@ -24,6 +27,24 @@ from kubetune.api.common import (
 
 KIND = "ModelDeployment"
 PLURAL = "modeldeployments"
+
+# Flags the operator sets and the router relies on, or that run the model repository's code: extraArgs
+# may not name them, nor abbreviate them (vLLM's parser accepts unambiguous prefixes and `_` for `-`).
+RESERVED_VLLM_FLAGS = (
+    "--host",
+    "--port",
+    "--model",
+    "--served-model-name",
+    "--trust-remote-code",
+    "--api-key",
+    "--lora-modules",
+    "--uds",
+    "--root-path",
+    "--ssl-keyfile",
+    "--ssl-certfile",
+    "--allowed-local-media-path",
+)
+_RESERVED_FLAG_LIST = "[" + ", ".join(f"'{flag}'" for flag in RESERVED_VLLM_FLAGS) + "]"
 
 SERVING_URI_PATTERN = (
     r"^(pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?/.*|s3://[^/]+/.+|hf://.+|[A-Za-z0-9][\w.-]*/[\w.-]+)$"
@@ -107,8 +128,23 @@ class VllmArgs(KubeModel):
     extra_args: list[str] = Field(
         default_factory=list,
         max_length=64,
-        description="Additional vLLM flags, appended verbatim.",
-        json_schema_extra={"items": {"type": "string", "maxLength": 1024}},
+        description=(
+            "Additional vLLM flags, appended verbatim. Flags the operator sets (--host, --port, --model, "
+            "--served-model-name, --lora-modules, ...) and --trust-remote-code are refused."
+        ),
+        json_schema_extra={
+            # 512: the rule below must fit the API server's cost budget for 16 variants x 64 flags.
+            "items": {"type": "string", "maxLength": 512},
+            "x-kubernetes-validations": [
+                cel(
+                    "self.all(a, !a.startsWith('--') || size(a.split('=')[0]) <= 3 || "
+                    f"!{_RESERVED_FLAG_LIST}.exists(f, f.startsWith(a.split('=')[0].replace('_', '-'))))",
+                    "extraArgs must not set a flag the operator sets (--host, --port, --model, "
+                    "--served-model-name, --lora-modules, --api-key, ...) or --trust-remote-code",
+                    reason="FieldValueForbidden",
+                )
+            ],
+        },
     )
 
 
@@ -127,7 +163,10 @@ class VariantResources(KubeModel):
     cpu: Quantity | None = Field(default=None, description="CPU request and limit.")
     memory: Quantity | None = Field(default=None, description="Memory request and limit.")
     gpu_type: str | None = Field(
-        default=None, max_length=63, description="nvidia.com/gpu.product node label."
+        default=None,
+        max_length=63,
+        pattern=LABEL_VALUE_PATTERN,
+        description="nvidia.com/gpu.product node label.",
     )
     tolerations: list[Toleration] = Field(default_factory=list, max_length=32, description="Pod tolerations.")
 
@@ -154,6 +193,18 @@ class EvalGate(KubeModel):
 
 class Autoscaling(KubeModel):
     """Queue-depth autoscaling (needs KEDA or prometheus-adapter)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.minReplicas) || self.minReplicas <= self.maxReplicas",
+                    "autoscaling.minReplicas must not exceed maxReplicas",
+                    fieldPath=".minReplicas",
+                )
+            ]
+        }
+    )
 
     min_replicas: int = Field(default=1, ge=0, le=1000, description="Lower bound.")
     max_replicas: int = Field(ge=1, le=1000, description="Upper bound.")
@@ -273,7 +324,17 @@ class Canary(KubeModel):
             "x-kubernetes-list-type": "set",
         },
     )
-    interval: str = Field(default="5m", max_length=32, pattern=DURATION_PATTERN, description="Time per step.")
+    interval: str = Field(
+        default="5m",
+        max_length=32,
+        pattern=DURATION_PATTERN,
+        description="Time per step (more than zero).",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("duration(self) > duration('0s')", "interval must be more than 0s")
+            ]
+        },
+    )
     failure_limit: int = Field(default=2, ge=1, le=100, description="Failed analyses before rollback.")
     max_surge: int = Field(default=1, ge=0, le=100, description="Extra pods allowed while weight moves.")
     pause: bool = Field(default=False, description="Hold at the current step.")
@@ -340,6 +401,21 @@ class EndpointPicker(KubeModel):
 class Traffic(KubeModel):
     """How requests reach the variants."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.provider) || self.provider == 'router' || "
+                    "(has(self.gatewayParentRefs) && size(self.gatewayParentRefs) > 0)",
+                    "traffic.provider gateway-api or inference-pool needs gatewayParentRefs (the Gateways to"
+                    " attach to)",
+                    fieldPath=".gatewayParentRefs",
+                    reason="FieldValueRequired",
+                )
+            ]
+        }
+    )
+
     provider: Literal["router", "gateway-api", "inference-pool"] = Field(
         default="router",
         description="kubetune router; a Gateway API HTTPRoute to the variants' Services; or one to an "
@@ -347,7 +423,9 @@ class Traffic(KubeModel):
     )
     sticky_header: str | None = Field(
         default="x-user-id",
+        min_length=1,
         max_length=128,
+        pattern=HEADER_TOKEN_PATTERN,
         description="Header whose value pins a user to a variant (router only); API key hash if absent.",
     )
     router_replicas: int = Field(default=2, ge=1, le=100, description="Router pods (router provider).")
@@ -525,6 +603,26 @@ class ModelDeploymentStatus(KubeModel):
 
 class ModelDeployment(KubeModel):
     """The whole object, as read from the API server."""
+
+    # Children are `<name>-vllm-<variant>`, `<name>-router`, ...: Services need a DNS-1035 label, and a
+    # name ending in `-vllm` (or containing `-vllm-`) could take another ModelDeployment's child names
+    # (`a` with variant `router` and `a-vllm` both render `a-vllm-router`).
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    f"self.metadata.name.matches('{DNS_1035_PATTERN}') && size(self.metadata.name) <= 40",
+                    "metadata.name must be a DNS-1035 label of at most 40 characters (lower-case letters, "
+                    "digits and '-', starting with a letter): it names the Services of the variants",
+                ),
+                cel(
+                    "!self.metadata.name.endsWith('-vllm') && !self.metadata.name.contains('-vllm-')",
+                    "metadata.name must not end with '-vllm' or contain '-vllm-': the children of another "
+                    "ModelDeployment are named <name>-vllm-<variant>",
+                ),
+            ]
+        }
+    )
 
     api_version: str = Field(default="kubetune.io/v1alpha1", description="kubetune.io/v1alpha1.")
     kind: Literal["ModelDeployment"] = Field(default="ModelDeployment", description="ModelDeployment.")

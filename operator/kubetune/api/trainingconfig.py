@@ -85,6 +85,22 @@ class TrainerResult(KubeModel):
     )
 
 
+def trusted_artifacts(spec: FineTuneJobSpec, reported: Artifacts | None) -> Artifacts:
+    """The output layout's locations, keeping those the run reports it produced (all without a report).
+
+    Rank 0's report never chooses a location: a forged one must not point serving at another model.
+    """
+    contract = output_artifacts(spec)
+    if reported is None:
+        return contract
+    return Artifacts(
+        adapter_uri=contract.adapter_uri if reported.adapter_uri else None,
+        merged_model_uri=contract.merged_model_uri if reported.merged_model_uri else None,
+        manifest_uri=contract.manifest_uri if reported.manifest_uri else None,
+        base_model_uri=contract.base_model_uri,
+    )
+
+
 def output_artifacts(spec: FineTuneJobSpec) -> Artifacts:
     """Where a successful run exports its artifacts, by contract: the trainer writes exactly here."""
     uri = spec.output.uri

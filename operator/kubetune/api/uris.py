@@ -49,6 +49,26 @@ def parse_uri(uri: str) -> StorageUri:
     return StorageUri(scheme, authority, path.strip("/"))
 
 
+def with_revision(uri: str, revision: str | None) -> str:
+    """A Hugging Face model URI pinned to `revision` (`hf://org/name@revision`); other schemes, an
+    empty revision or an already pinned URI unchanged. The serving stager downloads that revision."""
+    if not revision:
+        return uri
+    try:
+        parsed = parse_uri(uri)
+    except ValueError:
+        return uri
+    if parsed.scheme is not Scheme.HF or "@" in parsed.authority:
+        return uri
+    return f"hf://{parsed.authority}@{revision}"
+
+
+def hf_repo_and_revision(uri: StorageUri) -> tuple[str, str | None]:
+    """(org/name, revision or None) of an hf:// URI written by `with_revision`."""
+    repo, _, revision = uri.authority.partition("@")
+    return repo, revision or None
+
+
 def join(uri: str, *parts: str) -> str:
     """Append path segments to a URI (for artifact locations under spec.output.uri)."""
     return "/".join([uri.rstrip("/"), *(p.strip("/") for p in parts if p)])

@@ -34,6 +34,7 @@ from kubetune.builders.common import (
     with_image_pull_secrets,
 )
 from kubetune.builders.deepspeed import build_deepspeed_config
+from kubetune.builders.networkpolicy import build_gang_network_policy
 from kubetune.builders.storage import StorageLayout, storage_layout
 from kubetune.builders.training_pod import (
     MASTER_PORT,
@@ -73,6 +74,7 @@ class ChildNames:
     role: str
     role_binding: str
     validation_job: str
+    network_policy: str
 
     def training_job(self, attempt: int) -> str:
         return child_name(_dns_label(self.parent), "train", f"r{attempt}", limit=MAX_JOB_NAME)
@@ -101,6 +103,7 @@ def child_names(ftj_name: str) -> ChildNames:
         role=child_name(base, "trainer"),
         role_binding=child_name(base, "trainer"),
         validation_job=child_name(base, "validate"),
+        network_policy=child_name(base, "gang"),
     )
 
 
@@ -121,11 +124,19 @@ class FineTuneJobChildren:
     role_binding: Manifest
     validation_job: Manifest
     training_job: Manifest
+    network_policy: Manifest
     spec_hash: str
 
     def shared(self) -> list[Manifest]:
         """Everything but the Jobs, in apply order (apply on every pass; all mutable)."""
-        return [self.config_map, self.service, self.service_account, self.role, self.role_binding]
+        return [
+            self.config_map,
+            self.service,
+            self.service_account,
+            self.role,
+            self.role_binding,
+            self.network_policy,
+        ]
 
     def for_validation(self) -> list[Manifest]:
         """What the validation Job needs: its config and its (token-less) ServiceAccount.
@@ -270,6 +281,15 @@ def build_children(
         validation_job=_tree(with_image_pull_secrets(_validation_job(b), image_pull_secrets)),
         training_job=_tree(
             with_image_pull_secrets(_training_job(b, restart, counted_restarts), image_pull_secrets)
+        ),
+        network_policy=_tree(
+            build_gang_network_policy(
+                b.names.network_policy,
+                b.namespace,
+                b.ftj,
+                _labels(b.name, "rendezvous"),
+                selector_labels(b.name, ROLE_TRAIN),
+            )
         ),
         spec_hash=b.digest,
     )

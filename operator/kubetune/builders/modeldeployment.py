@@ -28,6 +28,7 @@ from kubetune.builders.common import (
 )
 from kubetune.builders.finetunejob import DEFAULT_TRAINER_IMAGE
 from kubetune.builders.storage import S3_OPTIONAL_SECRET_KEYS, S3_SECRET_KEYS
+from kubetune.builders.training_pod import SHM_SIZE_LIMIT
 from kubetune.builders.vllm import (
     BASE_MODEL_PATH,
     MODEL_ROOT,
@@ -351,7 +352,8 @@ def _serving_pod(variant: Variant, container: dict[str, Any], storage: _Storage)
         },
         "containers": [container],
         "volumes": [
-            {"name": "dshm", "emptyDir": {"medium": "Memory"}},
+            # Bounded like the trainer's: tensor-parallel workers exchange through it, a few GiB at most.
+            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE_LIMIT}},
             {"name": CACHE_VOLUME, "emptyDir": {}},
             *storage.volumes,
         ],

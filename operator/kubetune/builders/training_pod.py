@@ -17,6 +17,8 @@ MASTER_PORT = 29500
 RENDEZVOUS_PORT_NAME = "rendezvous"
 CONFIG_VOLUME = "config"
 SHM_VOLUME = "dshm"
+SHM_SIZE_LIMIT = "8Gi"
+"""/dev/shm is memory: bounded, so a runaway writer is evicted instead of filling the node's RAM."""
 GPU_RESOURCE = "nvidia.com/gpu"
 COMPLETION_INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 POD_UID = 1000
@@ -273,7 +275,7 @@ def training_pod_spec(
         "volumes": [
             _config_volume(config_map),
             *layout.volumes,
-            {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory"}},
+            {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE_LIMIT}},
         ],
     }
     _scheduling(pod, spec, gpu=True)

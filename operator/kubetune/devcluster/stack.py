@@ -42,8 +42,9 @@ def local_images(node: LocalNode) -> DevImages:
     )
 
 
-def helm_values(images: DevImages, resync_seconds: int = 5) -> list[str]:
-    """`--set` flags pointing the chart at the local images (imported, never pulled)."""
+def helm_values(images: DevImages, resync_seconds: int = 5, prometheus_url: str | None = None) -> list[str]:
+    """`--set` flags pointing the chart at the local images (imported, never pulled), and canary
+    analysis at the node's Prometheus (the only URL the operator may then query)."""
 
     def image(prefix: str, ref: str) -> list[str]:
         repository, _, tag = ref.rpartition(":")
@@ -62,10 +63,13 @@ def helm_values(images: DevImages, resync_seconds: int = 5) -> list[str]:
         "operator.extraEnv[0].name=KUBETUNE_RESYNC_SECONDS",
         "--set-string",
         f"operator.extraEnv[0].value={resync_seconds}",
+        *(["--set-json", f'analysis.prometheusUrls=["{prometheus_url}"]'] if prometheus_url else []),
     ]
 
 
-def install_operator(kubeconfig: Path, images: DevImages, timeout: str = "5m") -> None:
+def install_operator(
+    kubeconfig: Path, images: DevImages, timeout: str = "5m", *, prometheus_url: str | None = None
+) -> None:
     """`helm upgrade --install` of the chart as a user runs it; returns once the operator pod is Ready."""
     subprocess.run(
         [
@@ -80,7 +84,7 @@ def install_operator(kubeconfig: Path, images: DevImages, timeout: str = "5m") -
             "--wait",
             "--timeout",
             timeout,
-            *helm_values(images),
+            *helm_values(images, prometheus_url=prometheus_url),
         ],
         check=True,
         capture_output=True,

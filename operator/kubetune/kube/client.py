@@ -8,7 +8,7 @@ touch, so no discovery round-trips are needed.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlencode
 
@@ -34,6 +34,7 @@ RESOURCES: dict[tuple[str, str], tuple[str, bool]] = {
     ("batch/v1", "Job"): ("jobs", True),
     ("apps/v1", "Deployment"): ("deployments", True),
     ("policy/v1", "PodDisruptionBudget"): ("poddisruptionbudgets", True),
+    ("networking.k8s.io/v1", "NetworkPolicy"): ("networkpolicies", True),
     ("autoscaling/v2", "HorizontalPodAutoscaler"): ("horizontalpodautoscalers", True),
     ("rbac.authorization.k8s.io/v1", "Role"): ("roles", True),
     ("rbac.authorization.k8s.io/v1", "RoleBinding"): ("rolebindings", True),
@@ -231,6 +232,19 @@ class KubeClient:
             params={"fieldManager": FIELD_MANAGER},
         )
         return obj
+
+    async def patch_json(
+        self, obj: Mapping[str, Any], operations: Sequence[Mapping[str, Any]]
+    ) -> dict[str, Any]:
+        """A JSON patch (RFC 6902; `test` operations make it conditional) of `obj`'s path."""
+        stored: dict[str, Any] = await self.request(
+            "PATCH",
+            object_path(obj),
+            body=operations,
+            content_type="application/json-patch+json",
+            params={"fieldManager": FIELD_MANAGER},
+        )
+        return stored
 
     async def create(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
         meta = manifest["metadata"]

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from kubetune.api.common import Condition
 from kubetune.api.conditions import ConditionType, Reason
 from kubetune.api.finetunejob import FineTuneJob, FineTuneJobSpec, FineTuneJobStatus, Lineage, Phase
-from kubetune.api.trainingconfig import output_artifacts
+from kubetune.api.trainingconfig import output_artifacts, trusted_artifacts
 from kubetune.builders.common import ANNOTATION_SPEC_HASH, LABEL_ROLE
 from kubetune.builders.finetunejob import (
     ANNOTATION_RESTARTS,
@@ -427,7 +427,7 @@ def _succeeded(p: _Pass, current: _Attempt) -> _Verdict:
     message = "training and evaluation completed"
     if result is not None:
         status.metrics = result.metrics
-        status.artifacts = result.artifacts or output_artifacts(spec)
+        status.artifacts = trusted_artifacts(spec, result.artifacts)
         status.lineage = result.lineage or Lineage()
         if result.test_prompts:
             status.test_prompts = list(result.test_prompts[:8])

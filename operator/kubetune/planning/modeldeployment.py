@@ -42,6 +42,7 @@ from kubetune.status.modeldeployment import (
 from kubetune.status.pods import container_problem
 from kubetune.status.route import RouteVerdict
 from kubetune.status.summary import modeldeployment_summary, summary_conditions
+from kubetune.urlpolicy import url_allowed
 
 _EVENT_CONDITIONS = (
     ConditionType.MODEL_READY,
@@ -71,6 +72,8 @@ class RenderSettings:
     vllm_image: str
     prometheus_url: str | None
     allow_url_overrides: bool = False
+    prometheus_allowlist: tuple[str, ...] | None = None
+    """URLs a spec's prometheusUrl may name for KEDA (None: any)."""
     image_pull_secrets: tuple[str, ...] = ()
     monitor_labels: Mapping[str, str] = field(default_factory=dict)
 
@@ -162,7 +165,7 @@ def render_variants(ctx: ModelDeploymentContext, settings: RenderSettings) -> Re
             ctx.resolutions[variant.name],
             scrape_annotations=not ctx.pod_monitor,
             autoscaler="keda" if ctx.caps.keda and prometheus_url(spec, settings) else "hpa",
-            prometheus_url=settings.prometheus_url,
+            prometheus_url=prometheus_url(spec, settings),
             stager_image=settings.trainer_image,
             default_image=settings.vllm_image,
             spec=spec,
@@ -181,8 +184,12 @@ def render_variants(ctx: ModelDeploymentContext, settings: RenderSettings) -> Re
 
 
 def prometheus_url(spec: ModelDeploymentSpec, settings: RenderSettings) -> str | None:
+    """The operator's Prometheus, else the spec's when on the allowlist (KEDA queries it)."""
     canary = spec.traffic.canary
     from_spec = canary.analysis.prometheus_url if canary and canary.analysis else None
+    allowed = settings.prometheus_allowlist
+    if from_spec is not None and allowed is not None and not url_allowed(from_spec, allowed):
+        from_spec = None
     return settings.prometheus_url or from_spec
 
 
@@ -351,6 +358,7 @@ PRUNABLE: tuple[tuple[str, str, str | None], ...] = (
     ("apps/v1", "Deployment", None),
     ("v1", "Service", None),
     ("v1", "ConfigMap", None),
+    ("networking.k8s.io/v1", "NetworkPolicy", None),
     ("policy/v1", "PodDisruptionBudget", None),
     ("autoscaling/v2", "HorizontalPodAutoscaler", None),
     ("monitoring.coreos.com/v1", "PodMonitor", "pod_monitor"),

@@ -8,6 +8,7 @@ waits and retries, no failure is counted.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -32,7 +33,13 @@ class CanaryPass:
 
 
 async def run_canary(
-    spec: ModelDeploymentSpec, inputs: CanaryInputs, *, namespace: str, deployment: str, now: datetime
+    spec: ModelDeploymentSpec,
+    inputs: CanaryInputs,
+    *,
+    namespace: str,
+    deployment: str,
+    now: datetime,
+    prometheus_allowlist: Sequence[str] | None = None,
 ) -> CanaryPass:
     canary = spec.traffic.canary
     assert canary is not None
@@ -54,7 +61,9 @@ async def run_canary(
     plan = planned()
     if plan.analysis_due and canary.analysis is not None:
         try:
-            outcome = await _analyze(canary, plan, namespace=namespace, deployment=deployment)
+            outcome = await _analyze(
+                canary, plan, namespace=namespace, deployment=deployment, allowed=prometheus_allowlist
+            )
         except PrometheusError as exc:
             plan = dataclasses.replace(
                 plan,
@@ -68,11 +77,13 @@ async def run_canary(
     return CanaryPass(plan, canary_events(plan, inputs.previous, candidate.name))
 
 
-async def _analyze(canary: Canary, plan: CanaryPlan, *, namespace: str, deployment: str) -> AnalysisOutcome:
+async def _analyze(
+    canary: Canary, plan: CanaryPlan, *, namespace: str, deployment: str, allowed: Sequence[str] | None
+) -> AnalysisOutcome:
     assert canary.analysis is not None
     async with aiohttp.ClientSession() as session:
         return await analyze(
-            PrometheusClient(canary.analysis.prometheus_url, session),
+            PrometheusClient(canary.analysis.prometheus_url, session, allowed=allowed),
             canary.analysis,
             canary=canary.canary_variant,
             stable=canary.stable_variant,

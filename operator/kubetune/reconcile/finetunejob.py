@@ -20,7 +20,8 @@ from kubetune.kube.client import ApiError, KubeClient
 from kubetune.planning.admission import parse_spec
 from kubetune.planning.finetunejob_pass import FineTuneJobContext, plan_finetunejob
 from kubetune.planning.plan import Outcome
-from kubetune.reconcile.apply import execute
+from kubetune.reconcile.apply import NameConflict, Ownership, controlled_by, execute
+from kubetune.reconcile.conflict import name_conflict_outcome
 from kubetune.settings import OperatorSettings
 
 NODE_CACHE_SECONDS = 60.0
@@ -64,18 +65,23 @@ class FineTuneJobReconciler:
         self.settings = settings
         self.node_capacity = NodeCapacity()
         self._full_apply_at: dict[str, float] = {}  # by uid: when the shared children were last applied
+        self.owned = Ownership()
 
     def forget(self, uid: str) -> None:
         self._full_apply_at.pop(uid, None)
+        self.owned.forget(uid)
 
     async def reconcile(
         self, client: KubeClient, obj: dict[str, Any], now: datetime, *, resync: bool
     ) -> Outcome:
         ctx = await self.observe(client, obj, now, resync=resync)
         plan = plan_finetunejob(ctx)
+        try:
+            await execute(client, obj["metadata"]["namespace"], plan, self.owned)
+        except NameConflict as conflict:
+            return name_conflict_outcome(obj, plan.status, conflict, now)
         if plan.apply:
             self._full_apply_at[obj["metadata"]["uid"]] = time.monotonic()
-        await execute(client, obj["metadata"]["namespace"], plan)
         return plan.outcome()
 
     async def observe(
@@ -88,7 +94,12 @@ class FineTuneJobReconciler:
         deepspeed_text = await _deepspeed_from_ref(client, spec, meta["namespace"])
         capacity = await self.node_capacity.get(client)
         selector = f"{LABEL_JOB}={job_label_value(meta['name'])}"
-        jobs = await client.list("batch/v1", "Job", meta["namespace"], label_selector=selector)
+        # Only Jobs this object controls: a look-alike labelled by someone else is neither read nor deleted.
+        jobs = [
+            job
+            for job in await client.list("batch/v1", "Job", meta["namespace"], label_selector=selector)
+            if controlled_by(job, str(meta["uid"]))
+        ]
         # Pods only matter through their Jobs (failure reasons, gang state): a job with none has none.
         pods = await client.list("v1", "Pod", meta["namespace"], label_selector=selector) if jobs else []
         applied_at = self._full_apply_at.get(meta["uid"])

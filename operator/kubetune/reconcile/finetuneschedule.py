@@ -24,18 +24,11 @@ from kubetune.kube.client import KubeClient
 from kubetune.planning.admission import parse_spec
 from kubetune.planning.finetuneschedule import ScheduleContext, plan_schedule
 from kubetune.planning.plan import Outcome, Plan
-from kubetune.reconcile.apply import create_if_absent, execute
+from kubetune.reconcile.apply import NameConflict, controlled_by, create_if_absent, execute
 from kubetune.settings import OperatorSettings
 from kubetune.status.finetuneschedule import mark_name_conflict
 
 Clock = Callable[[], datetime]
-
-
-def controlled_by(obj: Mapping[str, Any], uid: str) -> bool:
-    return any(
-        ref.get("controller") and ref.get("uid") == uid
-        for ref in obj["metadata"].get("ownerReferences") or []
-    )
 
 
 def run_summary(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -83,8 +76,9 @@ class FineTuneScheduleReconciler:
         await execute(client, namespace, Plan(status=plan.status, create=probe_job, delete=plan.delete))
         status = plan.status
         for manifest in plan.create:
-            stored = await create_if_absent(client, manifest)
-            if stored is not None and not controlled_by(stored, obj["metadata"]["uid"]):
+            try:
+                await create_if_absent(client, manifest)
+            except NameConflict:
                 status = mark_name_conflict(status, manifest["metadata"]["name"], when)
         return Outcome(status=status, events=plan.events, requeue_after_s=plan.requeue_after_s)
 

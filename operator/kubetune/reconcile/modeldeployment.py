@@ -24,6 +24,7 @@ from kubetune.api.modeldeployment import KIND, ModelDeploymentSpec, ModelDeploym
 from kubetune.builders.common import LABEL_DEPLOYMENT, LABEL_VARIANT
 from kubetune.builders.httproute import GATEWAY_PROVIDERS
 from kubetune.builders.modeldeployment import ROLE_SERVING
+from kubetune.builders.networkpolicy import Peers
 from kubetune.kube.client import KubeClient
 from kubetune.planning import modeldeployment as planning
 from kubetune.planning.admission import accepted, parse_spec
@@ -33,9 +34,10 @@ from kubetune.planning.modeldeployment import ModelDeploymentContext, Rendering,
 from kubetune.planning.plan import Event, Outcome
 from kubetune.planning.smoke import SmokeRequest
 from kubetune.planning.synthetic import desired_load
-from kubetune.reconcile.apply import apply_in_order
+from kubetune.reconcile.apply import NameConflict, Ownership, apply_in_order
 from kubetune.reconcile.canary import run_canary
 from kubetune.reconcile.capabilities import CapabilityCache
+from kubetune.reconcile.conflict import name_conflict_outcome
 from kubetune.reconcile.prune import prune
 from kubetune.reconcile.router_token import ensure_router_token
 from kubetune.reconcile.smoke import SmokeTests
@@ -69,6 +71,7 @@ class ModelDeploymentReconciler:
             allow_url_overrides=settings.allow_url_overrides,
             image_pull_secrets=settings.image_pull_secrets,
             monitor_labels=settings.monitor_labels,
+            prometheus_allowlist=settings.prometheus_allowlist,
         )
         self.capabilities = CapabilityCache(settings.crd_cache_seconds)
         self.smoke = SmokeTests(wait_s=settings.smoke_wait_seconds, timeout_s=settings.smoke_timeout_seconds)
@@ -76,10 +79,12 @@ class ModelDeploymentReconciler:
         # Children applied by the last pass per object (by uid): pruning lists every kind, so it runs
         # only when that set changes (and once after a start).
         self._applied: dict[str, frozenset[tuple[str, str]]] = {}
+        self.owned = Ownership()
 
     def forget(self, uid: str) -> None:
         """Drop what this process holds for a deleted ModelDeployment: records, smoke tests, load."""
         self._applied.pop(uid, None)
+        self.owned.forget(uid)
         self.smoke.cancel(uid)
         self.synthetic.stop(uid)
 
@@ -94,6 +99,20 @@ class ModelDeploymentReconciler:
             self.synthetic.stop(obj["metadata"]["uid"])
             status, events = planning.invalid_status(previous_status, generation, problem, now)
             return Outcome(status=status, events=events)
+        try:
+            return await self._pass(client, obj, spec, previous_status, now)
+        except NameConflict as conflict:
+            self.synthetic.stop(obj["metadata"]["uid"])
+            return name_conflict_outcome(obj, previous_status.to_wire(), conflict, now)
+
+    async def _pass(
+        self,
+        client: KubeClient,
+        obj: dict[str, Any],
+        spec: ModelDeploymentSpec,
+        previous_status: ModelDeploymentStatus,
+        now: datetime,
+    ) -> Outcome:
         ctx = await self.observe(client, obj, spec, previous_status, now)
         if previous_status.phase is None:
             ctx.events.append(Event("Normal", Reason.ACCEPTED, "ModelDeployment accepted"))
@@ -179,7 +198,14 @@ class ModelDeploymentReconciler:
             return None
         rollout = rollout_id(ctx.spec, ctx.resolutions)
         inputs = planning.canary_inputs(ctx, rendering.keys, rollout, traffic_before.rollout)
-        result = await run_canary(ctx.spec, inputs, namespace=ctx.namespace, deployment=ctx.name, now=ctx.now)
+        result = await run_canary(
+            ctx.spec,
+            inputs,
+            namespace=ctx.namespace,
+            deployment=ctx.name,
+            now=ctx.now,
+            prometheus_allowlist=self.settings.prometheus_allowlist,
+        )
         ctx.events.extend(result.events)
         return result.plan
 
@@ -188,7 +214,7 @@ class ModelDeploymentReconciler:
     ) -> _Applied:
         applied = _Applied()
         to_apply = planning.children_to_apply(ctx, rendering, plan, self.render_settings.monitor_labels)
-        stored = await apply_in_order(client, [child for _, child in to_apply])
+        stored = await apply_in_order(client, [child for _, child in to_apply], self.owned)
         for (variant_name, child), result in zip(to_apply, stored, strict=True):
             applied.keep.add((child["kind"], child["metadata"]["name"]))
             if variant_name is not None and child["kind"] == "Deployment":
@@ -240,6 +266,12 @@ class ModelDeploymentReconciler:
             rollout=rollout_id(ctx.spec, ctx.resolutions),
             defaults=self.settings.router,
             pull_secrets=self.settings.image_pull_secrets,
+            owned=self.owned,
+            peers=(
+                Peers(self.settings.operator_namespace, self.settings.monitoring_namespace)
+                if self.settings.network_policies
+                else None
+            ),
         )
         if traffic.problem and ctx.previous_status.phase is None:
             ctx.events.append(Event("Warning", Reason.TRAFFIC_NOT_APPLIED, traffic.problem))

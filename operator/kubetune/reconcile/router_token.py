@@ -17,7 +17,7 @@ from typing import Any
 
 from kubetune.builders.router import build_router_token_secret, router_token_of, router_token_secret_name
 from kubetune.kube.client import KubeClient
-from kubetune.reconcile.apply import create_if_absent
+from kubetune.reconcile.apply import check_owned, create_if_absent
 
 TOKEN_BYTES = 32
 
@@ -25,13 +25,16 @@ TOKEN_BYTES = 32
 async def ensure_router_token(client: KubeClient, mdep: Mapping[str, Any]) -> str | None:
     """The token in the object's router Secret, creating the Secret when absent.
 
-    None when a Secret exists without a usable token (someone else wrote it): it is left alone, and the
-    routers then honour no override or synthetic header until it is fixed or deleted.
+    None when our Secret holds no usable token (someone edited it): it is left alone, and the routers
+    then honour no override or synthetic header until it is fixed or deleted. A Secret of that name
+    that this ModelDeployment does not control is never read: NameConflict.
     """
     meta = mdep["metadata"]
     name = router_token_secret_name(str(meta["name"]))
     stored = await client.get("v1", "Secret", meta["namespace"], name)
-    if stored is None:
+    if stored is not None:
+        check_owned({**stored, "kind": "Secret"}, str(meta["uid"]))
+    else:
         # Created since our read (another writer)? Then that one is kept and read back.
         secret = build_router_token_secret(mdep, secrets.token_urlsafe(TOKEN_BYTES))
         stored = await create_if_absent(client, secret)

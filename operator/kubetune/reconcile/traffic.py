@@ -17,9 +17,11 @@ from kubetune.builders.httproute import (
     httproute_name,
     httproute_weights,
 )
-from kubetune.builders.modeldeployment import variant_resource_name
+from kubetune.builders.modeldeployment import ROLE_SERVING, variant_resource_name
+from kubetune.builders.networkpolicy import Peers, build_vllm_network_policy
 from kubetune.builders.router import (
     ANNOTATION_ROLLOUT,
+    ROLE_ROUTER,
     RouterSettings,
     build_router_children,
     build_router_config,
@@ -28,9 +30,10 @@ from kubetune.builders.router import (
     router_endpoint,
     router_resource_name,
 )
+from kubetune.builders.vllm import VLLM_PORT
 from kubetune.kube.client import ApiError, KubeClient
 from kubetune.planning.modeldeployment import ModelDeploymentContext
-from kubetune.reconcile.apply import apply_in_order
+from kubetune.reconcile.apply import Ownership, apply_in_order
 from kubetune.settings import RouterDefaults
 from kubetune.status.route import RouteVerdict, route_endpoint, route_verdict
 
@@ -119,6 +122,8 @@ async def apply_traffic(
     rollout: str | None,
     defaults: RouterDefaults,
     pull_secrets: tuple[str, ...] = (),
+    owned: Ownership | None = None,
+    peers: Peers | None = None,
 ) -> AppliedTraffic:
     """Apply the split; return the weights as the API server stored them."""
     mdep, spec, caps = ctx.obj, ctx.spec, ctx.caps
@@ -141,7 +146,7 @@ async def apply_traffic(
         # A Gateway has no notion of readiness beyond endpoints: a variant not ready gets no share.
         effective = {name: weight if ready.get(name) else 0 for name, weight in weights.items()}
         children = build_gateway_traffic(mdep, effective, annotations, spec)
-        *stored_pools, stored_route = await apply_in_order(client, children)
+        *stored_pools, stored_route = await apply_in_order(client, children, owned)
         refs = spec.traffic.gateway_parent_refs
         verdict = route_verdict(stored_route, refs, stored_pools)
         endpoint = None
@@ -165,7 +170,14 @@ async def apply_traffic(
     children = build_router_children(
         mdep, config, settings, pod_monitor=settings.scrape_annotations is False, annotations=annotations
     )
-    stored = await apply_in_order(client, children)
+    if peers is not None:
+        # Behind the router only: with gateway-api the Gateway's own pods must reach vLLM.
+        children.append(
+            build_vllm_network_policy(
+                mdep, router_role=ROLE_ROUTER, serving_role=ROLE_SERVING, port=VLLM_PORT, peers=peers
+            )
+        )
+    stored = await apply_in_order(client, children, owned)
     return AppliedTraffic(routed_weights(router_config_of(stored[0])), router_endpoint(mdep), children)
 
 

@@ -16,8 +16,19 @@ from typing import Any
 from pydantic import ValidationError
 
 from kubetune.api.conditions import Reason
-from kubetune.api.finetunejob import Artifacts, EvalMetrics, FineTuneJob, Lineage, LoraConfig, Method, Phase
+from kubetune.api.finetunejob import (
+    Artifacts,
+    EvalMetrics,
+    FineTuneJob,
+    FineTuneJobSpec,
+    Lineage,
+    LoraConfig,
+    Method,
+    Phase,
+)
 from kubetune.api.modeldeployment import Variant
+from kubetune.api.trainingconfig import trusted_artifacts
+from kubetune.api.uris import with_revision
 
 FineTuneJobLike = FineTuneJob | Mapping[str, Any]
 
@@ -101,6 +112,27 @@ def _parse_part(model: type[Any], data: Any) -> Any:
         return None
 
 
+def _trusted_artifacts(spec: Mapping[str, Any], reported: Artifacts) -> Artifacts:
+    """Artifact locations from the FineTuneJob's spec.output layout (the contract the trainer writes to),
+    never from the status: rank 0 reports through the status, and a report must not point serving at
+    another model. The report only says which of them the run produced."""
+    try:
+        return trusted_artifacts(FineTuneJobSpec.model_validate(spec), reported)
+    except ValidationError:
+        return Artifacts()
+
+
+def _pinned_base(artifacts: Artifacts, spec: Mapping[str, Any], lineage: Lineage | None) -> str | None:
+    """The base model the adapter was trained on, pinned to the revision training used (the resolved
+    commit in the lineage, else spec.baseModel.revision): a moving branch must not change what is served."""
+    base = spec.get("baseModel") or {}
+    uri = artifacts.base_model_uri or base.get("uri")
+    if uri is None:
+        return None
+    revision = (lineage.base_model_revision if lineage else None) or base.get("revision")
+    return with_revision(str(uri), revision)
+
+
 def _view(name: str, job: FineTuneJobLike) -> _JobView:
     status = _status_dict(job)
     spec = _spec_dict(job)
@@ -117,7 +149,7 @@ def _view(name: str, job: FineTuneJobLike) -> _JobView:
     lora_rank: int | None = None
     if method != Method.FULL.value:
         lora_rank = int((spec.get("lora") or {}).get("r", LoraConfig().r))
-    artifacts = _parse_part(Artifacts, status.get("artifacts")) or Artifacts()
+    artifacts = _trusted_artifacts(spec, _parse_part(Artifacts, status.get("artifacts")) or Artifacts())
     return _JobView(
         name=name,
         phase=phase,
@@ -125,7 +157,7 @@ def _view(name: str, job: FineTuneJobLike) -> _JobView:
         artifacts=artifacts,
         lineage=_parse_part(Lineage, status.get("lineage")),
         metrics=_parse_part(EvalMetrics, status.get("metrics")),
-        base_model_uri=artifacts.base_model_uri or (spec.get("baseModel") or {}).get("uri"),
+        base_model_uri=_pinned_base(artifacts, spec, _parse_part(Lineage, status.get("lineage"))),
         lora_rank=lora_rank,
         test_prompts=tuple(str(p) for p in status.get("testPrompts") or ()),
     )

@@ -8,6 +8,7 @@ pure (`judge_response`, `judge`); `run_smoke_test` only does the HTTP.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,12 +19,14 @@ import aiohttp
 from kubetune.api.common import ConditionStatus
 from kubetune.api.conditions import Reason
 from kubetune.api.modeldeployment import SmokeTest
+from kubetune.outbound import OutboundError, post
 
 DEFAULT_PROMPTS: tuple[str, ...] = ("Reply with one short sentence: what can you help me with?",)
 FINISH_REASONS = ("stop", "length")
 # Literal special tokens in the text mean the template's markers are not the model's special tokens.
 _LEAKED_MARKER = re.compile(r"<\|[A-Za-z_]+\|>")
 _PROMPT_PREVIEW = 80
+_ERROR_EXCERPT = 300
 
 
 @dataclass(frozen=True)
@@ -71,15 +74,19 @@ def _preview(prompt: str) -> str:
 
 
 def _error_text(body: Any) -> str:
+    """vLLM's error message, shortened. Only the variant's own server answers here (no redirect is
+    followed), so this repeats what the user's pod said, never another server's body."""
+    text = str(body)
     if isinstance(body, Mapping):
         error = body.get("error")
         if isinstance(error, Mapping):
-            return str(error.get("message", error))
-        if "message" in body:
-            return str(body["message"])
-        if "detail" in body:
-            return str(body["detail"])
-    return str(body)[:500]
+            text = str(error.get("message", error))
+        elif "message" in body:
+            text = str(body["message"])
+        elif "detail" in body:
+            text = str(body["detail"])
+    flat = " ".join(text.split())
+    return flat if len(flat) <= _ERROR_EXCERPT else flat[: _ERROR_EXCERPT - 1] + "…"
 
 
 def judge_response(index: int, prompt: str, http_status: int, body: Any, max_tokens: int) -> PromptOutcome:
@@ -174,14 +181,15 @@ async def _ask(
     }
     async with gate:
         try:
-            async with session.post(url, json=payload) as response:
-                try:
-                    body: Any = await response.json(content_type=None)
-                except ValueError:
-                    body = await response.text()
-                return judge_response(index, prompt, response.status, body, max_tokens)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            return PromptOutcome(index, prompt, problem=f"request failed: {type(exc).__name__}: {exc}")
+            # The session's timeout bounds the whole test; the body is capped, redirects refused.
+            response = await post(session, url, timeout_s=None, json=payload)
+        except OutboundError as exc:
+            return PromptOutcome(index, prompt, problem=str(exc))
+    try:
+        body: Any = json.loads(response.body)
+    except ValueError:
+        body = response.body.decode(errors="replace")
+    return judge_response(index, prompt, response.status, body, max_tokens)
 
 
 async def run_smoke_test(

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from kubetune.api.uris import Scheme, StorageUri, parse_uri
+from kubetune.api.uris import Scheme, StorageUri, hf_repo_and_revision, parse_uri
 from kubetune.staging import download_hf, download_s3_prefix, s3_client
 
 log = logging.getLogger("kubetune.serving.stage")
@@ -39,7 +39,8 @@ def stage(uri_text: str, dest: Path, *, hf_token: str | None = None, s3_endpoint
         return f"{dest} already holds a model"
     dest.mkdir(parents=True, exist_ok=True)
     if uri.scheme is Scheme.HF:
-        download_hf(uri.authority, dest, token=hf_token)
+        repo, revision = hf_repo_and_revision(uri)
+        download_hf(repo, dest, token=hf_token, revision=revision)
     elif uri.scheme is Scheme.S3:
         _download_s3(uri, dest, s3_endpoint)
     else:

@@ -22,6 +22,7 @@ import aiohttp
 
 from kubetune.api.routerconfig import OVERRIDE_HEADER, SYNTHETIC_HEADER, TOKEN_HEADER
 from kubetune.metrics import SYNTHETIC_REQUESTS
+from kubetune.outbound import STREAM_MAX_BYTES, OutboundError, post
 
 log = logging.getLogger("kubetune.synthetic")
 REQUEST_TIMEOUT_S = 120.0
@@ -67,16 +68,18 @@ def request_headers(variant: str, token: str | None = None) -> dict[str, str]:
 async def _send(session: aiohttp.ClientSession, load: SyntheticLoad, variant: str, prompt: str) -> None:
     result = "error"
     try:
-        async with session.post(
+        # Read the stream to its end as a client would, but never past a cap or through a redirect
+        # (the token header must reach the router only).
+        response = await post(
+            session,
             load.url.rstrip("/") + "/chat/completions",
+            timeout_s=REQUEST_TIMEOUT_S,
+            limit=STREAM_MAX_BYTES,
             json=request_body(load, variant, prompt),
             headers=request_headers(variant, load.token),
-            timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
-        ) as response:
-            async for _ in response.content.iter_any():
-                pass  # read the stream to its end, as a client would
-            result = str(response.status)
-    except (aiohttp.ClientError, TimeoutError) as exc:
+        )
+        result = str(response.status)
+    except OutboundError as exc:
         log.debug("synthetic request to %s via %s failed: %s", variant, load.url, exc)
     finally:
         SYNTHETIC_REQUESTS.labels(variant, result).inc()
