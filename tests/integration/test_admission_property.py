@@ -234,7 +234,7 @@ def run_property(
 ) -> Tally:
     tally = Tally()
     loop = asyncio.new_event_loop()
-    client = KubeClient(load_credentials(str(kube.kubeconfig)))
+    client = KubeClient(loop.run_until_complete(load_credentials(str(kube.kubeconfig))))
 
     @settings(
         max_examples=EXAMPLES,
