@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ def test_pack_keeps_whole_records_and_fills_blocks_best_fit(
         bounds = [*starts, len(sequence.input_ids)]
         members.append([bounds[k + 1] - bounds[k] for k in range(len(starts))])
         assert len(sequence.input_ids) <= block
-        for start, end in zip(bounds, bounds[1:], strict=False):
+        for start, end in itertools.pairwise(bounds):
             record = next(r for r in records if r.input_ids == sequence.input_ids[start:end])
             assert sequence.position_ids[start:end] == list(range(end - start))
             # The record's first label is ignored (it would be the previous record's target), the rest kept.
@@ -125,7 +126,9 @@ def test_a_packed_record_gets_the_logits_and_loss_it_gets_alone(
                 ids = torch.tensor([sequence.input_ids[start:end]])
                 labels = torch.tensor([sequence.labels[start:end]])
                 alone = model(input_ids=ids, labels=labels)
-                torch.testing.assert_close(packed.logits[row, start:end], alone.logits[0], rtol=1e-4, atol=1e-4)
+                torch.testing.assert_close(
+                    packed.logits[row, start:end], alone.logits[0], rtol=1e-4, atol=1e-4
+                )
                 count = int((labels[0, 1:] != IGNORE_INDEX).sum())
                 loss_sum, targets = loss_sum + float(alone.loss) * count, targets + count
     # The batch loss is the mean over its targets: the same targets, each predicted as when alone.

@@ -135,13 +135,15 @@ class Hyperparameters(KubeModel):
         description="Pack whole records into sequences of up to dataset.maxSeqLength tokens; attention and "
         "loss stay within each record.",
     )
-    attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = Field(
-        default="auto",
-        description="Attention kernel; auto lets transformers pick (sdpa). flash_attention_2 needs a GPU "
+    # The two below default to None, not "auto"/False: a defaulted value would be rendered into every
+    # job's config and change its spec hash, restarting running Jobs when the operator is upgraded.
+    attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] | None = Field(
+        default=None,
+        description="Attention kernel; omitted: transformers' default (sdpa). flash_attention_2 needs a GPU "
         "and the flash-attn package in the trainer image.",
     )
-    liger_kernels: bool = Field(
-        default=False,
+    liger_kernels: bool | None = Field(
+        default=None,
         description="Liger's fused Triton kernels (RMSNorm, RoPE, SwiGLU, fused linear cross-entropy); "
         "needs a GPU and the liger-kernel package in the trainer image.",
     )
@@ -257,13 +259,15 @@ SPEC_RULES: list[JsonValue] = [
         fieldPath=".deepspeed.zeroStage",
     ),
     cel(
+        "!has(self.hyperparameters.attnImplementation) || "
         "self.hyperparameters.attnImplementation != 'flash_attention_2' || self.resources.gpusPerNode >= 1",
         "hyperparameters.attnImplementation flash_attention_2 needs resources.gpusPerNode >= 1 "
         "(its kernels are CUDA only)",
         fieldPath=".hyperparameters.attnImplementation",
     ),
     cel(
-        "!self.hyperparameters.ligerKernels || self.resources.gpusPerNode >= 1",
+        "!has(self.hyperparameters.ligerKernels) || !self.hyperparameters.ligerKernels || "
+        "self.resources.gpusPerNode >= 1",
         "hyperparameters.ligerKernels needs resources.gpusPerNode >= 1 (Liger's Triton kernels are GPU only)",
         fieldPath=".hyperparameters.ligerKernels",
     ),

@@ -122,7 +122,9 @@ class ProgressCallback(TrainerCallback):
     def _mfu(self) -> float | None:
         if not self._tokens_per_second or self.throughput is None or not self.throughput.peak_flops:
             return None
-        return round(mfu(self._tokens_per_second, self.throughput.flops_per_token, self.throughput.peak_flops), 4)
+        return round(
+            mfu(self._tokens_per_second, self.throughput.flops_per_token, self.throughput.peak_flops), 4
+        )
 
     def _update(self, state: TrainerState) -> ProgressUpdate:
         return ProgressUpdate(

@@ -49,5 +49,4 @@ def choose_kernels(
             raise ConfigError(
                 "hyperparameters.ligerKernels needs the liger-kernel package, which this trainer image lacks"
             )
-    attn = None if hp.attn_implementation == "auto" else hp.attn_implementation
-    return KernelChoice(attn_implementation=attn, liger=hp.liger_kernels)
+    return KernelChoice(attn_implementation=hp.attn_implementation, liger=bool(hp.liger_kernels))

@@ -20,7 +20,6 @@ from kubetune.trainer.data.prompts import held_out_prompts
 from kubetune.trainer.dataset import PaddingCollator, build_dataset
 from kubetune.trainer.errors import ConfigError
 from kubetune.trainer.evaluation import evaluation_metrics, generate_answers
-from kubetune.trainer.kernels import KernelChoice, choose_kernels
 from kubetune.trainer.export import (
     DATA_REPORT_FILE,
     METRICS_FILE,
@@ -30,6 +29,7 @@ from kubetune.trainer.export import (
     merge_adapter,
     write_json,
 )
+from kubetune.trainer.kernels import KernelChoice, choose_kernels
 from kubetune.trainer.precision import Precision, resolve_precision
 from kubetune.trainer.progress import ProgressReporter
 from kubetune.trainer.throughput import ModelShape, flops_per_token, gpu_peak, peak_flops
@@ -66,7 +66,9 @@ def model_shape(model: Any) -> ModelShape:
     if getattr(config, "tie_word_embeddings", False):
         matmul += model.get_input_embeddings().weight.numel()
     return ModelShape(
-        matmul_parameters=int(matmul), layers=int(config.num_hidden_layers), hidden_size=int(config.hidden_size)
+        matmul_parameters=int(matmul),
+        layers=int(config.num_hidden_layers),
+        hidden_size=int(config.hidden_size),
     )
 
 
