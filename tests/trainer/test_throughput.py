@@ -110,6 +110,21 @@ def test_model_shape_counts_matmul_weights_once(tiny_model: Path, tied: bool) ->
     assert model_shape(model) == ModelShape(expected, layers=2, hidden_size=128)
 
 
+def test_model_shape_under_zero3_counts_the_full_sizes_of_partitioned_weights(tiny_model: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from kubetune.trainer.train import model_shape
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    expected = model_shape(model)
+    for parameter in model.parameters():
+        # What ZeRO-3 leaves on each rank: an empty placeholder that knows the full size.
+        parameter.ds_numel = parameter.numel()  # type: ignore[attr-defined]
+        parameter.data = torch.empty(0)
+    assert model_shape(model) == expected
+
+
 def _hp(**fields: Any) -> Hyperparameters:
     return Hyperparameters.model_validate(fields)
 

@@ -60,11 +60,18 @@ class Hardware:
 def model_shape(model: Any) -> ModelShape:
     """N, L and d of the FLOPs formula (kubetune.trainer.throughput), read before LoRA wraps the model."""
     config = model.config.get_text_config()
-    # num_parameters counts 4-bit weights at their real size; embeddings are lookups, not matmuls, but a
-    # tied table is also the output projection, which is one.
-    matmul = model.num_parameters(exclude_embeddings=True)
+    embedding = model.get_input_embeddings().weight
+    if hasattr(embedding, "ds_numel"):
+        # ZeRO-3 partitions weights at load time: each local tensor is a placeholder of the full one.
+        embeddings = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+        matmul = sum(p.ds_numel for p in model.parameters() if id(p) not in embeddings)
+        table = embedding.ds_numel
+    else:
+        # num_parameters counts 4-bit weights at their real size.
+        matmul, table = model.num_parameters(exclude_embeddings=True), embedding.numel()
+    # Embeddings are lookups, not matmuls, but a tied table is also the output projection, which is one.
     if getattr(config, "tie_word_embeddings", False):
-        matmul += model.get_input_embeddings().weight.numel()
+        matmul += table
     return ModelShape(
         matmul_parameters=int(matmul),
         layers=int(config.num_hidden_layers),
