@@ -16,7 +16,7 @@ The ratio is the median over pairs of (ours / plain) in tokens per CPU-second of
 a 95% bootstrap interval over pairs (seeded); wall-clock figures are printed beside it. On a machine with
 other load, CPU time moves less than wall time, but both move: take figures from a quiet machine.
 
-    .venv/bin/python bench/trainer_cpu.py                 # both scenarios, ~10 min on 2 quiet cores
+    .venv/bin/python bench/trainer_cpu.py                 # both scenarios, ~10-12 min on 2 quiet cores
     .venv/bin/python bench/trainer_cpu.py --long-run      # 10 pairs of >= 60 s, 3 pairs per variant
     .venv/bin/python bench/trainer_cpu.py --quick         # seconds-long runs: checks the script only
     py-spy record -o ours.txt -f raw -- .venv/bin/python bench/trainer_cpu.py --only kubetune
@@ -393,8 +393,9 @@ class Bench:
         data = make_dataset(self.work / "tiny.jsonl", 320, (4, 30))
         # Warm-ups (first-use costs go to neither side) double as the calibration of the run length.
         warm = self.runners(variant, data, 1)
-        seconds = max(warm[side]().wall for side in SIDES)
-        epochs = max(1, math.ceil(options.min_seconds / seconds))
+        # The faster warm-up, with a margin: a warm-up also pays first-use costs a timed run does not.
+        seconds = min(warm[side]().wall for side in SIDES)
+        epochs = max(1, math.ceil(1.25 * options.min_seconds / seconds))
         print(f"calibration: one epoch {seconds:.1f} s -> {epochs} epochs per run", flush=True)
         return summarise(self.measure(variant, data, epochs, options.pairs))
 
@@ -414,7 +415,7 @@ class Bench:
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--scenario", choices=["all", "tiny", "long"], default="all")
-    parser.add_argument("--pairs", type=int, default=6, help="timed pairs, tiny scenario")
+    parser.add_argument("--pairs", type=int, default=5, help="timed pairs, tiny scenario")
     parser.add_argument("--min-seconds", type=float, default=30, help="minimum train() time per run, tiny")
     parser.add_argument("--long-pairs", type=int, default=1, help="timed pairs per long variant")
     parser.add_argument("--long-records", type=int, default=48, help="records in the long scenario")
@@ -423,6 +424,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--quick", action="store_true", help="seconds-long runs: checks the script, not a figure"
+    )
+    parser.add_argument(
+        "--threads", type=int, help="torch threads (default: one per core); 1 copes better with other load"
     )
     parser.add_argument("--only", choices=["kubetune", "plain"], help="one run of one side (for a profiler)")
     options = parser.parse_args()
@@ -436,6 +440,8 @@ def main() -> None:
     import torch
 
     logging.basicConfig(level=logging.WARNING)
+    if options.threads:
+        torch.set_num_threads(options.threads)
     print(
         f"torch {torch.__version__}, threads: {torch.get_num_threads()}, cpus: {os.cpu_count()}", flush=True
     )
