@@ -110,6 +110,7 @@ dev-down: ## stop the local control plane started by `make dev`
 .PHONY: bench
 bench: install cluster-binaries router ## benchmarks that print figures (not part of `make test`)
 	$(PY) bench/trainer_cpu.py
+	$(PY) bench/trainer_gpu.py
 	$(PY) bench/router.py
 	$(PY) bench/operator_scale.py
 	$(PY) bench/chaos.py

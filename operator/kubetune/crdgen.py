@@ -225,26 +225,7 @@ def all_crds() -> dict[str, dict[str, Any]]:
             spec=finetunejob.FineTuneJobSpec,
             status=finetunejob.FineTuneJobStatus,
             description="A supervised fine-tuning run: dataset and base model in, evaluated artifact out.",
-            columns=[
-                {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-                {
-                    "name": "Progress",
-                    "type": "integer",
-                    "jsonPath": ".status.progress.percent",
-                    "description": "Percent of planned steps done.",
-                },
-                {"name": "Step", "type": "integer", "jsonPath": ".status.progress.step", "priority": 1},
-                {"name": "Loss", "type": "number", "jsonPath": ".status.progress.loss"},
-                {
-                    "name": "Eval-Loss",
-                    "type": "number",
-                    "jsonPath": ".status.progress.evalLoss",
-                    "priority": 1,
-                },
-                {"name": "Method", "type": "string", "jsonPath": ".spec.method", "priority": 1},
-                *why,
-                age,
-            ],
+            columns=[*finetunejob.PRINTER_COLUMNS, *why, age],
         ),
         f"{GROUP}_{modeldeployment.PLURAL}.yaml": crd(
             kind=modeldeployment.KIND,

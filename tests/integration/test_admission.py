@@ -93,6 +93,29 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
         "spec.deepspeed.zeroStage",
     ),
     (
+        "flash attention without gpu",
+        mutate(
+            mutate(VALID_FTJ, "spec.hyperparameters", {"attnImplementation": "flash_attention_2"}),
+            "spec.resources",
+            {"gpusPerNode": 0},
+        ),
+        "spec.hyperparameters.attnImplementation",
+    ),
+    (
+        "unknown attention kernel",
+        mutate(VALID_FTJ, "spec.hyperparameters", {"attnImplementation": "flash_attention_9"}),
+        "spec.hyperparameters.attnImplementation",
+    ),
+    (
+        "liger kernels without gpu",
+        mutate(
+            mutate(VALID_FTJ, "spec.hyperparameters", {"ligerKernels": True}),
+            "spec.resources",
+            {"gpusPerNode": 0},
+        ),
+        "spec.hyperparameters.ligerKernels",
+    ),
+    (
         "splits leave no training data",
         mutate(mutate(VALID_FTJ, "spec.dataset.validationSplit", 0.5), "spec.dataset.testSplit", 0.45),
         "spec.dataset.testSplit",

@@ -66,7 +66,7 @@ def test_tokenizer_without_template_gets_chatml_and_a_pad_token(tiny_model: Path
     assert _trained_text(prepared, MULTI_TURN) == ["Yburg.<|im_end|>\n", "Belmont.<|im_end|>\n"]
 
 
-def test_packing_cuts_fixed_blocks_and_keeps_the_mask(tokenizer: Any) -> None:
+def test_packing_keeps_every_token_and_the_assistant_mask(tokenizer: Any) -> None:
     from kubetune.trainer.dataset import build_dataset
 
     conversations = [
@@ -74,11 +74,11 @@ def test_packing_cuts_fixed_blocks_and_keeps_the_mask(tokenizer: Any) -> None:
         for i in range(6)
     ]
     plain = build_dataset(tokenizer, conversations, max_length=64, packing=False)
-    packed = build_dataset(tokenizer, conversations, max_length=32, packing=True)
+    packed = build_dataset(tokenizer, conversations, max_length=64, packing=True)
 
     lengths = [len(packed[i]["input_ids"]) for i in range(len(packed))]
-    assert all(length == 32 for length in lengths[:-1])
-    assert 0 < lengths[-1] <= 32
+    assert all(0 < length <= 64 for length in lengths)
+    assert len(packed) < len(plain)
     assert packed.token_count() == plain.token_count()
     trained = sum(sum(1 for x in packed[i]["labels"] if x != IGNORE_INDEX) for i in range(len(packed)))
     assert trained == sum(sum(1 for x in plain[i]["labels"] if x != IGNORE_INDEX) for i in range(len(plain)))

@@ -18,6 +18,7 @@ from kubetune.api.finetunejob import FineTuneJobStatus
 from kubetune.api.trainingconfig import ProgressTarget
 from kubetune.trainer.progress import (
     PROGRESS_FILE_ENV,
+    BackgroundReporter,
     FileReporter,
     KubeStatusReporter,
     NoopReporter,
@@ -96,6 +97,49 @@ def test_throttle_flush_sends_the_last_held_back_update() -> None:
         reporter.report(ProgressUpdate(step=step))
     reporter.close()
     assert [u.step for u in inner.updates] == [0, 3]
+
+
+class BlockingReporter(RecordingReporter):
+    """Holds every report until released, like an API server that does not answer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.started = threading.Event()
+        self.closed = False
+
+    def report(self, update: ProgressUpdate) -> None:
+        self.started.set()
+        self.release.wait(timeout=10)
+        super().report(update)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_background_reporter_never_blocks_the_caller_and_sends_the_newest_update() -> None:
+    inner = BlockingReporter()
+    reporter = BackgroundReporter(inner)
+    reporter.report(ProgressUpdate(step=1))
+    assert inner.started.wait(timeout=5)  # step 1 is being sent and hangs
+    for step in (2, 3, 4):
+        reporter.report(ProgressUpdate(step=step))  # returns at once: the training loop goes on
+    assert inner.updates == []
+    inner.release.set()
+    reporter.close()
+    # Steps 2 and 3 were superseded while step 1 hung; the newest one still went out before close.
+    assert [u.step for u in inner.updates] == [1, 4]
+    assert inner.closed
+
+
+def test_background_reporter_close_gives_up_on_a_hung_server() -> None:
+    inner = BlockingReporter()
+    reporter = BackgroundReporter(inner, join_timeout=0.2)
+    reporter.report(ProgressUpdate(step=1))
+    assert inner.started.wait(timeout=5)
+    reporter.close()  # returns after join_timeout although the report still hangs
+    assert inner.closed
+    inner.release.set()
 
 
 @pytest.mark.parametrize(

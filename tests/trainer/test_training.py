@@ -226,6 +226,59 @@ def test_two_process_torchrun_completes_and_only_rank_zero_reports(
     assert {r["rank"] for r in reports} == {0}
     assert reports[-1]["totalSteps"] == 8
     assert _result(tmp_path).final_step == 8
+    # Each rank counts the tokens it trained on; the count is summed over both ranks.
+    metrics = json.loads((tmp_path / "output" / "metrics.json").read_text())
+    assert metrics["training"]["tokensSeen"] == 2 * _train_tokens(
+        tiny_model, facts_dataset, 128, packing=False
+    )
+
+
+def _train_tokens(model: Path, dataset: Path, max_length: int, *, packing: bool) -> int:
+    """Non-padding tokens in one epoch of the training split, encoded as the trainer does."""
+    from transformers import AutoTokenizer
+
+    from kubetune.trainer.chat import prepare_tokenizer
+    from kubetune.trainer.dataset import build_dataset
+
+    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(model))
+    train = prepare_dataset(dataset, fmt=DatasetFormat.AUTO, seed=42).splits.train
+    return build_dataset(tokenizer, train, max_length=max_length, packing=packing).token_count()
+
+
+def test_packed_lora_run_with_gradient_checkpointing_and_sdpa_learns_and_reports_tokens_per_second(
+    tmp_path: Path, tiny_model: Path, facts_dataset: Path
+) -> None:
+    spec = {
+        "lora": {"r": 16, "alpha": 32, "dropout": 0.0, "targetModules": ["all-linear"]},
+        "dataset": {"uri": "pvc://data/facts.jsonl", "maxSeqLength": 64},
+        "hyperparameters": {
+            "precision": "fp32",
+            "epochs": 10,
+            "learningRate": 5e-3,
+            "perDeviceBatchSize": 2,
+            "warmupRatio": 0.05,
+            "loggingSteps": 5,
+            "packing": True,
+            "gradientCheckpointing": True,
+            "attnImplementation": "sdpa",
+        },
+        "evaluation": {"metrics": ["loss"]},
+    }
+    config = render_config(tmp_path, model=tiny_model, dataset=facts_dataset, spec=spec)
+
+    done = run_trainer(["train", "--config", str(config)], tmp_path)
+
+    assert done.returncode == 0, done.stderr[-4000:]
+    metrics = json.loads((tmp_path / "output" / "metrics.json").read_text())
+    history = [point["loss"] for point in metrics["training"]["lossHistory"]]
+    assert history[-1] < 0.5 * history[0], history
+    assert metrics["training"]["tokensSeen"] == 10 * _train_tokens(
+        tiny_model, facts_dataset, 64, packing=True
+    )
+    reports = read_jsonl(tmp_path / "progress.jsonl")
+    assert all(r["tokensPerSecond"] > 0 for r in reports[1:])
+    assert not any("mfu" in r for r in reports)  # CPU: no peak to compare with
+    assert "model FLOPs per token" in done.stderr
 
 
 def test_killed_after_a_checkpoint_resumes_from_that_step(

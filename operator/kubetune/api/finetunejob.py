@@ -129,8 +129,27 @@ class Hyperparameters(KubeModel):
         default="cosine", description="Learning-rate schedule."
     )
     precision: Literal["bf16", "fp16", "fp32"] = Field(default="bf16", description="Training precision.")
-    gradient_checkpointing: bool = Field(default=False, description="Trade compute for activation memory.")
-    packing: bool = Field(default=False, description="Pack several short records into one sequence.")
+    gradient_checkpointing: bool = Field(
+        default=False,
+        description="Recompute activations in the backward pass: ~1/3 more compute for far less memory.",
+    )
+    packing: bool = Field(
+        default=False,
+        description="Pack whole records into sequences of up to dataset.maxSeqLength tokens; attention and "
+        "loss stay within each record.",
+    )
+    # The two below default to None, not "auto"/False: a defaulted value would be rendered into every
+    # job's config and change its spec hash, restarting running Jobs when the operator is upgraded.
+    attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] | None = Field(
+        default=None,
+        description="Attention kernel; omitted: transformers' default (sdpa). flash_attention_2 needs a GPU "
+        "and the flash-attn package in the trainer image.",
+    )
+    liger_kernels: bool | None = Field(
+        default=None,
+        description="Liger's fused Triton kernels (RMSNorm, RoPE, SwiGLU, fused linear cross-entropy); "
+        "needs a GPU and the liger-kernel package in the trainer image.",
+    )
     eval_steps: int | None = Field(
         default=None, ge=1, description="Evaluate every N steps (default: once per epoch)."
     )
@@ -249,6 +268,19 @@ SPEC_RULES: list[JsonValue] = [
         fieldPath=".deepspeed.zeroStage",
     ),
     cel(
+        "!has(self.hyperparameters.attnImplementation) || "
+        "self.hyperparameters.attnImplementation != 'flash_attention_2' || self.resources.gpusPerNode >= 1",
+        "hyperparameters.attnImplementation flash_attention_2 needs resources.gpusPerNode >= 1 "
+        "(its kernels are CUDA only)",
+        fieldPath=".hyperparameters.attnImplementation",
+    ),
+    cel(
+        "!has(self.hyperparameters.ligerKernels) || !self.hyperparameters.ligerKernels || "
+        "self.resources.gpusPerNode >= 1",
+        "hyperparameters.ligerKernels needs resources.gpusPerNode >= 1 (Liger's Triton kernels are GPU only)",
+        fieldPath=".hyperparameters.ligerKernels",
+    ),
+    cel(
         "self.dataset.validationSplit + self.dataset.testSplit < 0.9",
         "dataset.validationSplit + dataset.testSplit must leave at least 10% for training",
         fieldPath=".dataset.testSplit",
@@ -338,9 +370,46 @@ class Progress(KubeModel):
     loss: float | None = Field(default=None, description="Latest training loss.")
     eval_loss: float | None = Field(default=None, description="Latest validation loss.")
     learning_rate: float | None = Field(default=None, ge=0, description="Current learning rate.")
-    tokens_per_second: float | None = Field(default=None, ge=0, description="Training throughput, all ranks.")
+    tokens_per_second: float | None = Field(
+        default=None, ge=0, description="Training throughput, non-padding tokens per second, all ranks."
+    )
+    mfu: float | None = Field(
+        default=None,
+        ge=0,
+        description="Model FLOPs utilisation (0-1) against the GPUs' dense peak; GPUs of a known type only.",
+    )
     eta: str | None = Field(default=None, max_length=64, description="Estimated time left, e.g. 1h2m3s.")
     updated_at: datetime | None = Field(default=None, description="When rank 0 last reported.")
+
+
+# `kubectl get ftj` columns; priority 1 shows only with `-o wide`.
+PRINTER_COLUMNS: list[dict[str, JsonValue]] = [
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {
+        "name": "Progress",
+        "type": "integer",
+        "jsonPath": ".status.progress.percent",
+        "description": "Percent of planned steps done.",
+    },
+    {"name": "Step", "type": "integer", "jsonPath": ".status.progress.step", "priority": 1},
+    {"name": "Loss", "type": "number", "jsonPath": ".status.progress.loss"},
+    {"name": "Eval-Loss", "type": "number", "jsonPath": ".status.progress.evalLoss", "priority": 1},
+    {
+        "name": "Tokens/s",
+        "type": "number",
+        "jsonPath": ".status.progress.tokensPerSecond",
+        "description": "Training throughput, non-padding tokens per second, all ranks.",
+        "priority": 1,
+    },
+    {
+        "name": "MFU",
+        "type": "number",
+        "jsonPath": ".status.progress.mfu",
+        "description": "Model FLOPs utilisation (0-1), GPUs only.",
+        "priority": 1,
+    },
+    {"name": "Method", "type": "string", "jsonPath": ".spec.method", "priority": 1},
+]
 
 
 class EvalMetrics(KubeModel):

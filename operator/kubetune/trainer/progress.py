@@ -45,6 +45,7 @@ class ProgressUpdate:
     eval_loss: float | None = None
     learning_rate: float | None = None
     tokens_per_second: float | None = None
+    mfu: float | None = None
     updated_at: datetime | None = None
 
     def to_status(self) -> dict[str, Any]:
@@ -57,6 +58,7 @@ class ProgressUpdate:
             eval_loss=self.eval_loss,
             learning_rate=self.learning_rate,
             tokens_per_second=self.tokens_per_second,
+            mfu=self.mfu,
             updated_at=self.updated_at,
         )
         return progress.model_dump(by_alias=True, exclude_none=True, mode="json", exclude={"percent", "eta"})
@@ -134,6 +136,46 @@ class ThrottledReporter:
 
     def close(self) -> None:
         self.flush()
+        self._inner.close()
+
+
+class BackgroundReporter:
+    """Sends from its own thread, so that a slow or unreachable API server never stalls a training step
+    (a report is an HTTPS request with a 5 s timeout); only the newest unsent update is kept."""
+
+    def __init__(self, inner: ProgressReporter, join_timeout: float = 2 * REQUEST_TIMEOUT_SECONDS) -> None:
+        self._inner = inner
+        self._join_timeout = join_timeout
+        self._ready = threading.Condition()
+        self._pending: ProgressUpdate | None = None
+        self._closed = False
+        self._thread = threading.Thread(target=self._send_loop, name="kubetune-progress", daemon=True)
+        self._thread.start()
+
+    def report(self, update: ProgressUpdate) -> None:
+        with self._ready:
+            self._pending = update
+            self._ready.notify()
+
+    def _send_loop(self) -> None:
+        while True:
+            with self._ready:
+                while self._pending is None and not self._closed:
+                    self._ready.wait()
+                if self._pending is None:
+                    return
+                update, self._pending = self._pending, None
+            try:
+                self._inner.report(update)
+            except Exception:  # progress is informational: never let it end the run
+                log.exception("progress report failed")
+
+    def close(self) -> None:
+        """Send what is pending (waiting at most `join_timeout`), then close the inner reporter."""
+        with self._ready:
+            self._closed = True
+            self._ready.notify()
+        self._thread.join(self._join_timeout)
         self._inner.close()
 
 
@@ -260,7 +302,7 @@ def build_reporter(target: ProgressTarget, rank: int) -> ProgressReporter:
                 "progress reporting enabled but no service account or kubeconfig found; not reporting"
             )
             return NoopReporter()
-        inner = KubeStatusReporter(credentials, target.namespace, target.name)
+        inner = BackgroundReporter(KubeStatusReporter(credentials, target.namespace, target.name))
     return ThrottledReporter(inner, target.min_interval_seconds)
 
 

@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, EarlyStoppingCallback, Trainer, T
 
 from kubetune.api.finetunejob import EvalMetrics, Lineage, Method
 from kubetune.api.trainingconfig import MANIFEST_FILE, TrainerResult, TrainingConfig
-from kubetune.trainer.callbacks import ProgressCallback
+from kubetune.trainer.callbacks import ProgressCallback, Throughput
 from kubetune.trainer.checkpoints import latest_checkpoint
 from kubetune.trainer.config import Topology, config_hash, load_deepspeed_config
 from kubetune.trainer.data.prompts import held_out_prompts
@@ -29,9 +29,11 @@ from kubetune.trainer.export import (
     merge_adapter,
     write_json,
 )
+from kubetune.trainer.kernels import KernelChoice, choose_kernels
 from kubetune.trainer.ownership import CheckpointOwnerCallback, Owner, claim_output, resumable_checkpoint
-from kubetune.trainer.precision import resolve_precision
+from kubetune.trainer.precision import Precision, resolve_precision
 from kubetune.trainer.progress import ProgressReporter
+from kubetune.trainer.throughput import ModelShape, flops_per_token, gpu_peak, peak_flops
 from kubetune.trainer.validate import load_tokenizer, prepare_data
 
 log = logging.getLogger(__name__)
@@ -44,16 +46,47 @@ SAVE_TOTAL_LIMIT = 2
 class Hardware:
     cuda: bool
     bf16_supported: bool
+    device_name: str | None = None  # CUDA's name of GPU 0, for the peak-FLOPs table
 
     @classmethod
     def detect(cls) -> Hardware:
         cuda = torch.cuda.is_available()
-        return cls(cuda=cuda, bf16_supported=cuda and torch.cuda.is_bf16_supported())
+        return cls(
+            cuda=cuda,
+            bf16_supported=cuda and torch.cuda.is_bf16_supported(),
+            device_name=torch.cuda.get_device_name(0) if cuda else None,
+        )
 
 
-def load_model(config: TrainingConfig, hardware: Hardware, precision: str) -> Any:
+def model_shape(model: Any) -> ModelShape:
+    """N, L and d of the FLOPs formula (kubetune.trainer.throughput), read before LoRA wraps the model."""
+    config = model.config.get_text_config()
+    embedding = model.get_input_embeddings().weight
+    if hasattr(embedding, "ds_numel"):
+        # ZeRO-3 partitions weights at load time: each local tensor is a placeholder of the full one.
+        embeddings = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+        matmul = sum(p.ds_numel for p in model.parameters() if id(p) not in embeddings)
+        table = embedding.ds_numel
+    else:
+        # num_parameters counts 4-bit weights at their real size.
+        matmul, table = model.num_parameters(exclude_embeddings=True), embedding.numel()
+    # Embeddings are lookups, not matmuls, but a tied table is also the output projection, which is one.
+    if getattr(config, "tie_word_embeddings", False):
+        matmul += table
+    return ModelShape(
+        matmul_parameters=int(matmul),
+        layers=int(config.num_hidden_layers),
+        hidden_size=int(config.hidden_size),
+    )
+
+
+def load_model(
+    config: TrainingConfig, hardware: Hardware, precision: str, kernels: KernelChoice | None = None
+) -> tuple[Any, ModelShape]:
     spec = config.spec
     kwargs: dict[str, Any] = {"trust_remote_code": spec.base_model.trust_remote_code}
+    if kernels is not None and kernels.attn_implementation is not None:
+        kwargs["attn_implementation"] = kernels.attn_implementation
     if spec.method is Method.QLORA:
         if not hardware.cuda:
             raise ConfigError("method qlora needs a CUDA GPU: bitsandbytes 4-bit kernels do not run on CPU")
@@ -76,9 +109,10 @@ def load_model(config: TrainingConfig, hardware: Hardware, precision: str) -> An
         model = AutoModelForCausalLM.from_pretrained(config.paths.base_model, **kwargs)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot load the base model from {config.paths.base_model}: {exc}") from None
+    shape = model_shape(model)
     lora = spec.effective_lora()
     if lora is None:
-        return model
+        return model, shape
     from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
 
     if spec.method is Method.QLORA:
@@ -94,13 +128,18 @@ def load_model(config: TrainingConfig, hardware: Hardware, precision: str) -> An
         task_type=TaskType.CAUSAL_LM,
     )
     try:
-        return get_peft_model(model, peft_config)
+        return get_peft_model(model, peft_config), shape
     except ValueError as exc:
         raise ConfigError(f"LoRA config does not fit the model: {exc}") from None
 
 
 def training_arguments(
-    config: TrainingConfig, layout: Layout, precision: str, hardware: Hardware, has_validation: bool
+    config: TrainingConfig,
+    layout: Layout,
+    precision: str,
+    hardware: Hardware,
+    has_validation: bool,
+    kernels: KernelChoice | None = None,
 ) -> TrainingArguments:
     spec = config.spec
     hp = spec.hyperparameters
@@ -147,7 +186,9 @@ def training_arguments(
         greater_is_better=False if early else None,
         logging_steps=hp.logging_steps,
         logging_first_step=True,
-        include_num_input_tokens_seen="non_padding",
+        # Counted by ProgressCallback from the dataset instead: the Trainer's count reads the batch back
+        # from the GPU (a device sync) and gathers it across ranks on every micro-step.
+        include_num_input_tokens_seen="no",
         report_to="none",
         disable_tqdm=True,
         seed=spec.dataset.seed,
@@ -156,7 +197,35 @@ def training_arguments(
         dataloader_num_workers=0,
         ddp_find_unused_parameters=False if spec.method is not Method.FULL else None,
         deepspeed=deepspeed,
+        use_liger_kernel=kernels is not None and kernels.liger,
     )
+
+
+def throughput_model(
+    shape: ModelShape,
+    *,
+    sequence_length: float,
+    full_weights: bool,
+    hardware: Hardware,
+    precision: Precision,
+    gpus: int,
+) -> Throughput:
+    """FLOPs per token always (logged); the cluster's peak only on a GPU the table knows."""
+    per_token = flops_per_token(shape, sequence_length, full_weights=full_weights)
+    peak = gpu_peak(hardware.device_name) if hardware.device_name else None
+    if hardware.device_name and peak is None:
+        log.info("GPU %r is not in the peak-FLOPs table: no MFU in the progress", hardware.device_name)
+    total_peak = peak_flops(peak, precision) * gpus if peak is not None else None
+    log.info(
+        "model FLOPs per token %.3g (N=%d, L=%d, d=%d, T=%.0f)%s",
+        per_token,
+        shape.matmul_parameters,
+        shape.layers,
+        shape.hidden_size,
+        sequence_length,
+        f"; peak {total_peak:.3g} FLOP/s over {gpus} {peak.name}" if peak and total_peak else "",
+    )
+    return Throughput(flops_per_token=per_token, peak_flops=total_peak)
 
 
 def run_training(config: TrainingConfig, config_path: Path, reporter: ProgressReporter) -> TrainerResult:
@@ -173,8 +242,11 @@ def run_training(config: TrainingConfig, config_path: Path, reporter: ProgressRe
     prepared = prepare_data(config, tokenizer)
     splits = prepared.splits
     precision = resolve_precision(hp.precision, cuda=hardware.cuda, bf16_supported=hardware.bf16_supported)
-    args = training_arguments(config, layout, precision, hardware, has_validation=bool(splits.validation))
-    model = load_model(config, hardware, precision)
+    kernels = choose_kernels(hp, cuda=hardware.cuda)
+    args = training_arguments(
+        config, layout, precision, hardware, has_validation=bool(splits.validation), kernels=kernels
+    )
+    model, shape = load_model(config, hardware, precision, kernels)
     if hp.gradient_checkpointing and spec.effective_lora() is not None:
         model.enable_input_require_grads()
 
@@ -185,7 +257,18 @@ def run_training(config: TrainingConfig, config_path: Path, reporter: ProgressRe
         if splits.validation
         else None
     )
-    progress = ProgressCallback(reporter)
+    progress = ProgressCallback(
+        reporter,
+        tokens_served=lambda: train_dataset.tokens_served,
+        throughput=throughput_model(
+            shape,
+            sequence_length=train_dataset.mean_length(),
+            full_weights=spec.effective_lora() is None,
+            hardware=hardware,
+            precision=precision,
+            gpus=topology.world_size,
+        ),
+    )
     callbacks: list[Any] = [progress, CheckpointOwnerCallback(layout.checkpoints, owner)]
     if hp.early_stopping_patience is not None:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=hp.early_stopping_patience))
