@@ -23,6 +23,8 @@ class ConditionType(StrEnum):
     PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
     TRAFFIC_NOT_APPLIED = "TrafficNotApplied"
     CANARY_ROLLED_BACK = "CanaryRolledBack"
+    # Make-before-break: True once the split is the one planned and every router serves it.
+    TRAFFIC_SHIFTED = "TrafficShifted"
 
 
 class Reason(StrEnum):
@@ -69,3 +71,10 @@ class Reason(StrEnum):
     PROMOTED = "Promoted"
     PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
     TRAFFIC_NOT_APPLIED = "TrafficNotApplied"
+    # The canary holds its weight: its analysis gave no verdict for noVerdictLimit intervals (a GitOps
+    # tool maps it to Stalled: it needs someone to fix Prometheus or the traffic, not more time).
+    ANALYSIS_STALLED = "AnalysisStalled"
+    # TrafficShifted: what the shift waits on, or that it is done.
+    WAITING_FOR_CAPACITY = "WaitingForCapacity"
+    WAITING_FOR_ROUTERS = "WaitingForRouters"
+    TRAFFIC_SETTLED = "TrafficSettled"
