@@ -548,7 +548,7 @@ SCENARIOS: dict[str, Callable[[], Result]] = {
 def ensure_stack() -> None:
     """`make dev`'s stack, reused when it runs; the quickstart's own ModelDeployment removed once promoted."""
     alive = dev.STATE.exists() and kubectl("get", "--raw", "/readyz", check=False).strip() == "ok"
-    if not alive and dev.up(watch_seconds=1500) != 0:
+    if not alive and dev.up(watch_seconds=1) != 0:
         raise RuntimeError("the stack did not come up")
     kubectl(
         "delete", "modeldeployment", quickstart.DEPLOYMENT, "-n", NS, "--ignore-not-found", "--wait=false"

@@ -67,6 +67,10 @@ class OperatorSettings:
     smoke_timeout_seconds: float = 300.0
     allow_url_overrides: bool = False
     """Honour the smoke-test / synthetic-traffic URL annotations (tests and dev clusters only)."""
+    router_confirm_seconds: float = 120.0
+    """How long pods losing weight wait for every router pod to serve the new split before they scale
+    down without the routers that do not answer (the kubelet updates a mounted ConfigMap within about
+    a minute; an operator outside the pod network cannot read the routers back at all)."""
 
     @classmethod
     def from_env(
@@ -110,6 +114,7 @@ class OperatorSettings:
             smoke_wait_seconds=float(env.get("KUBETUNE_SMOKE_WAIT_SECONDS", "5")),
             smoke_timeout_seconds=float(env.get("KUBETUNE_SMOKE_TIMEOUT_SECONDS", "300")),
             allow_url_overrides=env.get(SMOKE_URL_OVERRIDE_ENV) == "allow",
+            router_confirm_seconds=float(env.get("KUBETUNE_ROUTER_CONFIRM_SECONDS", "120")),
         )
 
 
