@@ -42,14 +42,17 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from kubetune import dev
+from kubetune.devcluster import images as image_build
 from kubetune.devcluster import quickstart, stack
 from kubetune.devcluster.controlplane import find_binary
 from kubetune.devcluster.nodeconfig import NodeLayout
+from kubetune.devcluster.quickstart import DevImages
 
 NS = quickstart.NAMESPACE
 MD = "chaos"
@@ -330,7 +333,7 @@ def run_scenario(
         errors,
         note,
     )
-    print(f"    sent={result.sent} failed={result.failed} {errors or ''}", flush=True)
+    print("    " + row(result), flush=True)
     return result
 
 
@@ -545,11 +548,31 @@ SCENARIOS: dict[str, Callable[[], Result]] = {
 # --- the stack -------------------------------------------------------------------------------------
 
 
-def ensure_stack() -> None:
+def use_dev_dir(directory: Path) -> None:
+    """Drive the stack another checkout's `make dev` started (its `.dev` directory)."""
+    dev.STATE_DIR = directory
+    dev.STATE = directory / "state.json"
+    dev.KUBECONFIG = directory / "cluster" / "kubeconfig"
+
+
+def upgrade_operator() -> None:
+    """This checkout's images (cached by content hash) into the node, and the chart upgraded to them."""
+    image_build.build([])
+    refs = image_build.import_images(str(NodeLayout().containerd_socket))
+    images = DevImages(
+        operator=refs["operator"], trainer=refs["trainer"], router=refs["router"], vllm=refs["vllm-cpu"]
+    )
+    stack.install_operator(dev.KUBECONFIG, images)
+    print(f"==> operator upgraded to {images.operator}, router {images.router}", flush=True)
+
+
+def ensure_stack(upgrade: bool) -> None:
     """`make dev`'s stack, reused when it runs; the quickstart's own ModelDeployment removed once promoted."""
     alive = dev.STATE.exists() and kubectl("get", "--raw", "/readyz", check=False).strip() == "ok"
     if not alive and dev.up(watch_seconds=1) != 0:
         raise RuntimeError("the stack did not come up")
+    if alive and upgrade:
+        upgrade_operator()
     kubectl(
         "delete", "modeldeployment", quickstart.DEPLOYMENT, "-n", NS, "--ignore-not-found", "--wait=false"
     )
@@ -562,19 +585,20 @@ def ensure_stack() -> None:
     )
 
 
-def table(results: list[Result]) -> str:
-    header = (
-        f"{'scenario':<16} {'sent':>6} {'failed':>7} {'p99 added':>10} {'to end state':>13}  errors / note"
+HEADER = f"{'scenario':<16} {'sent':>6} {'failed':>7} {'p99 added':>10} {'to end state':>13}  errors / note"
+
+
+def row(r: Result) -> str:
+    end = "-" if r.to_end_s is None else f"{r.to_end_s:.0f} s"
+    detail = ", ".join(f"{k}: {v}" for k, v in sorted(r.errors.items()))
+    return (
+        f"{r.name:<16} {r.sent:>6} {r.failed:>7} {r.p99_added_ms:>8.0f}ms {end:>13}  "
+        f"{'; '.join(x for x in (detail, r.note) if x)}"
     )
-    lines = [header, "-" * len(header)]
-    for r in results:
-        end = "-" if r.to_end_s is None else f"{r.to_end_s:.0f} s"
-        detail = ", ".join(f"{k}: {v}" for k, v in sorted(r.errors.items()))
-        lines.append(
-            f"{r.name:<16} {r.sent:>6} {r.failed:>7} {r.p99_added_ms:>8.0f}ms {end:>13}  "
-            f"{'; '.join(x for x in (detail, r.note) if x)}"
-        )
-    return "\n".join(lines)
+
+
+def table(results: list[Result]) -> str:
+    return "\n".join([HEADER, "-" * len(HEADER), *(row(r) for r in results)])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -585,14 +609,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--keep", action="store_true", help="leave the stack running (default: make dev-down)"
     )
+    parser.add_argument("--dev-dir", type=Path, help="the .dev directory of a running stack (default: ours)")
+    parser.add_argument(
+        "--upgrade", action="store_true", help="a running stack: import this checkout's images, helm upgrade"
+    )
     args = parser.parse_args(argv)
+    if args.dev_dir is not None:
+        use_dev_dir(args.dev_dir.resolve())
     chosen = [s for s in args.only.split(",") if s] or list(SCENARIOS)
     unknown = set(chosen) - set(SCENARIOS)
     if unknown:
         parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
     results: list[Result] = []
     try:
-        ensure_stack()
+        ensure_stack(args.upgrade)
         for name in chosen:
             try:
                 results.append(SCENARIOS[name]())
