@@ -156,6 +156,8 @@ def single_variant(replicas: int, autoscaling: dict[str, int] | None = None) -> 
 
 
 def with_canary(steps: list[int], interval: str, failure_limit: int = 2, **canary: Any) -> dict[str, Any]:
+    """Steps of a minute: the routers turn Ready only once the kubelet updated their ConfigMap, and a
+    scenario needs the canary at 25% with its routers serving."""
     node_prometheus = "http://10.88.0.1:9090"
     spec = {
         "stableVariant": "stable",
@@ -452,7 +454,7 @@ def scenario_hpa() -> Result:
 
 
 def scenario_prometheus_stop() -> Result:
-    replace_md(with_canary([25, 100], "20s"))
+    replace_md(with_canary([25, 100], "60s"))
     wait(canary_at(25), 600, "canary at 25%")
     pid = prometheus_pid()
 
@@ -464,7 +466,7 @@ def scenario_prometheus_stop() -> Result:
             "prometheus-stop",
             lambda: os.kill(pid, signal.SIGSTOP),
             paused,
-            240,
+            420,
             note="end state: the canary paused with a condition naming the cause",
         )
     finally:
@@ -493,7 +495,7 @@ def scenario_abort_promoted() -> Result:
 
 
 def scenario_canary_rollback() -> Result:
-    replace_md(with_canary([25, 100], "20s", failure_limit=1))
+    replace_md(with_canary([25, 100], "60s", failure_limit=1))
     wait(canary_at(25), 600, "canary at 25%")
     ips = [p["status"]["podIP"] for p in pods("tuned")]
     rules = [["FORWARD", "-d", ip, "-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset"] for ip in ips]
