@@ -158,23 +158,29 @@ async def test_abort_of_a_promoted_canary_is_make_before_break(router: tuple[Fak
 async def test_routers_that_never_answer_are_given_up_after_the_bound(router: tuple[FakeRouter, str]) -> None:
     fake, url = router  # never reloads: answers 503
     kube = FakeKube()
-    settings = OperatorSettings(allow_url_overrides=True, router_confirm_seconds=30)
-    reconciler = ModelDeploymentReconciler(settings)
-    status: dict[str, Any] | None = {"canary": {"step": 2, "weight": 100}}
-    now = T0
-    for _ in range(2):
-        outcome = await reconciler.reconcile(
-            kube, deployment_md(url, abort=False, status=status), now, resync=False
-        )  # type: ignore[arg-type]
-        status = {k: v for k, v in outcome.status.items() if v is not None}
-        set_ready(kube, "tuned", 1)
-    assert fake.loaded is None
-    # The stable was never scaled (0 from the start); the shift waits on the router until the bound.
-    assert shifted(status) == ("False", "WaitingForRouters")
-    later = await reconciler.reconcile(  # type: ignore[arg-type]
-        kube, deployment_md(url, abort=False, status=status), now + timedelta(seconds=31), resync=False
+    reconciler = ModelDeploymentReconciler(
+        OperatorSettings(allow_url_overrides=True, router_confirm_seconds=30)
     )
-    assert later.status["conditions"]
-    condition = next(c for c in later.status["conditions"] if c["type"] == "TrafficShifted")
-    assert (condition["status"], condition["reason"]) == ("True", "TrafficSettled")
-    assert "did not confirm it within 30s" in condition["message"]
+
+    async def run(status: dict[str, Any] | None, now: datetime) -> dict[str, Any]:
+        obj = deployment_md(url, abort=False, status=status)
+        outcome = await reconciler.reconcile(kube, obj, now, resync=False)  # type: ignore[arg-type]
+        return {k: v for k, v in outcome.status.items() if v is not None}
+
+    await run(None, T0)  # the rollout starts: both variants get pods
+    set_ready(kube, "stable", 2)
+    set_ready(kube, "tuned", 1)
+    promoted = {"canary": {"step": 2, "weight": 100}}
+    # Promoted, the stable's pods wait for the router, which never answers: held for the bound ...
+    waiting = await run(promoted, T0 + timedelta(seconds=10))
+    assert shifted(waiting) == ("False", "WaitingForRouters")
+    held = await run(promoted, T0 + timedelta(seconds=35))
+    assert shifted(held) == ("False", "WaitingForRouters")
+    assert replicas(kube, "stable") == 2
+    # ... counted from when the wait for the routers began, then given up.
+    later = await run(promoted, T0 + timedelta(seconds=41))
+    assert fake.loaded is None
+    assert shifted(later) == ("True", "TrafficSettled")
+    condition = next(c for c in later["conditions"] if c["type"] == "TrafficShifted")
+    assert "1 router pods did not confirm it within 30s" in condition["message"]
+    assert replicas(kube, "stable") == 0

@@ -241,14 +241,6 @@ def canary_capacity(
     return capacity
 
 
-def shift_waited_s(ctx: ModelDeploymentContext) -> float:
-    """How long the split has been shifting (TrafficShifted False since), 0 when it was settled."""
-    condition = find_condition(ctx.previous_status.conditions, ConditionType.TRAFFIC_SHIFTED)
-    if condition is None or condition.status != "False" or condition.last_transition_time is None:
-        return 0.0
-    return max(0.0, (ctx.now - condition.last_transition_time).total_seconds())
-
-
 def _with_replicas(children: list[Manifest], replicas: int | None) -> list[Manifest]:
     """The canary sizes Deployments; an autoscaled Deployment (no replicas field) is left to its scaler."""
     if replicas is None:

@@ -82,7 +82,7 @@ class RouterView:
     serving: int
     total: int
     waited_s: float = 0.0
-    """How long the shift has waited (for the give-up bound `confirm_timeout_s`)."""
+    """How long pods losing weight have waited for the routers (for the bound `confirm_timeout_s`)."""
 
     @property
     def confirmed(self) -> bool:
@@ -115,8 +115,9 @@ def plan_shift(
 
     1. capacity: the planned split capped by ready capacity (`capped_weights`);
     2. routers: once the applied split is the planned one, every router pod must serve it
-       (`routers` None: nothing to wait for, e.g. a Gateway); after `confirm_timeout_s` of waiting the
-       shift goes on without the routers that do not answer (an operator outside the pod network);
+       (`routers` None: nothing to wait for: a Gateway, or no pod waits to go); after
+       `confirm_timeout_s` of waiting the shift goes on without the routers that do not answer (an
+       operator outside the pod network);
     3. then, and only then, variants scale down to their planned replicas.
     """
     weights = capped_weights(target, capacity, routed_before)
@@ -150,7 +151,10 @@ def plan_shift(
             message=f"split applied; {routers.total - routers.serving} router pods did not confirm it "
             f"within {confirm_timeout_s:.0f}s",
         )
-    return Shift(weights, scale_down=True, reason=Reason.TRAFFIC_SETTLED, message="split applied and served")
+    served = (
+        "split applied" if routers is None else f"split applied and served by all {routers.total} routers"
+    )
+    return Shift(weights, scale_down=True, reason=Reason.TRAFFIC_SETTLED, message=served)
 
 
 def held_replicas(planned: Mapping[str, int], current: Mapping[str, int]) -> dict[str, int]:

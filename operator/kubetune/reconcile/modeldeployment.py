@@ -80,10 +80,14 @@ class ModelDeploymentReconciler:
         # Children applied by the last pass per object (by uid): pruning lists every kind, so it runs
         # only when that set changes (and once after a start).
         self._applied: dict[str, frozenset[tuple[str, str]]] = {}
+        # Since when pods losing weight wait for the routers (by uid), for the give-up bound. Lost on a
+        # restart, which only makes the operator wait for the routers longer.
+        self._router_wait: dict[str, datetime] = {}
 
     def forget(self, uid: str) -> None:
         """Drop what this process holds for a deleted ModelDeployment: records, smoke tests, load."""
         self._applied.pop(uid, None)
+        self._router_wait.pop(uid, None)
         self.smoke.cancel(uid)
         self.synthetic.stop(uid)
 
@@ -124,11 +128,10 @@ class ModelDeploymentReconciler:
         held = held_replicas(plan.replicas, current) if plan is not None else None
         applied = await self._apply_children(client, ctx, rendering, held)
         statuses = await self._variant_statuses(ctx, rendering, applied)
-        traffic, shift = await self._apply_traffic(client, ctx, statuses, traffic_before, plan)
-        if plan is not None and shift is not None and shift.scale_down:
-            await apply_in_order(
-                client, [child for _, child in planning.scale_downs(ctx, rendering, plan.replicas, current)]
-            )
+        smaller = planning.scale_downs(ctx, rendering, plan.replicas, current) if plan is not None else []
+        traffic, shift = await self._apply_traffic(client, ctx, statuses, traffic_before, plan, bool(smaller))
+        if shift is not None and shift.scale_down:
+            await apply_in_order(client, [child for _, child in smaller])
         applied.keep |= {(c["kind"], c["metadata"]["name"]) for c in traffic.children}
         await self._prune(client, ctx, rendering, frozenset(applied.keep))
         shifting = shift is not None and not shift.settled
@@ -244,6 +247,7 @@ class ModelDeploymentReconciler:
         statuses: Sequence[VariantStatus],
         traffic_before: PreviousTraffic,
         plan: CanaryPlan | None,
+        scale_down_pending: bool,
     ) -> tuple[AppliedTraffic, Shift | None]:
         """Apply the split: routable variants on ready capacity; a canary's weights capped by it."""
         ready = {s.name: routable(s, traffic_before.routed.get(s.name, False)) for s in statuses}
@@ -268,14 +272,16 @@ class ModelDeploymentReconciler:
             return traffic, None
         routers = None
         config = router_config_of(traffic.children[0]) if traffic.children else None
-        if config is not None and weights == plan.weights:
-            # Only a settled split is confirmed: until then nothing scales down anyway.
+        # The routers are asked only when pods wait to go and the split is the planned one (before,
+        # nothing scales down anyway).
+        if config is not None and scale_down_pending and weights == plan.weights:
+            since = self._router_wait.get(ctx.uid)
             routers = await read_routers(
                 client,
                 ctx.obj,
                 config,
                 allow_url_overrides=self.settings.allow_url_overrides,
-                waited_s=planning.shift_waited_s(ctx),
+                waited_s=(ctx.now - since).total_seconds() if since is not None else 0.0,
             )
         shift = plan_shift(
             plan.weights,
@@ -284,6 +290,10 @@ class ModelDeploymentReconciler:
             routers,
             confirm_timeout_s=self.settings.router_confirm_seconds,
         )
+        if shift.reason is Reason.WAITING_FOR_ROUTERS:
+            self._router_wait.setdefault(ctx.uid, ctx.now)
+        else:
+            self._router_wait.pop(ctx.uid, None)
         return traffic, shift
 
     async def _prune(
