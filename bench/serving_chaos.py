@@ -566,6 +566,14 @@ def upgrade_operator() -> None:
     )
     stack.install_operator(dev.KUBECONFIG, images)
     print(f"==> operator upgraded to {images.operator}, router {images.router}", flush=True)
+    # Older tags of the repositories just imported go, as `make dev` does (the node's store is GBs).
+    ctr = ["ctr", "--address", str(NodeLayout().containerd_socket), "-n", "k8s.io", "images"]
+    listed = subprocess.run([*ctr, "ls", "-q"], capture_output=True, text=True, check=False).stdout.split()
+    current = set(refs.values())
+    repositories = {ref.rpartition(":")[0] for ref in current}
+    stale = [ref for ref in listed if ref.rpartition(":")[0] in repositories and ref not in current]
+    if stale:
+        subprocess.run([*ctr, "rm", *stale], capture_output=True, check=False)
 
 
 def ensure_stack(upgrade: bool) -> None:
