@@ -86,9 +86,9 @@ def condition(type_: str) -> dict[str, Any]:
     return next((c for c in md_status().get("conditions", []) if c["type"] == type_), {})
 
 
-def pods(variant: str) -> list[dict[str, Any]]:
+def pods(variant: str, *, terminating: bool = False) -> list[dict[str, Any]]:
     items = get_json("pods", "-n", NS, "-l", f"kubetune.io/deployment={MD},kubetune.io/variant={variant}")
-    return [p for p in items.get("items", []) if not p["metadata"].get("deletionTimestamp")]
+    return [p for p in items.get("items", []) if terminating or not p["metadata"].get("deletionTimestamp")]
 
 
 def ready_pods(variant: str) -> int:
@@ -195,7 +195,15 @@ def _md(variants: list[dict[str, Any]], canary: dict[str, Any] | None) -> dict[s
 def replace_md(document: dict[str, Any]) -> None:
     """A fresh ModelDeployment (its canary state starts over), every old pod gone first."""
     kubectl("delete", "modeldeployment", MD, "-n", NS, "--ignore-not-found", "--wait=true")
-    wait(lambda: not pods("stable") and not pods("tuned"), 180, "old pods gone")
+    gone = wait(
+        lambda: not pods("stable", terminating=True) and not pods("tuned", terminating=True),
+        180,
+        "old pods gone",
+    )
+    if gone is not None:
+        # kube-proxy drops the old endpoints' rules a moment later: a smoke test that reached a reused
+        # pod IP through them would fail the new variant for good.
+        time.sleep(5)
     apply([document])
 
 
