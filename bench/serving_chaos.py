@@ -462,7 +462,15 @@ def scenario_hpa() -> Result:
 
 
 def scenario_prometheus_stop() -> Result:
-    replace_md(with_canary([25, 100], "60s"))
+    # Steps of 90 s: Prometheus stops before the step's first analysis; two analyses without a verdict
+    # pause the canary where the operator knows `noVerdictLimit` (main's CRD does not: applied without).
+    document = with_canary([25, 100], "90s")
+    document["spec"]["traffic"]["canary"]["analysis"]["noVerdictLimit"] = 2
+    try:
+        replace_md(document)
+    except RuntimeError:
+        del document["spec"]["traffic"]["canary"]["analysis"]["noVerdictLimit"]
+        apply([document])
     wait(canary_at(25), 600, "canary at 25%")
     pid = prometheus_pid()
 
