@@ -581,6 +581,8 @@ def upgrade_operator() -> None:
         operator=refs["operator"], trainer=refs["trainer"], router=refs["router"], vllm=refs["vllm-cpu"]
     )
     stack.install_operator(dev.KUBECONFIG, images)
+    # `helm upgrade` leaves CRDs as they were: new fields would be pruned from spec and status.
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(stack.REPO / "crds"))
     print(f"==> operator upgraded to {images.operator}, router {images.router}", flush=True)
     # Older tags of the repositories just imported go, as `make dev` does (the node's store is GBs).
     ctr = ["ctr", "--address", str(NodeLayout().containerd_socket), "-n", "k8s.io", "images"]
