@@ -511,7 +511,7 @@ def scenario_abort_promoted() -> Result:
 
 
 def scenario_canary_rollback() -> Result:
-    replace_md(with_canary([25, 100], "60s", failure_limit=1))
+    replace_md(with_canary([25, 100], "120s", failure_limit=1))
     wait(canary_at(25), 600, "canary at 25%")
     ips = [p["status"]["podIP"] for p in pods("tuned")]
     rules = [["FORWARD", "-d", ip, "-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset"] for ip in ips]
