@@ -108,12 +108,14 @@ dev-down: ## stop the local control plane started by `make dev`
 	$(PY) -m kubetune.dev down
 
 .PHONY: bench
-bench: install cluster-binaries router ## benchmarks that print figures (not part of `make test`)
+bench: install cluster-binaries router system-packages images ## benchmarks that print figures (not part of `make test`)
 	$(PY) bench/trainer_cpu.py
 	$(PY) bench/trainer_gpu.py
 	$(PY) bench/router.py
 	$(PY) bench/operator_scale.py
 	$(PY) bench/chaos.py
+	# Serving faults on the real node (root; `make dev`'s stack, torn down at the end).
+	$(PY) bench/serving_chaos.py
 
 .PHONY: clean
 clean: ## remove the virtualenv and caches inside the repo (the Go/pip caches stay)

@@ -80,6 +80,10 @@ class OperatorSettings:
     """Where Prometheus runs: it may scrape vLLM pods."""
     allow_url_overrides: bool = False
     """Honour the smoke-test / synthetic-traffic URL annotations (tests and dev clusters only)."""
+    router_confirm_seconds: float = 120.0
+    """How long pods losing weight wait for every router pod to serve the new split before they scale
+    down without the routers that do not answer (the kubelet updates a mounted ConfigMap within about
+    a minute; an operator outside the pod network cannot read the routers back at all)."""
 
     @property
     def prometheus_allowlist(self) -> tuple[str, ...] | None:
@@ -141,6 +145,7 @@ class OperatorSettings:
             network_policies=env.get("KUBETUNE_NETWORK_POLICIES", "true").lower() != "false",
             operator_namespace=env.get("KUBETUNE_OPERATOR_NAMESPACE") or None,
             monitoring_namespace=env.get("KUBETUNE_MONITORING_NAMESPACE", "monitoring") or None,
+            router_confirm_seconds=float(env.get("KUBETUNE_ROUTER_CONFIRM_SECONDS", "120")),
         )
 
 

@@ -19,6 +19,7 @@ from tests.support.polling import aeventually
 
 from kubetune.analysis.prometheus import PrometheusClient
 from kubetune.analysis.run import analyze
+from kubetune.api.conditions import Reason
 from kubetune.api.modeldeployment import Canary, CanaryAnalysis, CanaryStatus, ModelSource, Variant
 from kubetune.api.routerconfig import RouterConfig, RouterVariant
 from kubetune.devcluster.controlplane import free_port, terminate
@@ -266,16 +267,19 @@ async def test_healthy_canary_promotes_through_all_steps(tmp_path: Path) -> None
 LOW_TRAFFIC = CanaryAnalysis(prometheus_url="http://unused", max_error_rate=0.01, min_requests=20)
 
 
-async def test_low_traffic_canary_waits_for_samples(tmp_path: Path) -> None:
-    """The control for the next test: a trickle of users alone never gives a verdict."""
+async def test_low_traffic_canary_waits_for_samples_then_stalls(tmp_path: Path) -> None:
+    """The control for the next test: a trickle of users alone never gives a verdict, so after
+    `noVerdictLimit` intervals the canary pauses at its weight (never promotes, never hangs silently)."""
     plans: list[CanaryPlan] = []
     plan = await run_canary(
         tmp_path, FakeOpenAI("canary", latency_s=0.005), LOW_TRAFFIC, plans.append, trickle, deadline_s=20
     )
-    assert plan.outcome is CanaryOutcome.PROGRESSING
+    assert plan.outcome is CanaryOutcome.PAUSED
+    assert plan.reason is Reason.ANALYSIS_STALLED
     assert plan.weights == {"stable": 90, "canary": 10}
     waiting = [p for p in plans if "of 20 requests for a verdict" in p.message]
     assert waiting, [p.message for p in plans]
+    assert plan.status.no_verdict >= LOW_TRAFFIC.no_verdict_limit
 
 
 async def test_synthetic_traffic_fills_a_low_traffic_canary_to_promotion(tmp_path: Path) -> None:

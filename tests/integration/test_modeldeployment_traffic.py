@@ -40,7 +40,12 @@ GPU_PRODUCT = "KWOK-TEST-GPU"
 TAINT = {"key": "kubetune.io/test-node", "value": "modeldeployment", "effect": "NoSchedule"}
 GATEWAY_API = "sigs.k8s.io/gateway-api@v1.4.1"
 HTTPROUTE_CRD = "config/crd/standard/gateway.networking.k8s.io_httproutes.yaml"
-ENV = {"KUBETUNE_CRD_CACHE_SECONDS": "0", "KUBETUNE_SMOKE_WAIT_SECONDS": "2"}
+# The operator cannot reach kwok pod IPs: pods losing weight wait this long for the routers' read-back.
+ENV = {
+    "KUBETUNE_CRD_CACHE_SECONDS": "0",
+    "KUBETUNE_SMOKE_WAIT_SECONDS": "2",
+    "KUBETUNE_ROUTER_CONFIRM_SECONDS": "2",
+}
 
 
 class _Chat(BaseHTTPRequestHandler):

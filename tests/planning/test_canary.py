@@ -252,3 +252,111 @@ def test_shared_base_adapters_move_weight_only() -> None:
         plan = step(spec, plan.status, now, Verdict.PASSED, ready=1, shared=True, replicas=(3, 3))
         assert plan.replicas == {"stable": 3, "canary": 3}
     assert plan.outcome is CanaryOutcome.PROMOTED
+
+
+# --- analysis deadline: no verdict for noVerdictLimit intervals pauses the canary ------------------
+
+
+def _no_verdict_run(sequence: list[str | Verdict], limit: int = 3) -> list[CanaryPlan]:
+    """At 10%, one analysis per interval: an error text (Prometheus away) or a verdict, in order."""
+    spec = canary(analysis=ANALYSIS.model_copy(update={"no_verdict_limit": limit}))
+    stable, cand = variant("stable", 4), variant("canary", 4)
+    status = CanaryStatus(step=1, weight=10, step_started_at=T0)
+    plans = []
+    for i, item in enumerate(sequence, start=1):
+        now = T0 + timedelta(minutes=i)
+        due = plan_canary(spec, stable, cand, status, now=now, canary_ready_replicas=4)
+        assert due.analysis_due, due.message
+        if isinstance(item, Verdict):
+            result = AnalysisResult(
+                metric="requests" if item is Verdict.INCONCLUSIVE else "errorRate",
+                query="q",
+                value=0.0,
+                threshold=10.0,
+                samples=0 if item is Verdict.INCONCLUSIVE else 100,
+                passed=item is Verdict.PASSED,
+            )
+            plan = plan_canary(
+                spec,
+                stable,
+                cand,
+                status,
+                now=now,
+                canary_ready_replicas=4,
+                analysis=AnalysisOutcome(item, (result,)),
+            )
+        else:
+            plan = plan_canary(
+                spec, stable, cand, status, now=now, canary_ready_replicas=4, analysis_error=item
+            )
+        plans.append(plan)
+        status = plan.status
+    return plans
+
+
+ERR = "http://prom:9090/api/v1/query: ClientConnectorError(...)"
+
+
+@pytest.mark.parametrize(
+    ("sequence", "limit", "outcomes", "no_verdict"),
+    [
+        # Prometheus unreachable three intervals in a row: paused at the third, weight held.
+        ([ERR, ERR, ERR], 3, ["Progressing", "Progressing", "Paused"], [1, 2, 3]),
+        # No data counts like an unreachable Prometheus.
+        (
+            [Verdict.INCONCLUSIVE, ERR, Verdict.INCONCLUSIVE],
+            3,
+            ["Progressing", "Progressing", "Paused"],
+            [1, 2, 3],
+        ),
+        # A verdict in between resets the count (a pass moves on to the next step).
+        ([ERR, ERR, Verdict.PASSED], 3, ["Progressing", "Progressing", "Progressing"], [1, 2, 0]),
+        # A paused canary resumes on the next verdict.
+        ([ERR, Verdict.PASSED], 1, ["Paused", "Progressing"], [1, 0]),
+        # A failure is a verdict: counted as a failure, not as a missing verdict.
+        ([ERR, Verdict.FAILED], 3, ["Progressing", "Progressing"], [1, 0]),
+    ],
+)
+def test_no_verdict_pauses_after_the_limit(
+    sequence: list[str | Verdict], limit: int, outcomes: list[str], no_verdict: list[int]
+) -> None:
+    plans = _no_verdict_run(sequence, limit)
+    assert [p.outcome.value for p in plans] == outcomes
+    assert [p.status.no_verdict for p in plans] == no_verdict
+    for plan in plans:
+        if plan.outcome is CanaryOutcome.PAUSED:
+            assert plan.reason is Reason.ANALYSIS_STALLED
+            assert plan.weights == {"stable": 90, "canary": 10}, "a stalled canary neither promotes nor drops"
+            assert "no analysis verdict" in plan.message
+
+
+def test_stalled_message_names_the_cause_and_holds_between_tries() -> None:
+    (plan,) = _no_verdict_run([ERR], limit=1)
+    assert ERR in plan.message
+    assert plan.status.no_verdict_cause is not None
+    assert ERR in plan.status.no_verdict_cause
+    # Between two tries the canary stays paused (no flapping back to Progressing) and names the cause.
+    spec = canary(analysis=ANALYSIS.model_copy(update={"no_verdict_limit": 1}))
+    later = plan_canary(
+        spec,
+        variant("stable", 4),
+        variant("canary", 4),
+        plan.status,
+        now=T0 + timedelta(minutes=1, seconds=20),
+        canary_ready_replicas=4,
+    )
+    assert later.outcome is CanaryOutcome.PAUSED
+    assert later.reason is Reason.ANALYSIS_STALLED
+    assert ERR in later.message
+    assert "next try in 40s" in later.message
+    assert later.requeue_after_s == pytest.approx(40)
+
+
+def test_stalled_canary_warns_with_an_event() -> None:
+    first, second = _no_verdict_run([ERR, ERR], limit=2)
+    assert not [
+        e for e in canary_events(first, CanaryStatus(step=1, weight=10), "canary") if e.type == "Warning"
+    ]
+    warnings = [e for e in canary_events(second, first.status, "canary") if e.type == "Warning"]
+    assert [e.reason for e in warnings] == [Reason.ANALYSIS_STALLED]
+    assert ERR in warnings[0].message

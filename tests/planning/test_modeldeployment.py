@@ -1,4 +1,4 @@
-"""Pure steps of a ModelDeployment pass: what is pruned, what is routable, when to look again."""
+"""Pure steps of a ModelDeployment pass: what is pruned, when to look again."""
 
 from __future__ import annotations
 
@@ -7,11 +7,10 @@ from typing import Any
 
 import pytest
 
-from kubetune.api.common import Condition
 from kubetune.api.conditions import Reason
-from kubetune.api.modeldeployment import CanaryStatus, VariantStatus
+from kubetune.api.modeldeployment import CanaryStatus
 from kubetune.planning.canary import CanaryOutcome, CanaryPlan
-from kubetune.planning.modeldeployment import SMOKE_POLL_S, prune_deletes, requeue_after, routable
+from kubetune.planning.modeldeployment import SHIFT_POLL_S, SMOKE_POLL_S, prune_deletes, requeue_after
 from kubetune.planning.plan import Delete
 
 UID = "mdep-uid"
@@ -42,32 +41,6 @@ def test_prune_deletes_only_owned_unrendered_children_of_released_variants() -> 
     ]
 
 
-def status(available: str | None, smoke: str | None) -> VariantStatus:
-    states = {"Available": available, "SmokeTestPassed": smoke}
-    conditions = [
-        Condition(type=kind, status=value, reason="R", last_transition_time=T0)
-        for kind, value in states.items()
-        if value is not None
-    ]
-    return VariantStatus(name="a", conditions=conditions)
-
-
-@pytest.mark.parametrize(
-    ("available", "smoke", "was_routed", "expected"),
-    [
-        ("True", "True", False, True),
-        ("True", "Unknown", True, True),  # new pods under test: keeps serving
-        ("True", "Unknown", False, False),
-        ("True", "False", True, False),
-        ("False", "True", True, False),
-        (None, "True", True, False),
-        ("True", None, True, False),
-    ],
-)
-def test_routable(available: str | None, smoke: str | None, was_routed: bool, expected: bool) -> None:
-    assert routable(status(available, smoke), was_routed) is expected
-
-
 def plan(requeue: float | None) -> CanaryPlan:
     return CanaryPlan(
         status=CanaryStatus(step=1, weight=10),
@@ -95,3 +68,10 @@ def test_requeue_after_the_next_decision(
     canary: CanaryPlan | None, smoke_running: bool, expected: float | None
 ) -> None:
     assert requeue_after(canary, smoke_running) == expected
+
+
+@pytest.mark.parametrize(
+    ("canary", "expected"), [(None, SHIFT_POLL_S), (plan(60.0), SHIFT_POLL_S), (plan(1.0), 1.0)]
+)
+def test_a_shifting_split_is_looked_at_again_soon(canary: CanaryPlan | None, expected: float) -> None:
+    assert requeue_after(canary, False, shifting=True) == expected

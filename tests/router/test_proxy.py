@@ -13,7 +13,7 @@ from tests.router.conftest import BackendFactory, RouterFactory
 from tests.router.fakes import sample
 from tests.support.polling import aeventually
 
-from kubetune.api.routerconfig import RouterConfig, RouterTimeouts, RouterVariant
+from kubetune.api.routerconfig import TOKEN_HEADER, RouterConfig, RouterTimeouts, RouterVariant
 
 
 def two_variants(a_url: str, b_url: str, a: int = 70, b: int = 30, **extra: object) -> RouterConfig:
@@ -110,6 +110,25 @@ async def test_dead_backend_gets_no_traffic_and_no_5xx(
     assert sample(text, REQUESTS, code="200", source="user", variant="stable") == 200
     assert (sample(text, "kubetune_router_variant_skipped_total", variant="canary") or 0) >= 1
     assert sample(text, "kubetune_router_variant_ready", variant="canary") == 0
+
+
+async def test_a_pinned_request_is_never_failed_over_and_counts_against_its_variant(
+    backend: BackendFactory, router: RouterFactory
+) -> None:
+    """The analysis' synthetic requests are pinned to a variant: a dead canary answers them with errors
+    that count as the canary's, first the refused attempt, then every refusal while it cools down."""
+    a = await backend("stable")
+    harness = await router(two_variants(a.url, closed_port_url(), 50, 50), token="t")
+    pin = {"x-kubetune-variant": "canary", "x-kubetune-synthetic": "1", TOKEN_HEADER: "t"}
+    results = [await harness.chat(pin) for _ in range(5)]
+    assert all(status >= 500 for status, _, _ in results), results
+    assert {variant for _, _, variant in results} == {""}, "never answered by the stable variant"
+    assert a.requests == []
+    text = await harness.metrics()
+    refused = sample(text, REQUESTS, code="502", source="synthetic", variant="canary") or 0
+    cooling = sample(text, REQUESTS, code="503", source="synthetic", variant="canary") or 0
+    assert refused >= 1
+    assert refused + cooling == 5
 
 
 async def test_hot_reload_mid_stream_keeps_the_stream(backend: BackendFactory, router: RouterFactory) -> None:

@@ -156,6 +156,38 @@ def variant(name: str, *conditions: Condition) -> VariantStatus:
         ),
         pytest.param(
             with_(
+                cond("Promoted", "True", "Promoted"),
+                cond("CanaryRolledBack", "False", "Promoted"),
+                cond("TrafficShifted", "False", "WaitingForRouters"),
+            ),
+            [],
+            State.RECONCILING,
+            "WaitingForRouters",
+            id="promoted-old-pods-wait-for-the-routers",
+        ),
+        pytest.param(
+            with_(
+                cond("Promoted", "True", "Promoted"),
+                cond("CanaryRolledBack", "False", "Promoted"),
+                cond("TrafficShifted", "True", "TrafficSettled"),
+            ),
+            [],
+            State.READY,
+            "Reconciled",
+            id="promoted-traffic-settled",
+        ),
+        pytest.param(
+            with_(
+                cond("Promoted", "False", "AnalysisStalled"),
+                cond("CanaryRolledBack", "False", "CanaryStep"),
+            ),
+            [],
+            State.STALLED,
+            "AnalysisStalled",
+            id="canary-paused-for-want-of-a-verdict",
+        ),
+        pytest.param(
+            with_(
                 cond("Promoted", "False", "AnalysisFailed"),
                 cond("CanaryRolledBack", "True", "AnalysisFailed"),
             ),

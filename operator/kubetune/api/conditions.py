@@ -32,6 +32,8 @@ class ConditionType(StrEnum):
     CANARY_ROLLED_BACK = "CanaryRolledBack"
     ROUTE_ACCEPTED = "RouteAccepted"
     """gateway-api / inference-pool providers: the Gateways accepted the HTTPRoute, refs resolved."""
+    # Make-before-break: True once the split is the one planned and every router serves it.
+    TRAFFIC_SHIFTED = "TrafficShifted"
 
 
 class Reason(StrEnum):
@@ -98,6 +100,13 @@ class Reason(StrEnum):
     NO_PARENT_REFS = "NoParentRefs"
     # Ready=True on a ModelDeployment: everything in the spec is rolled out and serving.
     RECONCILED = "Reconciled"
+    # The canary holds its weight: its analysis gave no verdict for noVerdictLimit intervals (a GitOps
+    # tool maps it to Stalled: it needs someone to fix Prometheus or the traffic, not more time).
+    ANALYSIS_STALLED = "AnalysisStalled"
+    # TrafficShifted: what the shift waits on, or that it is done.
+    WAITING_FOR_CAPACITY = "WaitingForCapacity"
+    WAITING_FOR_ROUTERS = "WaitingForRouters"
+    TRAFFIC_SETTLED = "TrafficSettled"
 
 
 # What makes an object Stalled (kstatus: blocked until someone changes the spec or an input), read by
@@ -118,6 +127,7 @@ STALLED_REASONS: frozenset[Reason] = frozenset(
         Reason.GATE_FAILED,
         Reason.SMOKE_FAILED,
         Reason.PROGRESS_DEADLINE_EXCEEDED,
+        Reason.ANALYSIS_STALLED,
     }
 )
 """Reasons that, on a condition whose status is False, mean nothing moves on by itself."""

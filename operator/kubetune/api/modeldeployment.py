@@ -296,6 +296,15 @@ class CanaryAnalysis(KubeModel):
     synthetic_traffic: SyntheticTraffic = Field(
         default_factory=SyntheticTraffic, description="Fill low-traffic canaries."
     )
+    no_verdict_limit: int = Field(
+        default=3,
+        ge=1,
+        le=100,
+        description=(
+            "Analyses in a row without a verdict (Prometheus unreachable or not Prometheus, no data, fewer "
+            "than minRequests) before the canary pauses with reason AnalysisStalled."
+        ),
+    )
 
 
 class Canary(KubeModel):
@@ -581,6 +590,10 @@ class CanaryStatus(KubeModel):
         default_factory=list, max_length=16, description="Checks of the last analysis."
     )
     analyzed_at: datetime | None = Field(default=None, description="When the last analysis ran.")
+    no_verdict: int = Field(default=0, ge=0, description="Analyses in a row that gave no verdict.")
+    no_verdict_cause: str | None = Field(
+        default=None, max_length=1024, description="Why the last analysis gave no verdict."
+    )
 
 
 class ModelDeploymentStatus(KubeModel):

@@ -156,6 +156,7 @@ def plan_canary(
     canary_ready_replicas: int,
     shared_base: bool = False,
     analysis: AnalysisOutcome | None = None,
+    analysis_error: str | None = None,
 ) -> CanaryPlan:
     """Decide the next canary state. `candidate` is the canary variant; `status` is None before the start.
 
@@ -163,17 +164,20 @@ def plan_canary(
     A rollout that was rolled back stays rolled back until the caller resets the status (new canary spec).
     An analysis that passes (or fails for the last time) moves the state on, and the decision is taken
     again from there: at most a few rounds, each step of the state machine below.
+    `analysis_error`: the due analysis could not run (Prometheus unreachable, not Prometheus): no verdict.
     """
     rollout = _Rollout(canary_spec, stable, candidate, now, canary_ready_replicas, shared_base)
     st = status if status is not None and status.step > 0 else CanaryStatus(step=1, weight=0)
     while True:
-        decided = _decide(rollout, st, analysis)
+        decided = _decide(rollout, st, analysis, analysis_error)
         if isinstance(decided, CanaryPlan):
             return decided
-        st, analysis = decided, None
+        st, analysis, analysis_error = decided, None, None
 
 
-def _decide(r: _Rollout, st: CanaryStatus, analysis: AnalysisOutcome | None) -> CanaryPlan | CanaryStatus:
+def _decide(
+    r: _Rollout, st: CanaryStatus, analysis: AnalysisOutcome | None, analysis_error: str | None
+) -> CanaryPlan | CanaryStatus:
     """The plan, or the status to decide again from (an analysis moved the rollout on)."""
     settled = _settled(r, st)
     if settled is not None:
@@ -190,7 +194,7 @@ def _decide(r: _Rollout, st: CanaryStatus, analysis: AnalysisOutcome | None) -> 
         )
     if st.weight < target:
         return _move_weight(r, st, step, target)
-    return _check(r, st, step, analysis)
+    return _check(r, st, step, analysis, analysis_error)
 
 
 def _settled(r: _Rollout, st: CanaryStatus) -> CanaryPlan | None:
@@ -230,7 +234,16 @@ def _move_weight(r: _Rollout, st: CanaryStatus, step: int, target: int) -> Canar
             target=target,
             requeue_after_s=CAPACITY_RECHECK_S,
         )
-    applied = st.model_copy(update={"step": step, "weight": target, "failures": 0, "step_started_at": r.now})
+    applied = st.model_copy(
+        update={
+            "step": step,
+            "weight": target,
+            "failures": 0,
+            "no_verdict": 0,
+            "no_verdict_cause": None,
+            "step_started_at": r.now,
+        }
+    )
     if target == 100:
         return r.plan(applied, CanaryOutcome.PROMOTED, Reason.PROMOTED, f"{candidate} takes 100% of traffic")
     return r.plan(
@@ -243,7 +256,7 @@ def _move_weight(r: _Rollout, st: CanaryStatus, step: int, target: int) -> Canar
 
 
 def _check(
-    r: _Rollout, st: CanaryStatus, step: int, analysis: AnalysisOutcome | None
+    r: _Rollout, st: CanaryStatus, step: int, analysis: AnalysisOutcome | None, analysis_error: str | None
 ) -> CanaryPlan | CanaryStatus:
     """At the step's weight: wait for the interval, then ask for an analysis, then judge it."""
     candidate, total = r.candidate.name, len(r.steps)
@@ -252,14 +265,24 @@ def _check(
     since = max(started, st.analyzed_at) if st.analyzed_at is not None else started
     due_at = since + interval
     if r.now < due_at:
+        wait_s = (due_at - r.now).total_seconds()
+        if _stalled(r, st):
+            return r.plan(
+                st,
+                CanaryOutcome.PAUSED,
+                Reason.ANALYSIS_STALLED,
+                f"{_stalled_message(r, st, step)}; next try in {wait_s:.0f}s",
+                requeue_after_s=wait_s,
+            )
         return r.plan(
             st,
             CanaryOutcome.PROGRESSING,
             Reason.CANARY_STEP,
-            f"step {step}/{total}: {st.weight}% to {candidate}, next check in "
-            f"{(due_at - r.now).total_seconds():.0f}s",
-            requeue_after_s=(due_at - r.now).total_seconds(),
+            f"step {step}/{total}: {st.weight}% to {candidate}, next check in {wait_s:.0f}s",
+            requeue_after_s=wait_s,
         )
+    if r.spec.analysis is not None and analysis_error is not None:
+        return _no_verdict(r, st, step, f"analysis could not run: {analysis_error}", interval)
     if r.spec.analysis is not None and analysis is None:
         return r.plan(
             st,
@@ -278,19 +301,21 @@ def _judge(
     """Passed: on to the next step. Inconclusive: wait for samples. Failed: count it; at the limit, back."""
     verdict = Verdict.PASSED if analysis is None else analysis.verdict
     results = list(analysis.results) if analysis is not None else []
-    analysed = st.model_copy(update={"last_analysis": results, "analyzed_at": r.now})
-    if verdict is Verdict.PASSED:
-        return analysed.model_copy(update={"step": step + 1, "failures": 0})
     if verdict is Verdict.INCONCLUSIVE:
         minimum = r.spec.analysis.min_requests if r.spec.analysis else 0
         seen = results[0].samples if results else 0
-        return r.plan(
-            analysed,
-            CanaryOutcome.PROGRESSING,
-            Reason.CANARY_STEP,
-            f"step {step}/{len(r.steps)}: {seen} of {minimum} requests for a verdict on {r.candidate.name}",
-            requeue_after_s=interval.total_seconds(),
+        return _no_verdict(
+            r,
+            st.model_copy(update={"last_analysis": results}),
+            step,
+            f"{seen} of {minimum} requests for a verdict on {r.candidate.name}",
+            interval,
         )
+    analysed = st.model_copy(
+        update={"last_analysis": results, "analyzed_at": r.now, "no_verdict": 0, "no_verdict_cause": None}
+    )
+    if verdict is Verdict.PASSED:
+        return analysed.model_copy(update={"step": step + 1, "failures": 0})
     failed = analysed.model_copy(update={"failures": st.failures + 1})
     if failed.failures >= r.spec.failure_limit:
         return failed.model_copy(update={"weight": 0})
@@ -300,5 +325,45 @@ def _judge(
         Reason.ANALYSIS_FAILED,
         f"analysis failed ({failed.failures}/{r.spec.failure_limit}) at {st.weight}%: "
         f"{describe_failures(results)}",
+        requeue_after_s=interval.total_seconds(),
+    )
+
+
+def _stalled(r: _Rollout, st: CanaryStatus) -> bool:
+    limit = r.spec.analysis.no_verdict_limit if r.spec.analysis is not None else 1
+    return r.spec.analysis is not None and st.no_verdict >= limit
+
+
+def _stalled_message(r: _Rollout, st: CanaryStatus, step: int) -> str:
+    return (
+        f"paused at step {step}/{len(r.steps)} at {st.weight}%: no analysis verdict for {st.no_verdict} "
+        f"intervals ({st.no_verdict_cause}); retried every interval, the rollout resumes on a verdict"
+    )
+
+
+def _no_verdict(r: _Rollout, st: CanaryStatus, step: int, cause: str, interval: timedelta) -> CanaryPlan:
+    """An analysis without a verdict: wait an interval; `noVerdictLimit` in a row pause the canary.
+
+    Paused, the weight holds (nothing promotes) and the analysis is retried every interval: a verdict
+    resumes the rollout. The reason (AnalysisStalled) names the state; the message names the cause.
+    """
+    held = st.model_copy(
+        update={"no_verdict": st.no_verdict + 1, "no_verdict_cause": cause, "analyzed_at": r.now}
+    )
+    limit = r.spec.analysis.no_verdict_limit if r.spec.analysis is not None else 1
+    if _stalled(r, held):
+        return r.plan(
+            held,
+            CanaryOutcome.PAUSED,
+            Reason.ANALYSIS_STALLED,
+            _stalled_message(r, held, step),
+            requeue_after_s=interval.total_seconds(),
+        )
+    return r.plan(
+        held,
+        CanaryOutcome.PROGRESSING,
+        Reason.CANARY_STEP,
+        f"step {step}/{len(r.steps)} at {st.weight}%: no analysis verdict ({held.no_verdict}/{limit} before "
+        f"the canary pauses): {cause}",
         requeue_after_s=interval.total_seconds(),
     )

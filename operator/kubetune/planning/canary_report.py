@@ -51,6 +51,10 @@ def canary_events(plan: CanaryPlan, previous: CanaryStatus | None, candidate: st
         return events
     if after.failures > before.failures:
         events.append(Event("Warning", Reason.ANALYSIS_FAILED, plan.message))
+    if plan.reason is Reason.ANALYSIS_STALLED and after.no_verdict > before.no_verdict:
+        # Once when the canary pauses, then once per further try without a verdict (a Warning each
+        # interval while Prometheus stays away: someone has to look).
+        events.append(Event("Warning", Reason.ANALYSIS_STALLED, plan.message))
     if after.weight != before.weight:
         if plan.outcome is CanaryOutcome.PROMOTED:
             events.append(Event("Normal", Reason.PROMOTED, plan.message))

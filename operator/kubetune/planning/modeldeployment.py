@@ -2,7 +2,8 @@
 
 The reconciler (`kubetune.reconcile.modeldeployment`) orders them around its I/O: observe →
 `render_variants` → canary (`canary_inputs`, then the analysis when due) → apply the children →
-smoke tests (`smoke_request`) → `variant_statuses` → traffic (`routable`) → prune → `final_status`.
+smoke tests (`smoke_request`) → `variant_statuses` → traffic (`traffic_shift`: routable, capped by
+ready capacity, make-before-break) → prune → `final_status`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from kubetune.planning.canary import CanaryPlan
 from kubetune.planning.canary_report import canary_conditions
 from kubetune.planning.plan import Delete, Event
 from kubetune.planning.smoke import SmokeRequest, base_url, smoke_key, tested_key
+from kubetune.planning.traffic_shift import Capacity, Shift
 from kubetune.serving.gate import GateVerdict, evaluate_gate
 from kubetune.serving.resolution import Resolution
 from kubetune.serving.smoke import SmokeVerdict, smoke_prompts
@@ -52,6 +54,7 @@ _EVENT_CONDITIONS = (
 )
 _WARNING_REASONS = {*TERMINAL_REASONS, Reason.PROGRESS_DEADLINE_EXCEEDED, Reason.FINETUNE_JOB_NOT_FOUND}
 SMOKE_POLL_S = 3.0
+SHIFT_POLL_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -196,17 +199,63 @@ def prometheus_url(spec: ModelDeploymentSpec, settings: RenderSettings) -> str |
 def children_to_apply(
     ctx: ModelDeploymentContext,
     rendering: Rendering,
-    plan: CanaryPlan | None,
+    replicas: Mapping[str, int] | None,
     monitor_labels: Mapping[str, str] | None = None,
 ) -> list[tuple[str | None, Manifest]]:
-    """(variant, child) in apply order, sized by the canary; the PodMonitor last (variant None)."""
+    """(variant, child) in apply order, sized by the canary (`replicas`); the PodMonitor last."""
     result: list[tuple[str | None, Manifest]] = []
     for variant_name, children in rendering.children.items():
-        replicas = plan.replicas.get(variant_name) if plan is not None else None
-        result.extend((variant_name, child) for child in _with_replicas(children, replicas))
+        size = replicas.get(variant_name) if replicas is not None else None
+        result.extend((variant_name, child) for child in _with_replicas(children, size))
     if ctx.pod_monitor:
         result.append((None, build_pod_monitor(ctx.obj, monitor_labels)))
     return result
+
+
+def current_replicas(ctx: ModelDeploymentContext) -> dict[str, int]:
+    """Replicas each variant's Deployment asks for now, by the variant that owns the pods."""
+    current = {}
+    for name, deployment in ctx.deployments.items():
+        replicas = (deployment.get("spec") or {}).get("replicas")
+        if name is not None and isinstance(replicas, int):
+            current[name] = replicas
+    return current
+
+
+def scale_downs(
+    ctx: ModelDeploymentContext, rendering: Rendering, planned: Mapping[str, int], current: Mapping[str, int]
+) -> list[tuple[str | None, Manifest]]:
+    """The Deployments the canary sizes below what they ask for now (applied once the split settled)."""
+    smaller = {
+        name: n for name, n in planned.items() if n < current.get(name, 0) and name in rendering.children
+    }
+    return [
+        (name, child)
+        for name, child in children_to_apply(ctx, rendering, smaller)
+        # An autoscaled Deployment has no replicas field: its scaler sizes it, never the canary.
+        if name in smaller and child["kind"] == "Deployment" and "replicas" in child["spec"]
+    ]
+
+
+def canary_capacity(
+    ctx: ModelDeploymentContext, statuses: Sequence[VariantStatus], ready: Mapping[str, bool]
+) -> dict[str, Capacity]:
+    """What each variant's ready pods can take, for the canary's weights (GPU-aware: `replicas` pods
+    take 100%; an autoscaled variant or adapters on a shared base take any share with one pod)."""
+    canary = ctx.spec.traffic.canary
+    shared = canary is not None and ctx.spec.pods_of(canary.stable_variant) == ctx.spec.pods_of(
+        canary.canary_variant
+    )
+    by_name = {v.name: v for v in ctx.spec.variants}
+    capacity = {}
+    for status in statuses:
+        variant = by_name[status.name]
+        pods = by_name.get(ctx.spec.pods_of(variant.name), variant)
+        full = 0 if shared or pods.autoscaling is not None or variant.served_by is not None else pods.replicas
+        capacity[status.name] = Capacity(
+            ready=status.ready_replicas if ready.get(status.name) else 0, full=full
+        )
+    return capacity
 
 
 def _with_replicas(children: list[Manifest], replicas: int | None) -> list[Manifest]:
@@ -342,15 +391,6 @@ def transition_events(variant: str, before: Sequence[Condition], after: Sequence
     return events
 
 
-def routable(status: VariantStatus, was_routed: bool) -> bool:
-    """Available and smoke-tested; a variant already serving keeps serving while its new pods are tested."""
-    available = find_condition(status.conditions, ConditionType.AVAILABLE)
-    tested = find_condition(status.conditions, ConditionType.SMOKE_TEST_PASSED)
-    if available is None or available.status != "True" or tested is None:
-        return False
-    return tested.status == "True" or (tested.status == "Unknown" and was_routed)
-
-
 # --- pruning ---------------------------------------------------------------------------------------
 
 # Kinds a ModelDeployment may own; optional CRDs are listed only when installed.
@@ -397,6 +437,7 @@ def final_status(
     weights: Mapping[str, int],
     endpoint: str | None,
     plan: CanaryPlan | None,
+    shift: Shift | None = None,
     *,
     route: RouteVerdict | None = None,
 ) -> dict[str, Any]:
@@ -410,6 +451,7 @@ def final_status(
         spec=ctx.spec,
     )
     status.conditions = canary_conditions(status.conditions, plan, ctx.generation, ctx.now)
+    status.conditions = shift_condition(status.conditions, shift, ctx.generation, ctx.now)
     if route is None:  # the router provider: no HTTPRoute to report on
         status.conditions = [c for c in status.conditions if c.type != ConditionType.ROUTE_ACCEPTED]
     else:
@@ -434,9 +476,29 @@ def final_status(
     return wire
 
 
-def requeue_after(plan: CanaryPlan | None, smoke_running: bool) -> float | None:
-    """The next canary decision, or soon while a smoke test runs (its verdict gates traffic)."""
+def shift_condition(
+    conditions: Sequence[Condition], shift: Shift | None, generation: int | None, now: datetime
+) -> list[Condition]:
+    """TrafficShifted: what a make-before-break move waits on (capacity, routers), or that it is done."""
+    if shift is None:
+        return [c for c in conditions if c.type != ConditionType.TRAFFIC_SHIFTED]
+    return set_condition(
+        conditions,
+        ConditionType.TRAFFIC_SHIFTED,
+        "True" if shift.settled else "False",
+        shift.reason,
+        shift.message,
+        generation,
+        now,
+    )
+
+
+def requeue_after(plan: CanaryPlan | None, smoke_running: bool, shifting: bool = False) -> float | None:
+    """The next canary decision, or soon while a smoke test runs (its verdict gates traffic) or the
+    split is shifting (ready pods and routers are looked at again)."""
     due = [plan.requeue_after_s] if plan is not None and plan.requeue_after_s is not None else []
     if smoke_running:
         due.append(SMOKE_POLL_S)
+    if shifting:
+        due.append(SHIFT_POLL_S)
     return min(due, default=None)

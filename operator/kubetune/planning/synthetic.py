@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kubetune.api.common import GROUP
+from kubetune.api.conditions import Reason
 from kubetune.api.modeldeployment import ModelDeploymentSpec
 from kubetune.builders.httproute import GATEWAY_PROVIDERS
 from kubetune.builders.router import router_endpoint
@@ -34,7 +35,7 @@ def desired_load(
     """A load while a canary with synthetic traffic on is being analysed; None otherwise.
 
     Only between the first step and promotion: before the canary takes weight there is nothing to
-    judge, and a paused, promoted or rolled-back canary needs no samples. Needs the router (the
+    judge, and a canary paused by the user, promoted or rolled back needs no samples. Needs the router (the
     override and synthetic headers are the router's); `token` is the router's shared token, which
     those headers need to count.
     """
@@ -43,7 +44,9 @@ def desired_load(
         return None
     if not canary.analysis.synthetic_traffic.enabled or spec.traffic.provider in GATEWAY_PROVIDERS:
         return None
-    if plan.outcome is not CanaryOutcome.PROGRESSING or plan.status.weight == 0:
+    # A canary paused for want of a verdict keeps its samples coming: a verdict resumes it.
+    analysing = plan.outcome is CanaryOutcome.PROGRESSING or plan.reason is Reason.ANALYSIS_STALLED
+    if not analysing or plan.status.weight == 0:
         return None
     return SyntheticLoad(
         url=overridden_url(mdep, SYNTHETIC_URL_ANNOTATION, router_endpoint(mdep), allowed=allow_url_override),

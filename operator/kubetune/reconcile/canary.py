@@ -1,13 +1,14 @@
 """One canary pass: plan, analyse when due, plan again with the analysis.
 
 The state machine is pure (`kubetune.planning.canary.plan_canary`); this module adds the I/O around it
-(the Prometheus analysis). A Prometheus that cannot be reached is no verdict on the canary: the step
-waits and retries, no failure is counted.
+(the Prometheus analysis). A Prometheus that cannot be reached (or is not Prometheus) is no verdict on
+the canary: no failure is counted, the analysis is retried after an interval, and `noVerdictLimit`
+analyses in a row without a verdict pause the canary (reason AnalysisStalled, a Warning Event).
 """
 
 from __future__ import annotations
 
-import dataclasses
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,7 +24,8 @@ from kubetune.planning.canary_report import canary_events
 from kubetune.planning.modeldeployment import CanaryInputs
 from kubetune.planning.plan import Event
 
-PROMETHEUS_RETRY_S = 30.0
+ANALYSIS_TIMEOUT_S = 30.0
+"""A Prometheus that accepts connections but never answers holds one reconcile pass at most this long."""
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,7 @@ async def run_canary(
     by_name = {v.name: v for v in spec.variants}
     stable, candidate = by_name[canary.stable_variant], by_name[canary.canary_variant]
 
-    def planned(analysis: AnalysisOutcome | None = None) -> CanaryPlan:
+    def planned(analysis: AnalysisOutcome | None = None, error: str | None = None) -> CanaryPlan:
         return plan_canary(
             canary,
             stable,
@@ -56,22 +58,23 @@ async def run_canary(
             canary_ready_replicas=inputs.ready_replicas,
             shared_base=inputs.shared_base,
             analysis=analysis,
+            analysis_error=error,
         )
 
     plan = planned()
     if plan.analysis_due and canary.analysis is not None:
         try:
-            outcome = await _analyze(
-                canary, plan, namespace=namespace, deployment=deployment, allowed=prometheus_allowlist
+            outcome = await asyncio.wait_for(
+                _analyze(
+                    canary, plan, namespace=namespace, deployment=deployment, allowed=prometheus_allowlist
+                ),
+                ANALYSIS_TIMEOUT_S,
             )
+        except TimeoutError:
+            plan = planned(error=f"Prometheus did not answer within {ANALYSIS_TIMEOUT_S:.0f}s")
         except PrometheusError as exc:
-            plan = dataclasses.replace(
-                plan,
-                message=f"analysis could not run, retrying (no failure counted): {exc}",
-                requeue_after_s=PROMETHEUS_RETRY_S,
-                analysis_due=False,
-                analysis_window_s=0.0,
-            )
+            # Cut: the cause is kept in status (noVerdictCause, at most 1,024 characters).
+            plan = planned(error=str(exc)[:900])
         else:
             plan = planned(outcome)
     return CanaryPass(plan, canary_events(plan, inputs.previous, candidate.name))

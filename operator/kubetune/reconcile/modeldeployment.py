@@ -4,17 +4,19 @@ Order per pass: observe (the referenced FineTuneJobs resolve each variant's mode
 gate; the optional APIs; the variants' Deployments; the traffic object's rollout) → create the router's
 token Secret if absent and read its token → render the
 variants → plan the canary (replicas and weights; analysis when due) → server-side apply each
-rolled-out variant's children (a deleted or edited child is restored on the next pass) → smoke-test
-variants that finished rolling out → apply the traffic split (router or HTTPRoute) with only
-smoke-tested, available variants in it, and read the stored weights back → prune children of
-removed variants → status. The decisions are the pure steps of `kubetune.planning.modeldeployment`;
+rolled-out variant's children, never below the replicas it has (a deleted or edited child is restored
+on the next pass) → smoke-test variants that finished rolling out → apply the traffic split (router or
+HTTPRoute) with only smoke-tested variants with a ready pod in it, a canary's weights capped by ready
+capacity, and read the stored weights back → once the split is the planned one and every router pod
+serves it, scale down the variants that lost weight (make-before-break) → prune children of removed
+variants → status. The decisions are the pure steps of `kubetune.planning.modeldeployment`;
 every step is idempotent (deterministic names, server-side apply with one field manager), so a re-run
 or an operator restart converges to the same children.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -25,6 +27,7 @@ from kubetune.builders.common import LABEL_DEPLOYMENT, LABEL_VARIANT
 from kubetune.builders.httproute import GATEWAY_PROVIDERS
 from kubetune.builders.modeldeployment import ROLE_SERVING
 from kubetune.builders.networkpolicy import Peers
+from kubetune.builders.router import router_config_of
 from kubetune.kube.client import KubeClient
 from kubetune.planning import modeldeployment as planning
 from kubetune.planning.admission import accepted, parse_spec
@@ -34,11 +37,13 @@ from kubetune.planning.modeldeployment import ModelDeploymentContext, Rendering,
 from kubetune.planning.plan import Event, Outcome
 from kubetune.planning.smoke import SmokeRequest
 from kubetune.planning.synthetic import desired_load
+from kubetune.planning.traffic_shift import Shift, capped_weights, held_replicas, plan_shift, routable
 from kubetune.reconcile.apply import NameConflict, Ownership, apply_in_order
 from kubetune.reconcile.canary import run_canary
 from kubetune.reconcile.capabilities import CapabilityCache
 from kubetune.reconcile.conflict import name_conflict_outcome
 from kubetune.reconcile.prune import prune
+from kubetune.reconcile.router_readback import read_routers
 from kubetune.reconcile.router_token import ensure_router_token
 from kubetune.reconcile.smoke import SmokeTests
 from kubetune.reconcile.synthetic import SyntheticTraffic
@@ -80,11 +85,15 @@ class ModelDeploymentReconciler:
         # only when that set changes (and once after a start).
         self._applied: dict[str, frozenset[tuple[str, str]]] = {}
         self.owned = Ownership()
+        # Since when pods losing weight wait for the routers (by uid), for the give-up bound. Lost on a
+        # restart, which only makes the operator wait for the routers longer.
+        self._router_wait: dict[str, datetime] = {}
 
     def forget(self, uid: str) -> None:
         """Drop what this process holds for a deleted ModelDeployment: records, smoke tests, load."""
         self._applied.pop(uid, None)
         self.owned.forget(uid)
+        self._router_wait.pop(uid, None)
         self.smoke.cancel(uid)
         self.synthetic.stop(uid)
 
@@ -133,17 +142,25 @@ class ModelDeploymentReconciler:
                 token=token,
             ),
         )
-        applied = await self._apply_children(client, ctx, rendering, plan)
+        # Make-before-break: pods are added first; a variant losing pods keeps them until the split
+        # is the planned one and every router serves it (scaled down at the end of the pass).
+        current = planning.current_replicas(ctx)
+        held = held_replicas(plan.replicas, current) if plan is not None else None
+        applied = await self._apply_children(client, ctx, rendering, held)
         statuses = await self._variant_statuses(ctx, rendering, applied)
-        traffic = await self._apply_traffic(client, ctx, statuses, traffic_before, plan)
+        smaller = planning.scale_downs(ctx, rendering, plan.replicas, current) if plan is not None else []
+        traffic, shift = await self._apply_traffic(client, ctx, statuses, traffic_before, plan, bool(smaller))
+        if shift is not None and shift.scale_down:
+            await apply_in_order(client, [child for _, child in smaller], self.owned)
         applied.keep |= {(c["kind"], c["metadata"]["name"]) for c in traffic.children}
         await self._prune(client, ctx, rendering, frozenset(applied.keep))
+        shifting = shift is not None and not shift.settled
         return Outcome(
             status=planning.final_status(
-                ctx, statuses, traffic.weights, traffic.endpoint, plan, route=traffic.route
+                ctx, statuses, traffic.weights, traffic.endpoint, plan, shift, route=traffic.route
             ),
             events=ctx.events,
-            requeue_after_s=planning.requeue_after(plan, self.smoke.running(ctx.uid)),
+            requeue_after_s=planning.requeue_after(plan, self.smoke.running(ctx.uid), shifting),
         )
 
     async def observe(
@@ -210,10 +227,14 @@ class ModelDeploymentReconciler:
         return result.plan
 
     async def _apply_children(
-        self, client: KubeClient, ctx: ModelDeploymentContext, rendering: Rendering, plan: CanaryPlan | None
+        self,
+        client: KubeClient,
+        ctx: ModelDeploymentContext,
+        rendering: Rendering,
+        replicas: Mapping[str, int] | None,
     ) -> _Applied:
         applied = _Applied()
-        to_apply = planning.children_to_apply(ctx, rendering, plan, self.render_settings.monitor_labels)
+        to_apply = planning.children_to_apply(ctx, rendering, replicas, self.render_settings.monitor_labels)
         stored = await apply_in_order(client, [child for _, child in to_apply], self.owned)
         for (variant_name, child), result in zip(to_apply, stored, strict=True):
             applied.keep.add((child["kind"], child["metadata"]["name"]))
@@ -255,9 +276,16 @@ class ModelDeploymentReconciler:
         statuses: Sequence[VariantStatus],
         traffic_before: PreviousTraffic,
         plan: CanaryPlan | None,
-    ) -> AppliedTraffic:
-        ready = {s.name: planning.routable(s, traffic_before.routed.get(s.name, False)) for s in statuses}
-        weights = plan.weights if plan is not None else {v.name: v.weight for v in ctx.spec.variants}
+        scale_down_pending: bool,
+    ) -> tuple[AppliedTraffic, Shift | None]:
+        """Apply the split: routable variants on ready capacity; a canary's weights capped by it."""
+        ready = {s.name: routable(s, traffic_before.routed.get(s.name, False)) for s in statuses}
+        if plan is None:
+            weights: Mapping[str, int] = {v.name: v.weight for v in ctx.spec.variants}
+            capacity = None
+        else:
+            capacity = planning.canary_capacity(ctx, statuses, ready)
+            weights = capped_weights(plan.weights, capacity, traffic_before.weights)
         traffic = await apply_traffic(
             client,
             ctx,
@@ -275,7 +303,33 @@ class ModelDeploymentReconciler:
         )
         if traffic.problem and ctx.previous_status.phase is None:
             ctx.events.append(Event("Warning", Reason.TRAFFIC_NOT_APPLIED, traffic.problem))
-        return traffic
+        if plan is None or capacity is None:
+            return traffic, None
+        routers = None
+        config = router_config_of(traffic.children[0]) if traffic.children else None
+        # The routers are asked only when pods wait to go and the split is the planned one (before,
+        # nothing scales down anyway).
+        if config is not None and scale_down_pending and weights == plan.weights:
+            since = self._router_wait.get(ctx.uid)
+            routers = await read_routers(
+                client,
+                ctx.obj,
+                config,
+                allow_url_overrides=self.settings.allow_url_overrides,
+                waited_s=(ctx.now - since).total_seconds() if since is not None else 0.0,
+            )
+        shift = plan_shift(
+            plan.weights,
+            capacity,
+            traffic_before.weights,
+            routers,
+            confirm_timeout_s=self.settings.router_confirm_seconds,
+        )
+        if shift.reason is Reason.WAITING_FOR_ROUTERS:
+            self._router_wait.setdefault(ctx.uid, ctx.now)
+        else:
+            self._router_wait.pop(ctx.uid, None)
+        return traffic, shift
 
     async def _prune(
         self,

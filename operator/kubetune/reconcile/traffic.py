@@ -43,8 +43,13 @@ class PreviousTraffic:
     """What the traffic object said before this pass."""
 
     rollout: str | None = None
-    routed: Mapping[str, bool] = field(default_factory=dict)
-    """Variants that were taking traffic (ready with weight, or a weight in the HTTPRoute)."""
+    weights: Mapping[str, int] = field(default_factory=dict)
+    """The split routed before this pass (0 for variants that were not ready)."""
+
+    @property
+    def routed(self) -> dict[str, bool]:
+        """Variants that were taking traffic (ready with weight, or a weight in the HTTPRoute)."""
+        return {name: weight > 0 for name, weight in self.weights.items()}
 
 
 @dataclass(frozen=True)
@@ -99,18 +104,12 @@ async def previous_traffic(client: KubeClient, ctx: ModelDeploymentContext) -> P
         if route is None:
             return PreviousTraffic()
         weights = httproute_weights(route, _service_to_variant(mdep, spec))
-        return PreviousTraffic(
-            (route["metadata"].get("annotations") or {}).get(ANNOTATION_ROLLOUT),
-            {name: weight > 0 for name, weight in weights.items()},
-        )
+        return PreviousTraffic((route["metadata"].get("annotations") or {}).get(ANNOTATION_ROLLOUT), weights)
     configmap = await client.get("v1", "ConfigMap", meta["namespace"], router_resource_name(meta["name"]))
     if configmap is None:
         return PreviousTraffic()
     weights = routed_weights(router_config_of(configmap))
-    return PreviousTraffic(
-        (configmap["metadata"].get("annotations") or {}).get(ANNOTATION_ROLLOUT),
-        {name: weight > 0 for name, weight in weights.items()},
-    )
+    return PreviousTraffic((configmap["metadata"].get("annotations") or {}).get(ANNOTATION_ROLLOUT), weights)
 
 
 async def apply_traffic(

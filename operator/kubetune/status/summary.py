@@ -96,6 +96,9 @@ def modeldeployment_summary(status: ModelDeploymentStatus) -> Summary:
     promoted = find_condition(top, ConditionType.PROMOTED)
     if promoted is not None and promoted.status != "True":
         return Summary(State.RECONCILING, promoted.reason, f"canary: {promoted.message}")
+    shifted = find_condition(top, ConditionType.TRAFFIC_SHIFTED)
+    if shifted is not None and shifted.status != "True":  # make-before-break: a move is under way
+        return Summary(State.RECONCILING, shifted.reason, f"traffic: {shifted.message}")
     waiting = _not_true(top, (ConditionType.SMOKE_TEST_PASSED, ConditionType.AVAILABLE))
     if waiting is not None:
         return waiting

@@ -262,6 +262,12 @@ func (h *Handler) proxy(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		var pe *policy.Error
 		errors.As(err, &pe)
+		if v, ok := g.byName[req.Override]; ok && req.Override != "" {
+			// A request pinned to a variant that cannot take it now (its endpoints cooling down after a
+			// refused connection) is that variant's failure: the canary analysis must see it, and no other
+			// variant answers it in its place.
+			v.series(source).count(pe.Status)
+		}
 		h.refuse(w, pe.Status, pe.Message, "routing_error")
 		return
 	}
