@@ -106,7 +106,7 @@ OPERATOR_RULES: tuple[Rule, ...] = (
 
 # What a training pod's ServiceAccount may do (bound per job by a Role with resourceNames).
 TRAINER_RULES: tuple[Rule, ...] = (
-    Rule("kubetune.io", ("finetunejobs/status",), ("get", "patch"), "rank 0 reports status.progress"),
+    Rule("kubetune.io", ("finetunejobs/status",), ("patch",), "rank 0 reports status.progress"),
 )
 
 

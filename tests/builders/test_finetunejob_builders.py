@@ -28,6 +28,7 @@ from kubetune.builders.finetunejob import (
     child_names,
     training_job_patch,
 )
+from kubetune.rbac import OPERATOR_RULES
 
 UID = "0f0f0f0f-0000-4000-8000-000000000000"
 
@@ -544,7 +545,7 @@ def test_rbac_lets_the_pods_patch_only_their_own_status() -> None:
             "apiGroups": ["kubetune.io"],
             "resources": ["finetunejobs/status"],
             "resourceNames": ["run-7"],
-            "verbs": ["get", "patch"],
+            "verbs": ["patch"],
         }
     ]
     assert children.role_binding["roleRef"]["name"] == children.role["metadata"]["name"]
@@ -753,3 +754,23 @@ def test_both_jobs_pull_with_the_charts_image_pull_secrets(
     children = build_children(ftj(), restart=0, image_pull_secrets=names)
     for job in (children.validation_job, children.training_job):
         assert job["spec"]["template"]["spec"].get("imagePullSecrets") == expected
+
+
+def test_the_operator_holds_every_permission_it_grants() -> None:
+    """RBAC escalation prevention: creating a Role needs every permission in it (the chart grants no
+    `escalate`), so the trainer's Role must stay within the operator's own rules."""
+    held = {
+        (rule.api_group, resource, verb)
+        for rule in OPERATOR_RULES
+        for resource in rule.resources
+        for verb in rule.verbs
+    }
+    role = build_children(ftj(name="run-7"), restart=0).role
+    granted = {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    assert granted <= held

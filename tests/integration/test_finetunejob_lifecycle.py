@@ -261,7 +261,7 @@ async def test_children_progress_and_success(
                 "apiGroups": ["kubetune.io"],
                 "resources": ["finetunejobs/status"],
                 "resourceNames": ["llama"],
-                "verbs": ["get", "patch"],
+                "verbs": ["patch"],
             }
         ]
         binding = await client.get("rbac.authorization.k8s.io/v1", "RoleBinding", namespace, "llama-trainer")

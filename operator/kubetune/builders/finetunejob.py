@@ -340,7 +340,8 @@ def _service_account(b: _Build) -> Manifest:
 
 
 def _role(b: _Build) -> Manifest:
-    """Rank 0 may write this FineTuneJob's status (progress), nothing else."""
+    """Rank 0 may write this FineTuneJob's status (progress), nothing else: a PATCH, no read (the operator
+    must hold every permission it grants, and it does not read status subresources)."""
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
@@ -350,7 +351,7 @@ def _role(b: _Build) -> Manifest:
                 "apiGroups": [GROUP],
                 "resources": [f"{PLURAL}/status"],
                 "resourceNames": [b.name],
-                "verbs": ["get", "patch"],
+                "verbs": ["patch"],
             }
         ],
     }
