@@ -18,8 +18,9 @@ from tests.trainer.conftest import REPO, read_jsonl, render_config, run_trainer,
 
 from kubetune.api.finetunejob import DatasetFormat
 from kubetune.api.trainingconfig import TrainerResult
-from kubetune.trainer.checkpoints import latest_checkpoint
+from kubetune.trainer.checkpoints import CHECKPOINT, COMPLETE_MARKER, latest_checkpoint
 from kubetune.trainer.data import prepare_dataset
+from kubetune.trainer.ownership import CHECKPOINT_FILE
 
 pytestmark = pytest.mark.slow
 
@@ -309,14 +310,16 @@ def test_killed_after_a_checkpoint_resumes_from_that_step(
     )
     try:
         deadline = time.monotonic() + 600
-        while latest_checkpoint(checkpoints) is None and first.poll() is None and time.monotonic() < deadline:
+        while (
+            recorded_checkpoint(checkpoints) is None and first.poll() is None and time.monotonic() < deadline
+        ):
             time.sleep(0.05)
         assert first.poll() is None, "training ended before it could be killed"
         os.killpg(first.pid, signal.SIGKILL)
     finally:
         first.wait(timeout=60)
     assert first.returncode == -signal.SIGKILL
-    killed_at = latest_checkpoint(checkpoints)
+    killed_at = recorded_checkpoint(checkpoints)
     assert killed_at is not None
     step = int(killed_at.name.removeprefix("checkpoint-"))
     assert 4 <= step < 80
@@ -337,3 +340,18 @@ def test_killed_after_a_checkpoint_resumes_from_that_step(
     manifest = json.loads((tmp_path / "output" / "kubetune-manifest.json").read_text())
     assert manifest["training"]["resumedFrom"] == str(killed_at)
     assert manifest["training"]["steps"] == 80
+
+
+def recorded_checkpoint(directory: Path) -> Path | None:
+    """The newest checkpoint a resume may use: complete and carrying its owner record (written by a
+    callback just after the HF Trainer's own files: a kill in between leaves it unrecorded)."""
+    if not directory.is_dir():
+        return None
+    found = [
+        (int(match.group(1)), path)
+        for path in directory.iterdir()
+        if (match := CHECKPOINT.match(path.name))
+        and (path / COMPLETE_MARKER).is_file()
+        and (path / CHECKPOINT_FILE).is_file()
+    ]
+    return max(found)[1] if found else None

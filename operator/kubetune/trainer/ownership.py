@@ -65,20 +65,28 @@ def claim_output(root: Path, owner: Owner) -> None:
     marker = root / OWNER_FILE
     record = json.dumps({"jobUid": owner.job, "job": owner.name})
     if not marker.exists():
-        strangers = sorted(p.name for p in root.iterdir() if p.name != OWNER_FILE)
+        strangers = sorted(
+            p.name
+            for p in root.iterdir()
+            if p.name != OWNER_FILE and not p.name.startswith(f".{OWNER_FILE}.")
+        )
         if strangers:
             raise OutputOwnedError(
                 f"output folder {root} already holds {', '.join(strangers[:5])} and no {OWNER_FILE}: "
                 "another job (or a person) wrote there; give this job its own output.uri"
             )
+        # Written aside, then linked into place: the marker appears whole or not at all, so another rank
+        # of this gang never reads it half-written (and takes it for a stranger's).
+        draft = root / f".{OWNER_FILE}.{os.getpid()}"
+        draft.write_text(record, encoding="utf-8")
         try:
-            fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            os.link(draft, marker)
         except FileExistsError:
             pass  # another rank of this gang, or another job, claimed it first: checked below
         else:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(record)
             return
+        finally:
+            draft.unlink(missing_ok=True)
     current = _read(marker)
     if current.get("jobUid") != owner.job:
         raise OutputOwnedError(
