@@ -11,11 +11,12 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, EarlyStoppingCallback, Trainer, TrainingArguments
 
-from kubetune.api.finetunejob import EvalMetrics, Lineage, Method
+from kubetune.api.finetunejob import Artifacts, EvalMetrics, Lineage, Method
 from kubetune.api.trainingconfig import MANIFEST_FILE, TrainerResult, TrainingConfig
 from kubetune.trainer.callbacks import ProgressCallback, Throughput
 from kubetune.trainer.checkpoints import latest_checkpoint
 from kubetune.trainer.config import Topology, config_hash, load_deepspeed_config
+from kubetune.trainer.data import DataReport
 from kubetune.trainer.data.prompts import held_out_prompts
 from kubetune.trainer.dataset import PaddingCollator, build_dataset
 from kubetune.trainer.errors import ConfigError
@@ -228,6 +229,28 @@ def throughput_model(
     return Throughput(flops_per_token=per_token, peak_flops=total_peak)
 
 
+def _evaluate(
+    trainer: Trainer, config: TrainingConfig, test: list[Any], tokenizer: Any, topology: Topology
+) -> tuple[EvalMetrics, list[tuple[str, str]]]:
+    """Loss on the test split and ROUGE-L/BLEU of generated answers, as the spec asks (with the answers)."""
+    spec = config.spec
+    test_loss: float | None = None
+    if test and "loss" in spec.evaluation.metrics:
+        max_length = spec.dataset.max_seq_length
+        test_dataset = build_dataset(tokenizer, test, max_length=max_length, packing=False)
+        test_loss = float(trainer.evaluate(eval_dataset=test_dataset, metric_key_prefix="test")["test_loss"])
+    pairs: list[tuple[str, str]] = []
+    wants_generations = bool({"rouge", "bleu"} & set(spec.evaluation.metrics)) and bool(test)
+    samples = test[: spec.evaluation.max_samples]
+    zero3 = _zero3_enabled()
+    if wants_generations and (topology.is_main or zero3):
+        # Partitioned ZeRO-3 weights need every rank in each forward pass: all ranks generate in step.
+        pairs = generate_answers(
+            trainer.model, tokenizer, samples, synced_gpus=zero3 and topology.world_size > 1
+        )
+    return evaluation_metrics(spec.evaluation.metrics, test_loss, pairs), pairs
+
+
 def run_training(config: TrainingConfig, config_path: Path, reporter: ProgressReporter) -> TrainerResult:
     """Everything between the config and the result; raises TrainerError for fatal failures."""
     topology = Topology.from_env()
@@ -250,24 +273,17 @@ def run_training(config: TrainingConfig, config_path: Path, reporter: ProgressRe
     if hp.gradient_checkpointing and spec.effective_lora() is not None:
         model.enable_input_require_grads()
 
-    max_length = spec.dataset.max_seq_length
-    train_dataset = build_dataset(tokenizer, splits.train, max_length=max_length, packing=hp.packing)
-    eval_dataset = (
-        build_dataset(tokenizer, splits.validation, max_length=max_length, packing=False)
-        if splits.validation
-        else None
+    train_dataset, eval_dataset = _datasets(config, tokenizer, splits.train, splits.validation)
+    throughput = throughput_model(
+        shape,
+        sequence_length=train_dataset.mean_length(),
+        full_weights=spec.effective_lora() is None,
+        hardware=hardware,
+        precision=precision,
+        gpus=topology.world_size,
     )
     progress = ProgressCallback(
-        reporter,
-        tokens_served=lambda: train_dataset.tokens_served,
-        throughput=throughput_model(
-            shape,
-            sequence_length=train_dataset.mean_length(),
-            full_weights=spec.effective_lora() is None,
-            hardware=hardware,
-            precision=precision,
-            gpus=topology.world_size,
-        ),
+        reporter, tokens_served=lambda: train_dataset.tokens_served, throughput=throughput
     )
     callbacks: list[Any] = [progress, CheckpointOwnerCallback(layout.checkpoints, owner)]
     if hp.early_stopping_patience is not None:
@@ -299,20 +315,7 @@ def run_training(config: TrainingConfig, config_path: Path, reporter: ProgressRe
     save_dir = layout.adapter if is_lora else layout.model
     trainer.save_model(str(save_dir))  # every rank: ZeRO-3 gathers the partitioned weights here
 
-    test_loss: float | None = None
-    if splits.test and "loss" in spec.evaluation.metrics:
-        test_dataset = build_dataset(tokenizer, splits.test, max_length=max_length, packing=False)
-        test_loss = float(trainer.evaluate(eval_dataset=test_dataset, metric_key_prefix="test")["test_loss"])
-    pairs: list[tuple[str, str]] = []
-    wants_generations = bool({"rouge", "bleu"} & set(spec.evaluation.metrics)) and bool(splits.test)
-    samples = splits.test[: spec.evaluation.max_samples]
-    zero3 = _zero3_enabled()
-    if wants_generations and (topology.is_main or zero3):
-        # Partitioned ZeRO-3 weights need every rank in each forward pass: all ranks generate in step.
-        pairs = generate_answers(
-            trainer.model, tokenizer, samples, synced_gpus=zero3 and topology.world_size > 1
-        )
-    metrics = evaluation_metrics(spec.evaluation.metrics, test_loss, pairs)
+    metrics, pairs = _evaluate(trainer, config, splits.test, tokenizer, topology)
 
     if not topology.is_main:
         return TrainerResult(outcome="Succeeded", final_step=trainer.state.global_step)
@@ -328,14 +331,69 @@ def run_training(config: TrainingConfig, config_path: Path, reporter: ProgressRe
             spec.base_model.trust_remote_code,
         )
     artifacts = artifacts_for(config, adapter=is_lora, merged=merged, full=not is_lora)
-    checkpoint = latest_checkpoint(layout.checkpoints)
-    lineage = Lineage(
-        dataset_digest="sha256:" + prepared.report.sha256,
-        base_model_revision=spec.base_model.revision,
-        config_hash=config_hash(config_path),
-        checkpoint=str(checkpoint) if checkpoint else None,
+    lineage = _lineage(config, config_path, prepared.report.sha256, layout)
+    training = _training_record(
+        trainer, train_output, train_seconds, resume_from, precision, progress, topology
     )
-    training = {
+    _write_reports(config, layout, prepared.report, metrics, pairs, training, artifacts, lineage)
+    return TrainerResult(
+        outcome="Succeeded",
+        message=prepared.report.summary(),
+        metrics=metrics if metrics.to_wire() else EvalMetrics(),
+        artifacts=artifacts,
+        lineage=lineage,
+        final_step=trainer.state.global_step,
+        test_prompts=held_out_prompts(splits.test) or None,
+    )
+
+
+def _write_reports(
+    config: TrainingConfig,
+    layout: Layout,
+    report: DataReport,
+    metrics: EvalMetrics,
+    pairs: list[tuple[str, str]],
+    training: dict[str, Any],
+    artifacts: Artifacts,
+    lineage: Lineage,
+) -> None:
+    """The data report, the metrics (with sample generations) and the manifest beside the artifacts."""
+    write_json(layout.root / DATA_REPORT_FILE, report.to_dict())
+    generations = [{"prediction": p, "reference": r} for p, r in pairs[:20]]
+    write_json(
+        layout.root / METRICS_FILE, {**metrics.to_wire(), "training": training, "generations": generations}
+    )
+    record = manifest(
+        config, report=report, metrics=metrics, artifacts=artifacts, lineage=lineage, training=training
+    )
+    write_json(layout.root / MANIFEST_FILE, record)
+
+
+def _datasets(
+    config: TrainingConfig, tokenizer: Any, train: list[Any], validation: list[Any]
+) -> tuple[Any, Any | None]:
+    """The training set (packed if the spec asks) and the validation set (never packed), if any."""
+    spec = config.spec
+    max_length = spec.dataset.max_seq_length
+    train_dataset = build_dataset(
+        tokenizer, train, max_length=max_length, packing=spec.hyperparameters.packing
+    )
+    if not validation:
+        return train_dataset, None
+    return train_dataset, build_dataset(tokenizer, validation, max_length=max_length, packing=False)
+
+
+def _training_record(
+    trainer: Trainer,
+    train_output: Any,
+    train_seconds: float,
+    resume_from: Path | None,
+    precision: Precision,
+    progress: ProgressCallback,
+    topology: Topology,
+) -> dict[str, Any]:
+    """How the run went, for metrics.json and the manifest."""
+    return {
         "steps": trainer.state.global_step,
         "resumedFrom": str(resume_from) if resume_from else None,
         "precision": precision,
@@ -345,34 +403,16 @@ def run_training(config: TrainingConfig, config_path: Path, reporter: ProgressRe
         "tokensSeen": trainer.state.num_input_tokens_seen,
         "worldSize": topology.world_size,
     }
-    write_json(layout.root / DATA_REPORT_FILE, prepared.report.to_dict())
-    write_json(
-        layout.root / METRICS_FILE,
-        {
-            **metrics.to_wire(),
-            "training": training,
-            "generations": [{"prediction": p, "reference": r} for p, r in pairs[:20]],
-        },
-    )
-    write_json(
-        layout.root / MANIFEST_FILE,
-        manifest(
-            config,
-            report=prepared.report,
-            metrics=metrics,
-            artifacts=artifacts,
-            lineage=lineage,
-            training=training,
-        ),
-    )
-    return TrainerResult(
-        outcome="Succeeded",
-        message=prepared.report.summary(),
-        metrics=metrics if metrics.to_wire() else EvalMetrics(),
-        artifacts=artifacts,
-        lineage=lineage,
-        final_step=trainer.state.global_step,
-        test_prompts=held_out_prompts(splits.test) or None,
+
+
+def _lineage(config: TrainingConfig, config_path: Path, dataset_sha256: str, layout: Layout) -> Lineage:
+    """What the artifact was made from: data, base revision, config and the last checkpoint."""
+    checkpoint = latest_checkpoint(layout.checkpoints)
+    return Lineage(
+        dataset_digest="sha256:" + dataset_sha256,
+        base_model_revision=config.spec.base_model.revision,
+        config_hash=config_hash(config_path),
+        checkpoint=str(checkpoint) if checkpoint else None,
     )
 
 
