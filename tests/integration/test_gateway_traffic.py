@@ -8,27 +8,21 @@ and the route's status.parents), as no gateway implementation runs here.
 from __future__ import annotations
 
 import json
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from tests.integration.test_modeldeployment_reconcile import GOMOD, established, get, md
 from tests.integration.test_modeldeployment_traffic import (
     GATEWAY_API,
-    GPU_PRODUCT,
-    TAINT,
-    get_node,
     on_test_node,
     openai_servers,
+    simulated_gpu_node,
     with_smoke_urls,
 )
 from tests.support.cluster import Kube
 from tests.support.operator import running_operator
 from tests.support.polling import eventually
-
-from kubetune.devcluster.kwok import KwokController, gpu_node
 
 pytestmark = pytest.mark.cluster
 
@@ -62,24 +56,8 @@ def gateway_crds(kube: Kube) -> Iterator[None]:
 @pytest.fixture(scope="module")
 def pool_node(kube: Kube) -> Iterator[str]:
     """A simulated GPU node (its own name: the traffic module's node may still be going away)."""
-    controller = KwokController(kubeconfig=kube.kubeconfig, workdir=Path(tempfile.mkdtemp(prefix="kwok-gw-")))
-    node = gpu_node("gw-test-gpu-node", gpus=8, gpu_type=GPU_PRODUCT)
-    node["spec"] = {"taints": [TAINT]}
-    controller.start()
-    try:
-        kube.kubectl("create", "-f", "-", input=json.dumps(node))
-        eventually(
-            lambda: any(
-                c["type"] == "Ready" and c["status"] == "True"
-                for c in (get_node(kube, node["metadata"]["name"]).get("status") or {}).get("conditions")
-                or []
-            ),
-            message="simulated node Ready",
-        )
-        yield node["metadata"]["name"]
-    finally:
-        kube.kubectl("delete", "node", node["metadata"]["name"], "--wait=false", check=False)
-        controller.stop()
+    with simulated_gpu_node(kube, "gw-test-gpu-node", "kwok-gw-") as node:
+        yield node
 
 
 def route_weights(kube: Kube, namespace: str) -> dict[str, int]:

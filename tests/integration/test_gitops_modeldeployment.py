@@ -6,7 +6,6 @@ Flux's CEL (tests/support/gitops.py). `KUBETUNE_RECORD_GITOPS_STATES=1` rewrites
 from __future__ import annotations
 
 import json
-import tempfile
 from collections.abc import Callable, Iterator
 from http.server import ThreadingHTTPServer
 from pathlib import Path
@@ -17,20 +16,17 @@ import pytest
 from tests.integration.test_modeldeployment_reconcile import ftj, get, md, set_job_status
 from tests.integration.test_modeldeployment_traffic import (
     ENV,
-    TAINT,
     _Chat,
     _NeverStops,
-    get_node,
     on_test_node,
     router_variants,
+    simulated_gpu_node,
     with_smoke_urls,
 )
 from tests.support.cluster import Kube
 from tests.support.gitops import assert_verdicts, condition, record
 from tests.support.operator import running_operator
 from tests.support.polling import eventually
-
-from kubetune.devcluster.kwok import KwokController, gpu_node
 
 pytestmark = pytest.mark.cluster
 GPU_PRODUCT = "KWOK-TEST-GPU"
@@ -52,26 +48,8 @@ def openai_servers() -> Iterator[dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def gpu_nodes(kube: Kube) -> Iterator[str]:
-    controller = KwokController(
-        kubeconfig=kube.kubeconfig, workdir=Path(tempfile.mkdtemp(prefix="kwok-gitops-"))
-    )
-    node = gpu_node("gitops-gpu-node", gpus=8, gpu_type=GPU_PRODUCT)
-    node["spec"] = {"taints": [TAINT]}
-    controller.start()
-    try:
-        kube.kubectl("create", "-f", "-", input=json.dumps(node))
-        eventually(
-            lambda: any(
-                c["type"] == "Ready" and c["status"] == "True"
-                for c in (get_node(kube, node["metadata"]["name"]).get("status") or {}).get("conditions")
-                or []
-            ),
-            message="simulated node Ready",
-        )
-        yield node["metadata"]["name"]
-    finally:
-        kube.kubectl("delete", "node", node["metadata"]["name"], "--wait=false", check=False)
-        controller.stop()
+    with simulated_gpu_node(kube, "gitops-gpu-node", "kwok-gitops-") as node:
+        yield node
 
 
 def summary_reaches(

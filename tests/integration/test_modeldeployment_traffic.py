@@ -14,6 +14,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -101,11 +102,12 @@ def openai_servers() -> Iterator[dict[str, str]]:
             server.server_close()
 
 
-@pytest.fixture(scope="module")
-def gpu_nodes(kube: Kube) -> Iterator[str]:
-    """A tainted simulated GPU node and the kwok controller that runs its pods."""
-    controller = KwokController(kubeconfig=kube.kubeconfig, workdir=Path(tempfile.mkdtemp(prefix="kwok-md-")))
-    node = gpu_node("md-test-gpu-node", gpus=8, gpu_type=GPU_PRODUCT)
+@contextmanager
+def simulated_gpu_node(kube: Kube, name: str, workdir_prefix: str) -> Iterator[str]:
+    """A tainted simulated GPU node, Ready, and the kwok controller that runs its pods."""
+    workdir = Path(tempfile.mkdtemp(prefix=workdir_prefix))
+    controller = KwokController(kubeconfig=kube.kubeconfig, workdir=workdir)
+    node = gpu_node(name, gpus=8, gpu_type=GPU_PRODUCT)
     node["spec"] = {"taints": [TAINT]}
     controller.start()
     try:
@@ -113,15 +115,20 @@ def gpu_nodes(kube: Kube) -> Iterator[str]:
         eventually(
             lambda: any(
                 c["type"] == "Ready" and c["status"] == "True"
-                for c in (get_node(kube, node["metadata"]["name"]).get("status") or {}).get("conditions")
-                or []
+                for c in (get_node(kube, name).get("status") or {}).get("conditions") or []
             ),
             message="simulated node Ready",
         )
-        yield node["metadata"]["name"]
+        yield name
     finally:
-        kube.kubectl("delete", "node", node["metadata"]["name"], "--wait=false", check=False)
+        kube.kubectl("delete", "node", name, "--wait=false", check=False)
         controller.stop()
+
+
+@pytest.fixture(scope="module")
+def gpu_nodes(kube: Kube) -> Iterator[str]:
+    with simulated_gpu_node(kube, "md-test-gpu-node", "kwok-md-") as node:
+        yield node
 
 
 def get_node(kube: Kube, name: str) -> dict[str, Any]:
