@@ -127,6 +127,24 @@ class RunPhase(StrEnum):
     SKIPPED = "Skipped"
 
 
+class RunGate(KubeModel):
+    """The champion-challenger verdict on a run: its scores on the schedule's frozen evaluation set
+    against those of the model in production, scored on the same set."""
+
+    passed: bool = Field(description="Whether the run may replace the production model.")
+    reason: str = Field(default="", max_length=128, description="Why (CamelCase).")
+    message: str = Field(default="", max_length=1024, description="Per-metric comparison, for humans.")
+    champion: str | None = Field(
+        default=None, max_length=63, description="The run (FineTuneJob) it was compared with, if any."
+    )
+    challenger_metrics: EvalMetrics | None = Field(
+        default=None, description="This run's scores on the frozen evaluation set."
+    )
+    champion_metrics: EvalMetrics | None = Field(
+        default=None, description="The champion's scores on the same set, in the same run."
+    )
+
+
 class ScheduledRun(KubeModel):
     """One run of the schedule and how it ended."""
 
@@ -145,6 +163,13 @@ class ScheduledRun(KubeModel):
     )
     metrics: EvalMetrics | None = Field(default=None, description="The run's final evaluation.")
     artifacts: Artifacts | None = Field(default=None, description="What the run exported.")
+    gate: RunGate | None = Field(
+        default=None, description="Champion-challenger verdict (none when the schedule has no gate)."
+    )
+
+    def is_good(self) -> bool:
+        """A run followers may serve and the next incremental run may start from."""
+        return self.phase is RunPhase.SUCCEEDED and (self.gate is None or self.gate.passed)
 
 
 class SchedulePhase(StrEnum):
@@ -171,6 +196,11 @@ class FineTuneScheduleStatus(KubeModel):
     )
     last_successful_template_hash: str | None = Field(
         default=None, max_length=64, description="Job template hash of the last successful run."
+    )
+    latest_good_run: str | None = Field(
+        default=None,
+        max_length=63,
+        description="The newest run that succeeded and passed its gate: what followers serve next.",
     )
     active: list[str] = Field(
         default_factory=list,

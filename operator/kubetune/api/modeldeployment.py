@@ -24,6 +24,7 @@ from kubetune.api.common import (
     cel,
     conditions_field,
 )
+from kubetune.api.finetunejob import EvalMetrics
 
 KIND = "ModelDeployment"
 PLURAL = "modeldeployments"
@@ -57,21 +58,32 @@ class FineTuneJobRef(KubeModel):
     name: str = Field(min_length=1, max_length=253, description="Name of the FineTuneJob.")
 
 
-class ModelSource(KubeModel):
-    """Exactly one of finetuneJobRef or uri."""
+class FineTuneScheduleRef(KubeModel):
+    """A FineTuneSchedule in the same namespace: serve its latest good run, canarying each new one in."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                cel("has(self.finetuneJobRef) != has(self.uri)", "set exactly one of finetuneJobRef or uri")
-            ]
-        }
-    )
+    name: str = Field(min_length=1, max_length=253, description="Name of the FineTuneSchedule.")
+
+
+_ONE_SOURCE = cel(
+    "[has(self.finetuneJobRef), has(self.finetuneScheduleRef), has(self.uri)].filter(x, x).size() == 1",
+    "set exactly one of finetuneJobRef, finetuneScheduleRef or uri",
+)
+
+
+class ModelSource(KubeModel):
+    """Exactly one of finetuneJobRef, finetuneScheduleRef or uri."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [_ONE_SOURCE]})
 
     finetune_job_ref: FineTuneJobRef | None = Field(
         default=None,
         alias="finetuneJobRef",
         description="Serve this FineTuneJob's output (merged model, or base + adapter).",
+    )
+    finetune_schedule_ref: FineTuneScheduleRef | None = Field(
+        default=None,
+        alias="finetuneScheduleRef",
+        description="Serve the schedule's latest good run; each newer good run is canaried in on its own.",
     )
     uri: str | None = Field(
         default=None,
@@ -87,19 +99,21 @@ class ModelSource(KubeModel):
 class Adapter(KubeModel):
     """A LoRA adapter loaded into the variant's vLLM server."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                cel("has(self.finetuneJobRef) != has(self.uri)", "set exactly one of finetuneJobRef or uri")
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [_ONE_SOURCE]})
 
     name: str = Field(
         max_length=63, pattern=DNS_LABEL_PATTERN, description="Served model name clients put in `model`."
     )
     finetune_job_ref: FineTuneJobRef | None = Field(
         default=None, alias="finetuneJobRef", description="Use this FineTuneJob's adapter."
+    )
+    finetune_schedule_ref: FineTuneScheduleRef | None = Field(
+        default=None,
+        alias="finetuneScheduleRef",
+        description=(
+            "Use the schedule's latest good run's adapter, loaded into the running pods under a versioned "
+            "name (`<name>-<run>`) and moved by weight; clients keep asking for `name`."
+        ),
     )
     uri: str | None = Field(
         default=None, max_length=1024, pattern=SERVING_URI_PATTERN, description="Adapter folder."
@@ -545,6 +559,34 @@ class Phase(StrEnum):
     FAILED = "Failed"
 
 
+class RevisionOutcome(StrEnum):
+    CANARY = "Canary"
+    SERVING = "Serving"
+    SUPERSEDED = "Superseded"
+    ROLLED_BACK = "RolledBack"
+
+
+class Revision(KubeModel):
+    """One run of a followed FineTuneSchedule, and what serving made of it."""
+
+    revision: str = Field(max_length=63, description="The run's FineTuneJob name.")
+    adapter: str | None = Field(
+        default=None, max_length=63, description="The adapter that follows the schedule (none: the model)."
+    )
+    served_model_name: str | None = Field(
+        default=None, max_length=128, description="Name vLLM serves it under (versioned for adapters)."
+    )
+    artifact_uri: str | None = Field(default=None, max_length=1024, description="Artifact served.")
+    metrics: EvalMetrics | None = Field(default=None, description="The run's scores (frozen set if gated).")
+    outcome: RevisionOutcome = Field(description="Canary, Serving, Superseded or RolledBack.")
+    reason: str = Field(default="", max_length=128, description="Why the outcome (CamelCase).")
+    message: str = Field(default="", max_length=1024, description="Detail for humans.")
+    started_at: datetime | None = Field(default=None, description="When serving began rolling it out.")
+    ended_at: datetime | None = Field(
+        default=None, description="When it was promoted, superseded or rolled back."
+    )
+
+
 class VariantStatus(KubeModel):
     """Observed state of one variant."""
 
@@ -564,6 +606,15 @@ class VariantStatus(KubeModel):
         max_length=1100,
         description="What the SmokeTestPassed verdict is about: the served artifact and a hash of the "
         "pod's containers (`<uri>@<hash>`); the verdict stands until either changes.",
+    )
+    serving_revision: str | None = Field(
+        default=None, max_length=63, description="The followed schedule's run serving all its traffic."
+    )
+    revisions: list[Revision] = Field(
+        default_factory=list,
+        max_length=20,
+        description="Revisions of followed schedules, oldest first (the newest 20).",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["revision"]},
     )
     conditions: list[Condition] = conditions_field()
 

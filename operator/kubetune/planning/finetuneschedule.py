@@ -216,6 +216,8 @@ def _record_finished(p: _Pass, finished: list[ScheduledRun]) -> None:
             p.status.last_successful_time = run.completion_time or p.ctx.now
             p.status.last_successful_dataset_digest = run.dataset_digest
             p.status.last_successful_template_hash = run.template_hash
+            if run.is_good():
+                p.status.latest_good_run = run.name
         elif run.phase is RunPhase.FAILED:
             p.events.append(
                 Event("Warning", "RunFailed", f"run {run.name} failed: {run.reason} {run.message}")
