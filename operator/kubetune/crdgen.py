@@ -250,11 +250,11 @@ def all_crds() -> dict[str, dict[str, Any]]:
                 age,
             ],
         ),
-        f"{GROUP}_{finetuneschedule.PLURAL}.yaml": schedule_crd(age),
+        f"{GROUP}_{finetuneschedule.PLURAL}.yaml": schedule_crd(age, why),
     }
 
 
-def schedule_crd(age: dict[str, Any]) -> dict[str, Any]:
+def schedule_crd(age: dict[str, Any], why: list[dict[str, Any]]) -> dict[str, Any]:
     definition = crd(
         kind=finetuneschedule.KIND,
         plural=finetuneschedule.PLURAL,
@@ -269,6 +269,14 @@ def schedule_crd(age: dict[str, Any]) -> dict[str, Any]:
             {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
             {"name": "Last-Schedule", "type": "date", "jsonPath": ".status.lastScheduleTime"},
             {"name": "Last-Success", "type": "date", "jsonPath": ".status.lastSuccessfulTime", "priority": 1},
+            {
+                "name": "Latest-Good",
+                "type": "string",
+                "jsonPath": ".status.latestGoodRun",
+                "description": "The newest run that succeeded and passed its gate.",
+                "priority": 1,
+            },
+            *why,
             age,
         ],
     )
