@@ -32,7 +32,8 @@ def _resolve(node: Any, defs: dict[str, Schema]) -> Any:
     if "$ref" in node:
         target = _resolve(defs[node["$ref"].rsplit("/", 1)[-1]], defs)
         siblings = {k: v for k, v in node.items() if k != "$ref"}
-        return {**target, **_resolve(siblings, defs)}
+        # The field's own rules (e.g. immutability) add to the model's rules rather than replace them.
+        return _merge(_resolve(siblings, defs), target)
     return {k: _resolve(v, defs) for k, v in node.items()}
 
 
