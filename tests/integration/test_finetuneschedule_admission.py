@@ -95,6 +95,11 @@ INVALID = [
         "spec.evaluation.frozenSet.uri",
     ),
     (
+        "fromFirstRun without a test split",
+        gated(dataset={"uri": "pvc://data/train.jsonl", "testSplit": 0}),
+        "spec.jobTemplate.spec.dataset.testSplit",
+    ),
+    (
         "gate with an s3 output",
         gated(output={"uri": "s3://models/out"}),
         "spec.jobTemplate.spec.output.uri",

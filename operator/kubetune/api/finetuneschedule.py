@@ -143,6 +143,13 @@ SPEC_RULES: list[JsonValue] = [
         fieldPath=".jobTemplate.spec.output.uri",
     ),
     cel(
+        "!has(self.evaluation) || !has(self.evaluation.fromFirstRun) || !self.evaluation.fromFirstRun || "
+        "!has(self.jobTemplate.spec.dataset.testSplit) || self.jobTemplate.spec.dataset.testSplit > 0.0",
+        "evaluation.fromFirstRun needs jobTemplate.spec.dataset.testSplit > 0: the first run's test split "
+        "is the frozen set",
+        fieldPath=".jobTemplate.spec.dataset.testSplit",
+    ),
+    cel(
         "!has(self.jobTemplate.spec.evaluation) || (!has(self.jobTemplate.spec.evaluation.champion) && "
         "!has(self.jobTemplate.spec.evaluation.exportTestSplit))",
         "jobTemplate.spec.evaluation.champion and exportTestSplit are set by the schedule (spec.evaluation)",
