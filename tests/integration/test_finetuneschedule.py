@@ -377,3 +377,96 @@ async def wait_for_job(client: KubeClient, namespace: str, name: str, present: b
 
     result: dict[str, Any] = await aeventually(check, timeout=60, message=f"Job {name} {present}")
     return result
+
+
+def condition_of(status: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next(c for c in status.get("conditions", []) if c["type"] == kind)
+
+
+async def test_a_run_that_regresses_on_the_frozen_set_fails_the_gate_and_is_not_the_latest_good_run(
+    client: KubeClient, namespace: str, operator: None, clock: FakeClock, kube: Kube
+) -> None:
+    manifest = fts_manifest(
+        "gated",
+        skipUnchangedData=False,
+        evaluation={"fromFirstRun": True, "noWorseThanChampion": {"evalLoss": {"maxIncrease": 0.05}}},
+    )
+    manifest["spec"]["jobTemplate"]["spec"]["output"] = {"uri": "pvc://models/gated"}
+    kube.apply(manifest, namespace)
+    first = await next_fire(client, namespace, "gated")
+    clock.set(first + timedelta(seconds=5))
+    run1 = run_name("gated", first)
+    job1 = await run_job(client, namespace, run1)
+    assert job1 is not None
+    # The first run exports its test split (the frozen set from now on) and has no champion to meet.
+    assert job1["spec"]["evaluation"]["exportTestSplit"] is True
+    assert "champion" not in job1["spec"]["evaluation"]
+    pinned = f"pvc://models/gated/{run1}/frozen-eval.jsonl"
+    await finish(
+        client,
+        namespace,
+        run1,
+        "Succeeded",
+        artifacts={"adapterUri": f"pvc://models/gated/{run1}/adapter"},
+        frozenSet={"uri": pinned, "metrics": {"evalLoss": 1.0}},
+    )
+    status = await status_when(
+        client, namespace, "gated", lambda s: s.get("latestGoodRun") == run1, "run 1 is the latest good run"
+    )
+    assert status["frozenSet"] == {"uri": pinned, "run": run1}
+    assert status["runs"][0]["gate"]["passed"] is True
+
+    # Run 2 scores itself and run 1 (the champion) on run 1's test split, and does worse.
+    second = first + timedelta(hours=1)
+    clock.set(second + timedelta(seconds=5))
+    run2 = run_name("gated", second)
+    job2 = await run_job(client, namespace, run2)
+    assert job2 is not None
+    assert job2["spec"]["evaluation"]["frozenSet"] == {"uri": pinned}
+    assert job2["spec"]["evaluation"]["champion"] == {
+        "name": run1,
+        "adapterUri": f"pvc://models/gated/{run1}/adapter",
+    }
+    await finish(
+        client,
+        namespace,
+        run2,
+        "Succeeded",
+        artifacts={"adapterUri": f"pvc://models/gated/{run2}/adapter"},
+        frozenSet={
+            "uri": pinned,
+            "metrics": {"evalLoss": 1.3},
+            "champion": run1,
+            "championMetrics": {"evalLoss": 1.0},
+        },
+    )
+    status = await status_when(
+        client,
+        namespace,
+        "gated",
+        lambda s: any(r["name"] == run2 and r["phase"] == "Succeeded" for r in s.get("runs", [])),
+        "run 2 recorded",
+    )
+    record = next(r for r in status["runs"] if r["name"] == run2)
+    assert record["gate"]["passed"] is False
+    assert record["gate"]["reason"] == "GateFailed"
+    assert record["gate"]["champion"] == run1
+    assert record["gate"]["challengerMetrics"] == {"evalLoss": 1.3}
+    assert record["gate"]["championMetrics"] == {"evalLoss": 1.0}
+    assert "maxIncrease 0.05): worse" in record["gate"]["message"]
+    assert status["latestGoodRun"] == run1
+    last = condition_of(status, "LastRunSucceeded")
+    assert (last["status"], last["reason"]) == ("False", "GateFailed")
+    ready = condition_of(status, "Ready")
+    assert (ready["status"], ready["reason"]) == ("True", "Scheduled")
+    assert condition_of(status, "Stalled")["status"] == "False"
+
+    async def gate_event() -> str:
+        events = json.loads(kube.kubectl("get", "events", "-n", namespace, "-o", "json").stdout)["items"]
+        messages = [
+            e.get("message") or e.get("note") or "" for e in events if e.get("reason") == "GateFailed"
+        ]
+        assert messages, "no GateFailed Event"
+        return messages[0]
+
+    assert run2 in await aeventually(gate_event, timeout=30, message="GateFailed Event")

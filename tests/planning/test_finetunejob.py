@@ -369,6 +369,40 @@ def test_success_records_metrics_artifacts_and_lineage() -> None:
     assert [(e.type, e.reason) for e in obs.decisions.events] == [("Normal", "Completed")]
 
 
+def test_success_records_the_frozen_set_scores_of_the_run_and_its_champion() -> None:
+    evaluation = {
+        "frozenSet": {"uri": "pvc://eval/frozen.jsonl"},
+        "champion": {"name": "weekly-1", "adapterUri": "pvc://o/weekly-1/adapter"},
+    }
+    obj = ftj(status={"phase": "Running"}, evaluation=evaluation)
+    job = training(obj=obj, state=("Complete", "CompletionsReached", ""))
+    frozen = {
+        "metrics": {"evalLoss": 0.8, "rougeL": 0.5},
+        "champion": "weekly-1",
+        "championMetrics": {"evalLoss": 0.9, "rougeL": 0.45},
+    }
+    rank0 = pod(
+        job,
+        0,
+        "Succeeded",
+        exit_code=0,
+        message=result(outcome="Succeeded", metrics={"evalLoss": 1.1}, frozenSet=frozen),
+    )
+    obs = observe(
+        obj, [validation("complete", obj), job], [rank0, pod(job, 1, "Succeeded", exit_code=0)], NOW
+    )
+    scores = obs.status.frozen_set
+    assert obs.status.phase is Phase.SUCCEEDED
+    assert scores is not None
+    assert (scores.uri, scores.champion) == ("pvc://eval/frozen.jsonl", "weekly-1")
+    assert scores.metrics is not None
+    assert scores.champion_metrics is not None
+    assert (scores.metrics.eval_loss, scores.champion_metrics.rouge_l) == (0.8, 0.45)
+    # The test split's metrics stay where they were.
+    assert obs.status.metrics is not None
+    assert obs.status.metrics.eval_loss == 1.1
+
+
 def test_success_without_readable_result_says_so() -> None:
     job = training(state=("Complete", "", ""))
     obs = observe(ftj(), [VALID, job], [], NOW)

@@ -7,7 +7,7 @@ from enum import StrEnum
 
 class ConditionType(StrEnum):
     ACCEPTED = "Accepted"
-    # Both kinds: the summary GitOps tools read (kstatus: Ready, and the abnormal-true pair).
+    # Every kind: the summary GitOps tools read (kstatus: Ready, and the abnormal-true pair).
     READY = "Ready"
     RECONCILING = "Reconciling"
     STALLED = "Stalled"
@@ -53,6 +53,10 @@ class Reason(StrEnum):
     DATASET_UNCHANGED = "DatasetUnchanged"
     REPLACED = "Replaced"
     RUN_DELETED = "RunDeleted"
+    # FineTuneSchedule champion-challenger gate (a run's gate.reason; GatePassed and GateFailed too)
+    NO_CHAMPION = "NoChampion"
+    FROZEN_SET_NOT_SCORED = "FrozenSetNotScored"
+    CHAMPION_NOT_SCORED = "ChampionNotScored"
     NAME_CONFLICT = "NameConflict"
     """A child's name is taken by an object this one does not control (never adopted)."""
     PENDING = "Pending"
@@ -119,6 +123,8 @@ STALLED_WHEN_TRUE: frozenset[ConditionType] = frozenset(
 STALLED_REASONS: frozenset[Reason] = frozenset(
     {
         Reason.INVALID_SPEC,
+        Reason.INVALID_SCHEDULE,
+        Reason.INVALID_TIME_ZONE,
         Reason.INVALID_DATA,
         Reason.CONFIG_ERROR,
         Reason.BACKOFF_LIMIT_EXCEEDED,

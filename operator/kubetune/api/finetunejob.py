@@ -221,8 +221,66 @@ def _all_eval_metrics() -> list[EvalMetric]:
     return ["loss", "rouge", "bleu"]
 
 
+FROZEN_SET_URI_PATTERN = r"^pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?/.+$"
+"""Frozen sets and champions are read from a claim, the one place a run's output can be mounted from."""
+
+
+class FrozenSet(KubeModel):
+    """A held-out evaluation file scored the same way run after run (the champion's scores too)."""
+
+    uri: str = Field(
+        max_length=1024,
+        pattern=FROZEN_SET_URI_PATTERN,
+        description="JSONL records (any dataset format) on a claim: pvc://claim/path/file.jsonl.",
+    )
+
+
+class Champion(KubeModel):
+    """The model in production: scored on the frozen set in the same run, by the same code, as this one."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "has(self.adapterUri) != has(self.modelUri)",
+                    "set exactly one of evaluation.champion.adapterUri or evaluation.champion.modelUri",
+                )
+            ]
+        }
+    )
+
+    name: str = Field(
+        min_length=1, max_length=253, description="The FineTuneJob (a schedule's run) the champion came from."
+    )
+    adapter_uri: str | None = Field(
+        default=None,
+        max_length=1024,
+        pattern=FROZEN_SET_URI_PATTERN,
+        description="Its LoRA adapter, loaded on this job's base model: pvc://claim/path.",
+    )
+    model_uri: str | None = Field(
+        default=None,
+        max_length=1024,
+        pattern=FROZEN_SET_URI_PATTERN,
+        description="Its whole (merged or fully fine-tuned) model: pvc://claim/path.",
+    )
+
+
 class Evaluation(KubeModel):
-    """Final evaluation on the held-out test split."""
+    """Final evaluation on the held-out test split (and, when set, on a frozen set against a champion)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.champion) || has(self.frozenSet) || "
+                    "(has(self.exportTestSplit) && self.exportTestSplit)",
+                    "evaluation.champion needs evaluation.frozenSet (or exportTestSplit) to be scored on",
+                    fieldPath=".champion",
+                )
+            ]
+        }
+    )
 
     metrics: list[EvalMetric] = Field(
         default_factory=_all_eval_metrics,
@@ -231,6 +289,19 @@ class Evaluation(KubeModel):
         json_schema_extra={"x-kubernetes-list-type": "set"},
     )
     max_samples: int = Field(default=200, ge=1, le=100000, description="Generations scored for ROUGE/BLEU.")
+    # The three below default to None: a defaulted value would be rendered into every job's config and
+    # change its spec hash (see Hyperparameters). FineTuneSchedules set them on their runs.
+    frozen_set: FrozenSet | None = Field(
+        default=None, description="Also score the trained model (and the champion) on this file."
+    )
+    export_test_split: bool | None = Field(
+        default=None,
+        description="Write the test split to <output>/frozen-eval.jsonl (and score on it when no frozenSet "
+        "is given): the file a schedule pins as its frozen set.",
+    )
+    champion: Champion | None = Field(
+        default=None, description="The model in production, scored on the frozen set alongside this one."
+    )
 
 
 class RunPolicy(KubeModel):
@@ -450,6 +521,18 @@ class Lineage(KubeModel):
     )
 
 
+class FrozenSetScores(KubeModel):
+    """Scores on the frozen evaluation set: this run's and its champion's, from one code path in one run."""
+
+    uri: str | None = Field(default=None, max_length=1024, description="The file scored.")
+    metrics: EvalMetrics | None = Field(default=None, description="This run's model on the frozen set.")
+    champion: str | None = Field(default=None, max_length=253, description="The champion's FineTuneJob.")
+    champion_metrics: EvalMetrics | None = Field(
+        default=None, description="The champion on the same set (none: no champion, or not scorable)."
+    )
+    message: str = Field(default="", max_length=1024, description="Why something was not scored, if so.")
+
+
 class FineTuneJobStatus(KubeModel):
     """Observed state; written by the operator only."""
 
@@ -462,6 +545,9 @@ class FineTuneJobStatus(KubeModel):
     progress: Progress | None = Field(default=None, description="Live training progress.")
     metrics: EvalMetrics | None = Field(default=None, description="Final evaluation metrics.")
     artifacts: Artifacts | None = Field(default=None, description="Exported artifacts.")
+    frozen_set: FrozenSetScores | None = Field(
+        default=None, description="Scores on the frozen evaluation set (evaluation.frozenSet)."
+    )
     lineage: Lineage | None = Field(default=None, description="Provenance of the artifacts.")
     test_prompts: list[str] = Field(
         default_factory=list,

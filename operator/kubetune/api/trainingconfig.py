@@ -16,7 +16,14 @@ from typing import Literal
 from pydantic import Field
 
 from kubetune.api.common import KubeModel
-from kubetune.api.finetunejob import Artifacts, EvalMetrics, FineTuneJobSpec, Lineage, Method
+from kubetune.api.finetunejob import (
+    Artifacts,
+    EvalMetrics,
+    FineTuneJobSpec,
+    FrozenSetScores,
+    Lineage,
+    Method,
+)
 from kubetune.api.uris import join
 
 CONFIG_DIR = "/etc/kubetune"
@@ -30,6 +37,7 @@ MERGED_DIR = "merged"
 MODEL_DIR = "model"  # full fine-tuning: the whole model, already vLLM-loadable
 CHECKPOINTS_DIR = "checkpoints"
 MANIFEST_FILE = "kubetune-manifest.json"
+FROZEN_EVAL_FILE = "frozen-eval.jsonl"  # evaluation.exportTestSplit: the test split, as scored
 
 # Exit codes. Anything not listed is retryable (OOM kill, preemption, NCCL timeout...).
 EXIT_OK = 0
@@ -54,6 +62,10 @@ class TrainingPaths(KubeModel):
     dataset: str = Field(description="Local path of the dataset file (JSONL or JSON).")
     output_dir: str = Field(description="Directory for checkpoints and exported artifacts (shared by ranks).")
     deepspeed_config: str | None = Field(default=None, description="DeepSpeed JSON path, if any.")
+    frozen_set: str | None = Field(default=None, description="Local path of evaluation.frozenSet, if any.")
+    champion: str | None = Field(
+        default=None, description="Local directory of evaluation.champion's adapter or model, if any."
+    )
 
 
 class TrainingConfig(KubeModel):
@@ -79,6 +91,9 @@ class TrainerResult(KubeModel):
     metrics: EvalMetrics | None = Field(default=None, description="Test-split metrics.")
     artifacts: Artifacts | None = Field(default=None, description="Exported artifact URIs.")
     lineage: Lineage | None = Field(default=None, description="Provenance.")
+    frozen_set: FrozenSetScores | None = Field(
+        default=None, description="Frozen-set scores of this run and its champion."
+    )
     final_step: int | None = Field(default=None, description="Last optimizer step.")
     test_prompts: list[str] | None = Field(
         default=None, description="A few held-out user prompts, for the serving smoke test."
@@ -115,4 +130,29 @@ def output_artifacts(spec: FineTuneJobSpec) -> Artifacts:
         merged_model_uri=join(uri, MERGED_DIR) if spec.output.merge_adapter else None,
         manifest_uri=join(uri, MANIFEST_FILE),
         base_model_uri=spec.base_model.uri,
+    )
+
+
+def frozen_set_uri(spec: FineTuneJobSpec) -> str | None:
+    """The file a run scores on as its frozen set: the given one, else its own exported test split."""
+    if spec.evaluation.frozen_set is not None:
+        return spec.evaluation.frozen_set.uri
+    if spec.evaluation.export_test_split:
+        return join(spec.output.uri, FROZEN_EVAL_FILE)
+    return None
+
+
+def trusted_frozen_set(spec: FineTuneJobSpec, reported: FrozenSetScores | None) -> FrozenSetScores | None:
+    """Rank 0's frozen-set scores with the file and champion named by the spec, never by the report."""
+    uri = frozen_set_uri(spec)
+    if uri is None:
+        return None
+    champion = spec.evaluation.champion
+    scores = reported or FrozenSetScores(message="rank 0 reported no frozen-set scores")
+    return scores.model_copy(
+        update={
+            "uri": uri,
+            "champion": champion.name if champion else None,
+            "champion_metrics": scores.champion_metrics if champion else None,
+        }
     )

@@ -8,6 +8,7 @@ from typing import Any
 
 from kubetune.api.common import API_VERSION, GROUP
 from kubetune.api.finetunejob import KIND as FINETUNEJOB
+from kubetune.api.finetunejob import Evaluation
 from kubetune.api.finetuneschedule import FineTuneScheduleSpec, RunTrigger
 from kubetune.api.uris import join
 from kubetune.builders.common import MANAGED_BY, child_name, owner_reference, stable_hash
@@ -54,12 +55,16 @@ def run_manifest(
     scheduled_time: datetime,
     trigger: RunTrigger,
     dataset_digest: str | None,
+    evaluation: Evaluation | None = None,
 ) -> Manifest:
+    """`evaluation`: the run's own (frozen set and champion: the schedule's gate), else the template's."""
     meta = schedule["metadata"]
     template = spec.job_template
     job_spec = template.spec.model_copy(
         update={"output": template.spec.output.model_copy(update={"uri": run_output_uri(spec, name)})}
     )
+    if evaluation is not None:
+        job_spec = job_spec.model_copy(update={"evaluation": evaluation})
     labels = {
         **template.metadata.labels,
         LABEL_SCHEDULE: schedule_label_value(meta["name"]),

@@ -8,6 +8,7 @@ container into a per-pod emptyDir. Credentials reach containers only as secretKe
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,6 +122,8 @@ def storage_layout(spec: FineTuneJobSpec) -> StorageLayout:
         dataset_dir = f"{staging_root}/dataset"
     dataset_path = f"{dataset_dir}/{dataset_file}"
 
+    frozen_set_path, champion_path = _evaluation_inputs(spec, claim_volume, inputs)
+
     output_dir = f"{MOUNT_ROOT}/output"
     if output.scheme is Scheme.PVC:
         outputs.append(_Mount(claim_volume(output.authority), output_dir, output.path, False))
@@ -161,7 +164,13 @@ def storage_layout(spec: FineTuneJobSpec) -> StorageLayout:
         input_mounts.append({"name": STAGING_VOLUME, "mountPath": staging_root})
 
     return StorageLayout(
-        paths=TrainingPaths(base_model=model_path, dataset=dataset_path, output_dir=output_dir),
+        paths=TrainingPaths(
+            base_model=model_path,
+            dataset=dataset_path,
+            output_dir=output_dir,
+            frozen_set=frozen_set_path,
+            champion=champion_path,
+        ),
         volumes=volumes,
         input_mounts=input_mounts,
         output_mounts=[_mount_manifest(m) for m in outputs],
@@ -172,3 +181,22 @@ def storage_layout(spec: FineTuneJobSpec) -> StorageLayout:
         ),
         output_env=credential_env(output, spec.output.secret_ref),
     )
+
+
+def _evaluation_inputs(
+    spec: FineTuneJobSpec, claim_volume: Callable[[str], str], inputs: list[_Mount]
+) -> tuple[str | None, str | None]:
+    """Mount the frozen evaluation set and the champion (both pvc://, admission says so) read-only."""
+    evaluation = spec.evaluation
+    frozen_set_path = champion_path = None
+    if evaluation.frozen_set is not None:
+        uri = parse_uri(evaluation.frozen_set.uri)
+        directory = f"{MOUNT_ROOT}/frozen-set"
+        inputs.append(_Mount(claim_volume(uri.authority), directory, posixpath.dirname(uri.path), True))
+        frozen_set_path = f"{directory}/{posixpath.basename(uri.path)}"
+    champion = evaluation.champion
+    if champion is not None:
+        uri = parse_uri(champion.adapter_uri or champion.model_uri or "")
+        champion_path = f"{MOUNT_ROOT}/champion"
+        inputs.append(_Mount(claim_volume(uri.authority), champion_path, uri.path, True))
+    return frozen_set_path, champion_path

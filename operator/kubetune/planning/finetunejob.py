@@ -17,7 +17,7 @@ from typing import Any, Literal
 from kubetune.api.common import Condition
 from kubetune.api.conditions import ConditionType, Reason
 from kubetune.api.finetunejob import FineTuneJob, FineTuneJobSpec, FineTuneJobStatus, Lineage, Phase
-from kubetune.api.trainingconfig import output_artifacts, trusted_artifacts
+from kubetune.api.trainingconfig import output_artifacts, trusted_artifacts, trusted_frozen_set
 from kubetune.builders.common import ANNOTATION_SPEC_HASH, LABEL_ROLE
 from kubetune.builders.finetunejob import (
     ANNOTATION_RESTARTS,
@@ -428,6 +428,7 @@ def _succeeded(p: _Pass, current: _Attempt) -> _Verdict:
     if result is not None:
         status.metrics = result.metrics
         status.artifacts = trusted_artifacts(spec, result.artifacts)
+        status.frozen_set = trusted_frozen_set(spec, result.frozen_set)
         status.lineage = result.lineage or Lineage()
         if result.test_prompts:
             status.test_prompts = list(result.test_prompts[:8])
@@ -437,6 +438,7 @@ def _succeeded(p: _Pass, current: _Attempt) -> _Verdict:
         # The output layout is a contract, so the artifacts' locations are known without the result.
         message += " (rank 0's result was not readable: metrics unknown, artifacts at the output layout)"
         status.artifacts = status.artifacts or output_artifacts(spec)
+        status.frozen_set = status.frozen_set or trusted_frozen_set(spec, None)
         status.lineage = status.lineage or Lineage()
     if status.lineage.config_hash is None:
         status.lineage.config_hash = job["metadata"].get("annotations", {}).get(ANNOTATION_SPEC_HASH)

@@ -30,6 +30,7 @@ from kubetune.trainer.export import (
     merge_adapter,
     write_json,
 )
+from kubetune.trainer.frozen import Scoring, score_frozen_set
 from kubetune.trainer.kernels import KernelChoice, choose_kernels
 from kubetune.trainer.ownership import CheckpointOwnerCallback, Owner, claim_output, resumable_checkpoint
 from kubetune.trainer.precision import Precision, resolve_precision
@@ -336,12 +337,20 @@ def run_training(config: TrainingConfig, config_path: Path, reporter: ProgressRe
         trainer, train_output, train_seconds, resume_from, precision, progress, topology
     )
     _write_reports(config, layout, prepared.report, metrics, pairs, training, artifacts, lineage)
+    frozen = score_frozen_set(
+        config,
+        layout.root,
+        splits.test,
+        tokenizer,
+        Scoring.for_hardware(cuda=hardware.cuda, bf16_supported=hardware.bf16_supported),
+    )
     return TrainerResult(
         outcome="Succeeded",
         message=prepared.report.summary(),
         metrics=metrics if metrics.to_wire() else EvalMetrics(),
         artifacts=artifacts,
         lineage=lineage,
+        frozen_set=frozen,
         final_step=trainer.state.global_step,
         test_prompts=held_out_prompts(splits.test) or None,
     )
