@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -111,8 +111,11 @@ def observe_runs(
     return history, finished
 
 
-def prune(history: Sequence[ScheduledRun], *, successful: int, failed: int) -> list[ScheduledRun]:
-    """The history kept by the limits: the newest successful, skipped and failed runs; active ones stay.
+def prune(
+    history: Sequence[ScheduledRun], *, successful: int, failed: int, protected: Collection[str] = ()
+) -> list[ScheduledRun]:
+    """The history kept by the limits: the newest successful, skipped and failed runs; active ones and
+    `protected` ones (runs another run starts from) stay.
 
     Skipped runs are counted apart (under the successful limit) so that weeks without new data never
     push the last trained run, and the FineTuneJob a ModelDeployment may serve, out of the history.
@@ -125,6 +128,7 @@ def prune(history: Sequence[ScheduledRun], *, successful: int, failed: int) -> l
     ):
         newest = sorted((r for r in history if r.phase is phase), key=lambda r: r.scheduled_time)
         keep.update(r.name for r in newest[max(0, len(newest) - limit) :])
+    keep.update(protected)
     return [r for r in history if r.phase is RunPhase.ACTIVE or r.name in keep]
 
 
