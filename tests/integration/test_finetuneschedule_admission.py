@@ -29,6 +29,9 @@ VALID: dict[str, Any] = {
 }
 
 
+TEMPLATE: dict[str, Any] = VALID["spec"]["jobTemplate"]["spec"]
+
+
 def with_spec(**fields: Any) -> dict[str, Any]:
     obj = copy.deepcopy(VALID)
     obj["spec"].update(fields)
@@ -55,6 +58,28 @@ INVALID = [
     ("negative trigger", with_spec(trigger=-1), "spec.trigger"),
     ("template rules apply", with_template(method="full", lora={"r": 8}), "spec.jobTemplate.spec.lora"),
     ("template fields validated", with_template(method="prefix"), "spec.jobTemplate.spec.method"),
+    (
+        "incremental with a full fine-tune",
+        with_spec(incremental={"enabled": True}, jobTemplate={"spec": {**TEMPLATE, "method": "full"}}),
+        "spec.incremental",
+    ),
+    (
+        "incremental and a fixed initFrom",
+        with_spec(
+            incremental={}, jobTemplate={"spec": {**TEMPLATE, "initFrom": {"finetuneJobRef": {"name": "x"}}}}
+        ),
+        "spec.jobTemplate.spec.initFrom",
+    ),
+    (
+        "incremental replayFraction above 1",
+        with_spec(incremental={"replayFraction": 2}),
+        "spec.incremental.replayFraction",
+    ),
+    (
+        "incremental learningRateScale zero",
+        with_spec(incremental={"learningRateScale": 0}),
+        "spec.incremental.learningRateScale",
+    ),
 ]
 
 
