@@ -14,7 +14,7 @@ from tests.trainer.conftest import FACTS, PHRASINGS, render_config, run_trainer,
 from kubetune.api.finetunejob import LoraConfig
 from kubetune.api.trainingconfig import TRAIN_RECORDS_FILE, InitFromConfig, TrainerResult, TrainingConfig
 from kubetune.trainer.data import Conversation, Message
-from kubetune.trainer.errors import ConfigError
+from kubetune.trainer.errors import ConfigError, DataError
 from kubetune.trainer.incremental import (
     check_adapter,
     load_replay_records,
@@ -84,6 +84,42 @@ def test_train_records_round_trip_through_the_replay_loader(tmp_path: Path) -> N
     )
 
     loaded = load_replay_records(config, max_seq_length=2048, token_counter=None)
+
+    assert [c.identity() for c in loaded] == [c.identity() for c in EARLIER[:5]]
+
+
+def test_replaying_from_a_job_that_recorded_no_training_records_is_a_data_error(tmp_path: Path) -> None:
+    config = InitFromConfig(
+        finetune_job="old-run",
+        output_uri="pvc://out/old-run",
+        adapter_uri="pvc://out/old-run/adapter",
+        adapter_path=str(tmp_path / "adapter"),
+        replay_records_path=str(tmp_path / TRAIN_RECORDS_FILE),
+        replay_fraction=0.5,
+    )
+    with pytest.raises(
+        DataError, match=r"spec\.initFrom\.replayFraction: .* FineTuneJob old-run recorded no"
+    ):
+        load_replay_records(config, max_seq_length=2048, token_counter=None)
+
+
+def test_replayed_records_over_this_jobs_token_limit_are_left_out(tmp_path: Path) -> None:
+    path = tmp_path / TRAIN_RECORDS_FILE
+    write_train_records(path, EARLIER[:10])
+    config = InitFromConfig(
+        finetune_job="run-1",
+        output_uri="pvc://out/run-1",
+        adapter_uri="pvc://out/run-1/adapter",
+        adapter_path=str(tmp_path / "adapter"),
+        replay_records_path=str(path),
+        replay_fraction=1.0,
+    )
+    # A stand-in token count: records 5..9 are "too long" for this job.
+    long = {c.identity() for c in EARLIER[5:10]}
+
+    loaded = load_replay_records(
+        config, max_seq_length=100, token_counter=lambda c: 1000 if c.identity() in long else 10
+    )
 
     assert [c.identity() for c in loaded] == [c.identity() for c in EARLIER[:5]]
 
