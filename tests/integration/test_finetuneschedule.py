@@ -20,6 +20,7 @@ from tests.support.kubelet import FakeKubelet, finish_pod, run_pods, scheduled_p
 from tests.support.operator import running_operator
 from tests.support.polling import aeventually
 
+from kubetune.builders.finetunejob import child_names
 from kubetune.builders.finetuneschedule import manual_run_name, run_name
 from kubetune.kube.client import KubeClient
 
@@ -470,3 +471,77 @@ async def test_a_run_that_regresses_on_the_frozen_set_fails_the_gate_and_is_not_
         return messages[0]
 
     assert run2 in await aeventually(gate_event, timeout=30, message="GateFailed Event")
+
+
+async def test_an_incremental_schedule_starts_run_2_from_run_1(
+    client: KubeClient, namespace: str, operator: None, clock: FakeClock, kube: Kube
+) -> None:
+    incremental = {"replayFraction": 0.25, "learningRateScale": 0.5}
+    # History limit 0: run 1 stays anyway, as the latest good run that run 2 starts from.
+    manifest = fts_manifest(
+        "incr", incremental=incremental, skipUnchangedData=False, successfulRunsHistoryLimit=0
+    )
+    kube.apply(manifest, namespace)
+    first = await next_fire(client, namespace, "incr")
+    clock.set(first + timedelta(seconds=5))
+    run1 = run_name("incr", first)
+    job1 = await run_job(client, namespace, run1)
+    assert job1 is not None
+    assert "initFrom" not in job1["spec"]  # nothing good to start from yet: a fresh adapter
+
+    # A job that starts from run 1 while it trains waits for it, saying so.
+    follower = {
+        "apiVersion": API,
+        "kind": "FineTuneJob",
+        "metadata": {"name": "follower"},
+        "spec": {
+            **job1["spec"],
+            "output": {"uri": "s3://models/follower"},
+            "initFrom": {"finetuneJobRef": {"name": run1}},
+        },
+    }
+    kube.apply(follower, namespace)
+
+    async def follower_waits() -> bool:
+        job = await client.get(API, "FineTuneJob", namespace, "follower")
+        assert job is not None
+        conditions = (job.get("status") or {}).get("conditions", [])
+        [running] = [c for c in conditions if c["type"] == "Running"] or [{"reason": "not reconciled yet"}]
+        assert running["reason"] == "WaitingForFineTuneJob", running
+        assert running["message"].startswith(f"spec.initFrom.finetuneJobRef: FineTuneJob {run1}")
+        return True
+
+    await aeventually(follower_waits, timeout=30, message="the follower waiting for run 1")
+    assert await client.get("v1", "ConfigMap", namespace, child_names("follower").config_map) is None
+
+    adapter = f"s3://models/sched/{run1}/adapter"
+    await finish(client, namespace, run1, "Succeeded", artifacts={"adapterUri": adapter})
+    await status_when(client, namespace, "incr", lambda s: s.get("latestGoodRun") == run1, "run 1 good")
+
+    second = first + timedelta(hours=1)
+    clock.set(second + timedelta(seconds=5))
+    run2 = run_name("incr", second)
+    job2 = await run_job(client, namespace, run2)
+    assert job2 is not None
+    assert job2["spec"]["initFrom"] == {"finetuneJobRef": {"name": run1}, **incremental}
+
+    # The operator resolved run 2's initFrom into its training config: run 1's adapter and records.
+    async def resolved_config(name: str) -> dict[str, Any]:
+        config_map = await client.get("v1", "ConfigMap", namespace, child_names(name).config_map)
+        assert config_map is not None, f"{name}'s config not rendered yet"
+        config: dict[str, Any] = json.loads(config_map["data"]["config.json"])
+        return config
+
+    config = await aeventually(lambda: resolved_config(run2), timeout=30, message="run 2's config")
+    assert config["initFrom"]["adapterUri"] == adapter
+    assert config["initFrom"]["outputUri"] == f"s3://models/sched/{run1}"
+    assert config["initFrom"]["replayRecordsPath"].endswith("/train-records.jsonl")
+    assert config["initFrom"]["learningRateScale"] == 0.5
+    follower_config = await aeventually(
+        lambda: resolved_config("follower"), timeout=30, message="the follower's config"
+    )
+    assert follower_config["initFrom"]["adapterUri"] == adapter
+
+    status = await status_when(client, namespace, "incr", lambda s: s.get("active") == [run2], "run 2 active")
+    assert [r["name"] for r in status["runs"]] == [run1, run2]
+    assert await client.get(API, "FineTuneJob", namespace, run1) is not None

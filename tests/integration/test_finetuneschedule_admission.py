@@ -29,6 +29,9 @@ VALID: dict[str, Any] = {
 }
 
 
+TEMPLATE: dict[str, Any] = VALID["spec"]["jobTemplate"]["spec"]
+
+
 def with_spec(**fields: Any) -> dict[str, Any]:
     obj = copy.deepcopy(VALID)
     obj["spec"].update(fields)
@@ -123,6 +126,26 @@ INVALID = [
         "the frozen set in the template of a gated schedule",
         gated(evaluation={"frozenSet": {"uri": "pvc://eval/set.jsonl"}}),
         "spec.jobTemplate.spec.evaluation.frozenSet",
+        "incremental with a full fine-tune",
+        with_spec(incremental={"enabled": True}, jobTemplate={"spec": {**TEMPLATE, "method": "full"}}),
+        "spec.incremental",
+    ),
+    (
+        "incremental and a fixed initFrom",
+        with_spec(
+            incremental={}, jobTemplate={"spec": {**TEMPLATE, "initFrom": {"finetuneJobRef": {"name": "x"}}}}
+        ),
+        "spec.jobTemplate.spec.initFrom",
+    ),
+    (
+        "incremental replayFraction above 1",
+        with_spec(incremental={"replayFraction": 2}),
+        "spec.incremental.replayFraction",
+    ),
+    (
+        "incremental learningRateScale zero",
+        with_spec(incremental={"learningRateScale": 0}),
+        "spec.incremental.learningRateScale",
     ),
 ]
 

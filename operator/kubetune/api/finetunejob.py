@@ -321,6 +321,38 @@ class RunPolicy(KubeModel):
     )
 
 
+class InitFromJobRef(KubeModel):
+    """A FineTuneJob in the same namespace."""
+
+    name: str = Field(
+        min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN, description="Name of the FineTuneJob."
+    )
+
+
+class InitFrom(KubeModel):
+    """Start from an earlier job's adapter (trainable) instead of a fresh one: incremental training.
+
+    The earlier job must be Succeeded, with an adapter, on the same base model (uri and revision) and
+    the same LoRA shape (r, alpha, targetModules); the operator checks this before any pod starts.
+    """
+
+    finetune_job_ref: InitFromJobRef = Field(description="The job whose adapter this run continues.")
+    replay_fraction: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="Also train on this many earlier records per new training record, sampled "
+        "deterministically (dataset.seed) from what the earlier job trained on; 0: none.",
+    )
+    learning_rate_scale: float = Field(
+        default=1.0,
+        gt=0.0,
+        le=1.0,
+        description="Multiplies hyperparameters.learningRate: continued training usually wants a "
+        "smaller step than training from scratch.",
+    )
+
+
 SPEC_RULES: list[JsonValue] = [
     cel(
         "self.method != 'full' || !has(self.lora)",
@@ -362,6 +394,17 @@ SPEC_RULES: list[JsonValue] = [
         "has(self.lora) == has(oldSelf.lora)",
         "lora is immutable: it cannot be added or removed after creation",
         fieldPath=".lora",
+    ),
+    cel(
+        "has(self.initFrom) == has(oldSelf.initFrom)",
+        "initFrom is immutable: it cannot be added or removed after creation",
+        fieldPath=".initFrom",
+    ),
+    cel(
+        "!has(self.initFrom) || self.method != 'full'",
+        "initFrom needs method lora or qlora: it continues an adapter, and a full fine-tune has none",
+        fieldPath=".initFrom",
+        reason="FieldValueForbidden",
     ),
     cel(
         "has(self.deepspeed) == has(oldSelf.deepspeed)",
@@ -411,6 +454,11 @@ class FineTuneJobSpec(KubeModel):
     output: Output = Field(description="Artifact location.", json_schema_extra=immutable("output"))
     evaluation: Evaluation = Field(
         default_factory=Evaluation, description="Final evaluation.", json_schema_extra=immutable("evaluation")
+    )
+    init_from: InitFrom | None = Field(
+        default=None,
+        description="Continue an earlier job's adapter (lora/qlora only); omitted: a fresh adapter.",
+        json_schema_extra=immutable("initFrom"),
     )
     run_policy: RunPolicy = Field(default_factory=RunPolicy, description="Retries, deadline, suspend, TTL.")
     image: ImageOverrides | None = Field(default=None, description="Trainer image override.")
@@ -506,6 +554,17 @@ class Artifacts(KubeModel):
     )
 
 
+class InitFromLineage(KubeModel):
+    """The adapter an incremental run started from."""
+
+    finetune_job: str = Field(max_length=253, description="The FineTuneJob it continued.")
+    adapter_uri: str = Field(max_length=1024, description="That job's adapter folder.")
+    adapter_digest: str | None = Field(
+        default=None, max_length=128, description="sha256 of the adapter weights it loaded."
+    )
+    replayed_records: int = Field(default=0, ge=0, description="Earlier records mixed into training.")
+
+
 class Lineage(KubeModel):
     """Where the artifact came from."""
 
@@ -518,6 +577,9 @@ class Lineage(KubeModel):
     config_hash: str | None = Field(default=None, max_length=128, description="Hash of the rendered config.")
     checkpoint: str | None = Field(
         default=None, max_length=1024, description="Checkpoint the artifact is from."
+    )
+    init_from: InitFromLineage | None = Field(
+        default=None, description="The adapter it continued (spec.initFrom), if any."
     )
 
 

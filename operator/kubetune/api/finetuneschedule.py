@@ -74,6 +74,39 @@ class FineTuneJobTemplate(KubeModel):
     spec: FineTuneJobSpec = Field(description="The FineTuneJob spec of each run.")
 
 
+class Incremental(KubeModel):
+    """Each run continues the adapter of the schedule's latest good run (status.latestGoodRun when the
+    run is created) with spec.initFrom; the first run, with none yet, trains a fresh adapter."""
+
+    enabled: bool = Field(default=True, description="Start each run from the latest good run.")
+    replay_fraction: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="initFrom.replayFraction of each run: earlier records replayed per new training record.",
+    )
+    learning_rate_scale: float = Field(
+        default=1.0, gt=0.0, le=1.0, description="initFrom.learningRateScale of each run."
+    )
+
+
+INCREMENTAL_RULES: list[JsonValue] = [
+    cel(
+        "!has(self.incremental) || !self.incremental.enabled || self.jobTemplate.spec.method != 'full'",
+        "incremental needs jobTemplate.spec.method lora or qlora: runs continue an adapter",
+        fieldPath=".incremental",
+        reason="FieldValueForbidden",
+    ),
+    cel(
+        "!has(self.incremental) || !self.incremental.enabled || !has(self.jobTemplate.spec.initFrom)",
+        "jobTemplate.spec.initFrom must not be set when incremental is enabled: each run's initFrom is "
+        "the schedule's latest good run",
+        fieldPath=".jobTemplate.spec.initFrom",
+        reason="FieldValueForbidden",
+    ),
+]
+
+
 class MaxIncrease(KubeModel):
     """How much higher than the champion's a lower-is-better metric may be."""
 
@@ -177,7 +210,9 @@ SPEC_RULES: list[JsonValue] = [
 class FineTuneScheduleSpec(KubeModel):
     """When to retrain and what: a CronJob for FineTuneJobs."""
 
-    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": SPEC_RULES})
+    model_config = ConfigDict(
+        json_schema_extra={"x-kubernetes-validations": [*SPEC_RULES, *INCREMENTAL_RULES]}
+    )
 
     schedule: str = Field(
         max_length=128,
@@ -214,6 +249,9 @@ class FineTuneScheduleSpec(KubeModel):
     skip_unchanged_data: bool = Field(
         default=True,
         description="Skip a scheduled run when the data and template are those of the last successful run.",
+    )
+    incremental: Incremental | None = Field(
+        default=None, description="Continue the latest good run's adapter in each run (lora/qlora)."
     )
     job_template: FineTuneJobTemplate = Field(description="The FineTuneJob each run creates.")
     evaluation: ScheduleEvaluation | None = Field(

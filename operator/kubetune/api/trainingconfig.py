@@ -38,6 +38,9 @@ MODEL_DIR = "model"  # full fine-tuning: the whole model, already vLLM-loadable
 CHECKPOINTS_DIR = "checkpoints"
 MANIFEST_FILE = "kubetune-manifest.json"
 FROZEN_EVAL_FILE = "frozen-eval.jsonl"  # evaluation.exportTestSplit: the test split, as scored
+TRAIN_RECORDS_FILE = "train-records.jsonl"
+"""What the run trained on (its training split and any replayed records), as `messages` JSONL: the
+replay source of a later run that starts from this one (spec.initFrom.replayFraction)."""
 
 # Exit codes. Anything not listed is retryable (OOM kill, preemption, NCCL timeout...).
 EXIT_OK = 0
@@ -68,6 +71,20 @@ class TrainingPaths(KubeModel):
     )
 
 
+class InitFromConfig(KubeModel):
+    """spec.initFrom, resolved by the operator: the trainer reads no other object."""
+
+    finetune_job: str = Field(description="The earlier FineTuneJob.")
+    output_uri: str = Field(description="Its output folder (holds the adapter and its training records).")
+    adapter_uri: str = Field(description="Its adapter folder, for lineage.")
+    adapter_path: str = Field(description="Local path of that adapter folder (mounted or staged).")
+    replay_records_path: str | None = Field(
+        default=None, description="Local path of its TRAIN_RECORDS_FILE; set when replayFraction > 0."
+    )
+    replay_fraction: float = Field(default=0.0, ge=0.0, le=1.0, description="spec.initFrom.replayFraction.")
+    learning_rate_scale: float = Field(default=1.0, gt=0.0, description="spec.initFrom.learningRateScale.")
+
+
 class TrainingConfig(KubeModel):
     """Everything the trainer needs, rendered by the operator."""
 
@@ -80,6 +97,9 @@ class TrainingConfig(KubeModel):
     paths: TrainingPaths = Field(description="Container paths.")
     progress: ProgressTarget = Field(description="Progress reporting target.")
     output_uri: str = Field(description="spec.output.uri, for artifact URIs in the result.")
+    init_from: InitFromConfig | None = Field(
+        default=None, description="The resolved spec.initFrom (None: a fresh adapter)."
+    )
 
 
 class TrainerResult(KubeModel):

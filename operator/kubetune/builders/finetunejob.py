@@ -15,10 +15,13 @@ from typing import Any
 from kubetune.api.common import GROUP
 from kubetune.api.finetunejob import PLURAL, FineTuneJobSpec
 from kubetune.api.trainingconfig import (
+    ADAPTER_DIR,
     CONFIG_DIR,
     CONFIG_FILE,
     DEEPSPEED_FILE,
     FATAL_EXIT_CODES,
+    TRAIN_RECORDS_FILE,
+    InitFromConfig,
     ProgressTarget,
     TrainingConfig,
 )
@@ -35,7 +38,7 @@ from kubetune.builders.common import (
 )
 from kubetune.builders.deepspeed import build_deepspeed_config
 from kubetune.builders.networkpolicy import build_gang_network_policy
-from kubetune.builders.storage import StorageLayout, storage_layout
+from kubetune.builders.storage import InitSource, StorageLayout, storage_layout
 from kubetune.builders.training_pod import (
     MASTER_PORT,
     RENDEZVOUS_PORT_NAME,
@@ -160,11 +163,15 @@ def _spec(ftj: dict[str, Any]) -> FineTuneJobSpec:
     return FineTuneJobSpec.model_validate(ftj["spec"])
 
 
-def build_training_config(ftj: dict[str, Any], spec: FineTuneJobSpec | None = None) -> TrainingConfig:
-    """The typed config the trainer parses from CONFIG_DIR/config.json (`spec`: `ftj`'s, parsed)."""
+def build_training_config(
+    ftj: dict[str, Any], spec: FineTuneJobSpec | None = None, init: InitSource | None = None
+) -> TrainingConfig:
+    """The typed config the trainer parses from CONFIG_DIR/config.json (`spec`: `ftj`'s, parsed;
+    `init`: its spec.initFrom, resolved)."""
     name, namespace = _meta(ftj)
     spec = spec or _spec(ftj)
-    paths = storage_layout(spec).paths
+    layout = storage_layout(spec, init)
+    paths = layout.paths
     if spec.deepspeed is not None:
         paths = paths.model_copy(update={"deepspeed_config": f"{CONFIG_DIR}/{DEEPSPEED_FILE}"})
     return TrainingConfig(
@@ -175,6 +182,21 @@ def build_training_config(ftj: dict[str, Any], spec: FineTuneJobSpec | None = No
         paths=paths,
         progress=ProgressTarget(namespace=namespace, name=name),
         output_uri=spec.output.uri,
+        init_from=_init_from_config(init, layout.init_dir),
+    )
+
+
+def _init_from_config(init: InitSource | None, init_dir: str | None) -> InitFromConfig | None:
+    if init is None or init_dir is None:
+        return None
+    return InitFromConfig(
+        finetune_job=init.finetune_job,
+        output_uri=init.output_uri,
+        adapter_uri=init.adapter_uri,
+        adapter_path=f"{init_dir}/{ADAPTER_DIR}",
+        replay_records_path=f"{init_dir}/{TRAIN_RECORDS_FILE}" if init.replay_fraction > 0 else None,
+        replay_fraction=init.replay_fraction,
+        learning_rate_scale=init.learning_rate_scale,
     )
 
 
@@ -243,6 +265,7 @@ def build_children(
     trainer_image: str = DEFAULT_TRAINER_IMAGE,
     spec: FineTuneJobSpec | None = None,
     image_pull_secrets: Sequence[str] = (),
+    init: InitSource | None = None,
 ) -> FineTuneJobChildren:
     """All children of a FineTuneJob.
 
@@ -253,6 +276,7 @@ def build_children(
     deepspeed_from_ref: the content of the ConfigMap key named by spec.deepspeed.configRef.
     spec: `ftj`'s spec, already parsed (parsed here when not given).
     image_pull_secrets: Secrets both Jobs' pods pull with (the chart's `imagePullSecrets`).
+    init: spec.initFrom resolved against the earlier job (required when the spec sets initFrom).
     Raises ValueError when a referenced DeepSpeed config is missing or malformed.
     """
     name, namespace = _meta(ftj)
@@ -264,7 +288,7 @@ def build_children(
         namespace=namespace,
         spec=spec,
         names=child_names(name),
-        layout=storage_layout(spec),
+        layout=storage_layout(spec, init),
         digest=spec_hash(spec, deepspeed),
         image=(spec.image.image if spec.image else None) or trainer_image,
         pull_policy=spec.image.pull_policy if spec.image else None,
@@ -273,7 +297,7 @@ def build_children(
     # trees so a caller editing one manifest cannot change another.
     return FineTuneJobChildren(
         names=b.names,
-        config_map=_tree(_config_map(b, build_training_config(ftj, spec), deepspeed)),
+        config_map=_tree(_config_map(b, build_training_config(ftj, spec, init), deepspeed)),
         service=_tree(_rendezvous_service(b)),
         service_account=_tree(_service_account(b)),
         role=_tree(_role(b)),

@@ -30,6 +30,20 @@ S3_OPTIONAL_SECRET_KEYS = ("AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_DEFAULT
 
 
 @dataclass(frozen=True)
+class InitSource:
+    """spec.initFrom resolved against the earlier FineTuneJob (kubetune.planning.init_from)."""
+
+    finetune_job: str
+    output_uri: str
+    """The earlier job's output folder: its adapter and training records live under it."""
+    adapter_uri: str
+    secret_ref: SecretKeyRef | None
+    """The earlier job's output credentials (an s3:// output)."""
+    replay_fraction: float
+    learning_rate_scale: float
+
+
+@dataclass(frozen=True)
 class _Mount:
     volume: str
     mount_path: str
@@ -48,6 +62,7 @@ class StorageLayout:
     needs_staging: bool = False
     staging_env: list[dict[str, Any]] = field(default_factory=list)  # credentials of staged inputs
     output_env: list[dict[str, Any]] = field(default_factory=list)  # credentials of an s3:// output
+    init_dir: str | None = None  # the earlier job's output folder (spec.initFrom), mounted or staged
 
 
 def credential_env(uri: StorageUri, ref: SecretKeyRef | None) -> list[dict[str, Any]]:
@@ -89,7 +104,8 @@ def _mount_manifest(m: _Mount) -> dict[str, Any]:
     return out
 
 
-def storage_layout(spec: FineTuneJobSpec) -> StorageLayout:
+def storage_layout(spec: FineTuneJobSpec, init: InitSource | None = None) -> StorageLayout:
+    """`init`: the resolved spec.initFrom, whose output folder is an input too (read-only)."""
     model = parse_uri(spec.base_model.uri)
     dataset = parse_uri(spec.dataset.uri)
     output = parse_uri(spec.output.uri)
@@ -123,6 +139,13 @@ def storage_layout(spec: FineTuneJobSpec) -> StorageLayout:
     dataset_path = f"{dataset_dir}/{dataset_file}"
 
     frozen_set_path, champion_path = _evaluation_inputs(spec, claim_volume, inputs)
+    init_uri = parse_uri(init.output_uri) if init is not None else None
+    init_dir: str | None = None
+    if init_uri is not None and init_uri.scheme is Scheme.PVC:
+        init_dir = f"{MOUNT_ROOT}/init"
+        inputs.append(_Mount(claim_volume(init_uri.authority), init_dir, init_uri.path, True))
+    elif init_uri is not None:
+        init_dir = f"{staging_root}/init"
 
     output_dir = f"{MOUNT_ROOT}/output"
     if output.scheme is Scheme.PVC:
@@ -153,7 +176,9 @@ def storage_layout(spec: FineTuneJobSpec) -> StorageLayout:
                 },
             }
         )
-    needs_staging = model.needs_staging or dataset.needs_staging
+    needs_staging = (
+        model.needs_staging or dataset.needs_staging or (init_uri is not None and init_uri.needs_staging)
+    )
     if needs_staging:
         volumes.append({"name": STAGING_VOLUME, "emptyDir": {}})
     if output.scheme is not Scheme.PVC:
@@ -178,8 +203,10 @@ def storage_layout(spec: FineTuneJobSpec) -> StorageLayout:
         staging_env=_merge_env(
             credential_env(model, spec.base_model.secret_ref),
             credential_env(dataset, spec.dataset.secret_ref),
+            credential_env(init_uri, init.secret_ref) if init is not None and init_uri is not None else [],
         ),
         output_env=credential_env(output, spec.output.secret_ref),
+        init_dir=init_dir,
     )
 
 

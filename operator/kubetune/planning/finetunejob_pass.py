@@ -23,11 +23,14 @@ from kubetune.builders.finetunejob import (
     build_children,
     training_job_patch,
 )
+from kubetune.builders.storage import InitSource
 from kubetune.planning.admission import accepted
 from kubetune.planning.finetunejob import Decisions, observe
+from kubetune.planning.init_from import FIELD as INIT_FROM_FIELD
+from kubetune.planning.init_from import WAIT_REQUEUE_SECONDS, InitWait, resolve_init_from
 from kubetune.planning.plan import Delete, Event, Patch, Plan
 from kubetune.preflight import Problem, preflight
-from kubetune.status.conditions import set_condition
+from kubetune.status.conditions import find_condition, set_condition
 from kubetune.status.summary import finetunejob_summary, summary_conditions
 
 FULL_APPLY_SECONDS = 600.0
@@ -53,6 +56,8 @@ class FineTuneJobContext:
     resync: bool = False
     since_full_apply_s: float | None = None
     """Seconds since this process last applied the shared children (None: never)."""
+    init_from_job: Manifest | None = None
+    """The FineTuneJob spec.initFrom names, as read (None: not found, or no initFrom)."""
 
     @property
     def generation(self) -> int | None:
@@ -65,7 +70,20 @@ def plan_finetunejob(ctx: FineTuneJobContext) -> Plan:
     status.conditions = accepted(status.conditions, ctx.generation, ctx.now, problem=ctx.problem)
     if ctx.spec is None:
         return _invalid(status, ctx.generation, ctx.now, ctx.problem)
-    problems, desired = _desired(ctx, ctx.spec)
+    init: InitSource | Problem | None = None
+    if status.phase not in (Phase.SUCCEEDED, Phase.FAILED):
+        resolved = resolve_init_from(ctx.spec, ctx.obj["metadata"]["name"], ctx.init_from_job)
+        if isinstance(resolved, InitWait):
+            if not ctx.jobs:
+                return _waiting(status, ctx, resolved)
+            # The run already started from it: the earlier job was deleted (or changed) under it.
+            resolved = Problem(
+                "error", INIT_FROM_FIELD, f"no longer usable during the run: {resolved.message}"
+            )
+        init = resolved
+    problems, desired = _desired(ctx, ctx.spec, init if isinstance(init, InitSource) else None)
+    if isinstance(init, Problem):
+        problems.append(init)
     observation = observe(
         dict(ctx.obj, status=status.to_wire()),
         ctx.jobs,
@@ -97,13 +115,14 @@ def plan_finetunejob(ctx: FineTuneJobContext) -> Plan:
             trainer_image=ctx.trainer_image,
             image_pull_secrets=ctx.image_pull_secrets,
             spec=ctx.spec,
+            init=init if isinstance(init, InitSource) else None,
         )
         plan.replace.append(attempt.training_job)
     return plan
 
 
 def _desired(
-    ctx: FineTuneJobContext, spec: FineTuneJobSpec
+    ctx: FineTuneJobContext, spec: FineTuneJobSpec, init: InitSource | None
 ) -> tuple[list[Problem], FineTuneJobChildren | None]:
     """Preflight problems, and the children of attempt 0 (None when the DeepSpeed config is unusable)."""
     problems = preflight(spec, node_gpu_capacity=ctx.node_gpu_capacity, model_context_length=None)
@@ -115,6 +134,7 @@ def _desired(
             trainer_image=ctx.trainer_image,
             image_pull_secrets=ctx.image_pull_secrets,
             spec=spec,
+            init=init,
         )
     except ValueError as exc:
         problems.append(Problem("error", "spec.deepspeed.configRef", str(exc)))
@@ -179,6 +199,21 @@ def _run_policy_patch(job: Manifest, spec: FineTuneJobSpec) -> dict[str, Any] | 
 
 def _role(job: Manifest) -> str | None:
     return (job["metadata"].get("labels") or {}).get(LABEL_ROLE)
+
+
+def _waiting(status: FineTuneJobStatus, ctx: FineTuneJobContext, wait: InitWait) -> Plan:
+    """Pending on spec.initFrom: no child yet, Running=False with the reason, a look again later."""
+    was = find_condition(status.conditions, ConditionType.RUNNING)
+    events = (
+        [] if was is not None and was.reason == wait.reason else [Event("Normal", wait.reason, wait.message)]
+    )
+    status.phase = Phase.PENDING
+    status.observed_generation = ctx.generation
+    status.conditions = set_condition(
+        status.conditions, ConditionType.RUNNING, "False", wait.reason, wait.message, ctx.generation, ctx.now
+    )
+    status.conditions = _summarized(status.conditions, ctx.generation, ctx.now)
+    return Plan(status=status.to_wire(), events=events, requeue_after_s=WAIT_REQUEUE_SECONDS)
 
 
 def _invalid(status: FineTuneJobStatus, generation: int | None, now: datetime, message: str) -> Plan:

@@ -17,6 +17,7 @@ before the run, which reports the digest (docs/finetuneschedule.md).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,7 +25,15 @@ from typing import Any
 from kubetune.api.common import API_VERSION, Condition
 from kubetune.api.conditions import ConditionType, Reason
 from kubetune.api.finetunejob import KIND as FINETUNEJOB
-from kubetune.api.finetunejob import Evaluation, FineTuneJobSpec, FineTuneJobStatus, FrozenSet
+from kubetune.api.finetunejob import (
+    Evaluation,
+    FineTuneJobSpec,
+    FineTuneJobStatus,
+    FrozenSet,
+    InitFrom,
+    InitFromJobRef,
+    Phase,
+)
 from kubetune.api.finetuneschedule import (
     ConcurrencyPolicy,
     FineTuneScheduleSpec,
@@ -137,6 +146,7 @@ class _Pass:
         if self.spec.concurrency_policy is ConcurrencyPolicy.REPLACE:
             for run in self.active:
                 self._replace(run, name)
+        init_from = run_init_from(self.spec, self.status.latest_good_run)
         self.create.append(
             run_manifest(
                 self.ctx.obj,
@@ -146,6 +156,7 @@ class _Pass:
                 trigger=trigger,
                 dataset_digest=digest,
                 evaluation=self._run_evaluation(name),
+                init_from=init_from,
             )
         )
         self.history.append(
@@ -158,8 +169,9 @@ class _Pass:
                 template_hash=template_hash(self.spec),
             )
         )
+        start = f", starting from run {init_from.finetune_job_ref.name}" if init_from else ""
         self.events.append(
-            Event("Normal", "RunCreated", f"created FineTuneJob {name} ({trigger.value.lower()})")
+            Event("Normal", "RunCreated", f"created FineTuneJob {name} ({trigger.value.lower()}{start})")
         )
 
     def _run_evaluation(self, name: str) -> Evaluation | None:
@@ -229,7 +241,7 @@ def plan_schedule(ctx: ScheduleContext) -> SchedulePlan:
         p.history,
         successful=p.spec.successful_runs_history_limit,
         failed=p.spec.failed_runs_history_limit,
-        protect=protect,
+        protected={*protect, *init_sources(p.spec, p.status.latest_good_run, p.ctx.jobs, p.create)},
     )
     kept_names = {r.name for r in kept}
     for run in p.history:
@@ -238,6 +250,42 @@ def plan_schedule(ctx: ScheduleContext) -> SchedulePlan:
             p.delete.append(Delete(API_VERSION, FINETUNEJOB, run.name, uid=uid))
     p.history = kept
     return _finish(p, cron)
+
+
+def run_init_from(spec: FineTuneScheduleSpec, latest_good_run: str | None) -> InitFrom | None:
+    """A new run's spec.initFrom: the latest good run under spec.incremental (none before the first)."""
+    incremental = spec.incremental
+    if incremental is None or not incremental.enabled or latest_good_run is None:
+        return None
+    return InitFrom(
+        finetune_job_ref=InitFromJobRef(name=latest_good_run),
+        replay_fraction=incremental.replay_fraction,
+        learning_rate_scale=incremental.learning_rate_scale,
+    )
+
+
+def init_sources(
+    spec: FineTuneScheduleSpec,
+    latest_good_run: str | None,
+    jobs: Sequence[Manifest],
+    created: Sequence[Manifest],
+) -> set[str]:
+    """Runs that history pruning keeps, whatever the limits: those a run may still start from.
+
+    An unfinished run's initFrom must stay readable (the operator resolves it at every pass until the run
+    ends), and under spec.incremental the latest good run is the next run's start. Keeping the job, rather
+    than copying the adapter's location into each run, keeps the operator's checks (succeeded, same base,
+    same LoRA shape) on a live object.
+    """
+    protected: set[str] = set()
+    if spec.incremental is not None and spec.incremental.enabled and latest_good_run is not None:
+        protected.add(latest_good_run)
+    for job in [*jobs, *created]:
+        phase = (job.get("status") or {}).get("phase")
+        ref = ((job.get("spec") or {}).get("initFrom") or {}).get("finetuneJobRef") or {}
+        if phase not in (Phase.SUCCEEDED.value, Phase.FAILED.value) and ref.get("name"):
+            protected.add(str(ref["name"]))
+    return protected
 
 
 def _record_finished(p: _Pass, finished: list[ScheduledRun]) -> None:

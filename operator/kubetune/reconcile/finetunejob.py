@@ -13,7 +13,8 @@ import time
 from datetime import datetime
 from typing import Any
 
-from kubetune.api.finetunejob import KIND, FineTuneJobSpec
+from kubetune.api.common import API_VERSION
+from kubetune.api.finetunejob import KIND, FineTuneJobSpec, Phase
 from kubetune.builders.common import GPU_PRODUCT_LABEL, LABEL_JOB
 from kubetune.builders.finetunejob import job_label_value
 from kubetune.kube.client import ApiError, KubeClient
@@ -103,6 +104,7 @@ class FineTuneJobReconciler:
         # Pods only matter through their Jobs (failure reasons, gang state): a job with none has none.
         pods = await client.list("v1", "Pod", meta["namespace"], label_selector=selector) if jobs else []
         applied_at = self._full_apply_at.get(meta["uid"])
+        init_from_job = await _init_from_job(client, spec, obj)
         return FineTuneJobContext(
             obj,
             spec,
@@ -116,7 +118,19 @@ class FineTuneJobReconciler:
             image_pull_secrets=self.settings.image_pull_secrets,
             resync=resync,
             since_full_apply_s=None if applied_at is None else time.monotonic() - applied_at,
+            init_from_job=init_from_job,
         )
+
+
+async def _init_from_job(
+    client: KubeClient, spec: FineTuneJobSpec, obj: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The FineTuneJob spec.initFrom names (None: not found), read only while this job may still need it."""
+    phase = (obj.get("status") or {}).get("phase")
+    if spec.init_from is None or phase in (Phase.SUCCEEDED, Phase.FAILED):
+        return None
+    namespace = obj["metadata"]["namespace"]
+    return await client.get(API_VERSION, KIND, namespace, spec.init_from.finetune_job_ref.name)
 
 
 async def _deepspeed_from_ref(client: KubeClient, spec: FineTuneJobSpec, namespace: str) -> str | None:
