@@ -327,6 +327,9 @@ def test_progress_percent_eta_and_evaluating(
     assert (obs.status.progress.percent, obs.status.progress.eta) == (percent, eta)
 
 
+DIGEST = "sha256:" + "ab" * 32
+
+
 def test_success_records_metrics_artifacts_and_lineage() -> None:
     job = training(state=("Complete", "CompletionsReached", ""))
     rank0 = pod(
@@ -339,7 +342,7 @@ def test_success_records_metrics_artifacts_and_lineage() -> None:
             metrics={"evalLoss": 1.25, "perplexity": 3.49, "rougeL": 0.41, "bleu": 22.5, "samples": 200},
             artifacts={"adapterUri": "pvc://o/x/adapter", "manifestUri": "pvc://o/x/kubetune-manifest.json"},
             lineage={
-                "datasetDigest": "sha256:ab",
+                "datasetDigest": DIGEST,
                 "baseModelRevision": "abc123",
                 "checkpoint": "checkpoint-400",
             },
@@ -360,7 +363,8 @@ def test_success_records_metrics_artifacts_and_lineage() -> None:
     assert status.artifacts is not None
     assert status.artifacts.adapter_uri == "pvc://o/x/adapter"
     assert status.lineage is not None
-    assert (status.lineage.dataset_digest, status.lineage.checkpoint) == ("sha256:ab", "checkpoint-400")
+    assert (status.lineage.dataset_digest, status.lineage.checkpoint) == (DIGEST, "checkpoint-400")
+    assert cond(status, ConditionType.TRAINER_REPORT_VALID)[:2] == ("True", Reason.REPORT_VALID)
     # The trainer did not hash the config: the operator's spec hash stands in.
     assert status.lineage.config_hash == job["metadata"]["annotations"]["kubetune.io/spec-hash"]
     assert status.progress is not None

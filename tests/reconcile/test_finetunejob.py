@@ -70,6 +70,7 @@ async def test_after_validation_the_training_job_and_shared_children_follow() ->
     await reconciler.reconcile(kube, ftj(), NOW, resync=True)  # type: ignore[arg-type]
     assert sorted(k for k, _ in kube.verbs("apply")) == [
         "ConfigMap",
+        "ConfigMap",
         "NetworkPolicy",
         "Role",
         "RoleBinding",
@@ -77,7 +78,7 @@ async def test_after_validation_the_training_job_and_shared_children_follow() ->
         "ServiceAccount",
     ]
     await reconciler.reconcile(kube, ftj(), NOW, resync=True)  # type: ignore[arg-type]
-    assert len(kube.verbs("apply")) == 6
+    assert len(kube.verbs("apply")) == 7
 
 
 async def test_an_invalid_spec_fails_without_children() -> None:

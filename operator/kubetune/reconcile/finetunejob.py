@@ -1,10 +1,10 @@
 """FineTuneJob: observe → plan → apply, and the per-object state kept between passes.
 
 `observe` reads what the pass needs (the referenced DeepSpeed ConfigMap, GPU capacity by node type,
-the Jobs and pods labelled with the FineTuneJob) into one context; the pure planner
-(`kubetune.planning.finetunejob_pass`) decides; the generic applier executes. Deletes are guarded by
-uid and applies are server-side with one field manager, so a re-run, an operator restart or a 409
-converges to the same children.
+the Jobs and pods labelled with the FineTuneJob, the trainer's report ConfigMap) into one context;
+the pure planner (`kubetune.planning.finetunejob_pass`) decides; the generic applier executes.
+Deletes are guarded by uid and applies are server-side with one field manager, so a re-run, an
+operator restart or a 409 converges to the same children.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 from kubetune.api.finetunejob import KIND, FineTuneJobSpec
 from kubetune.builders.common import GPU_PRODUCT_LABEL, LABEL_JOB
-from kubetune.builders.finetunejob import job_label_value
+from kubetune.builders.finetunejob import child_names, job_label_value
 from kubetune.kube.client import ApiError, KubeClient
 from kubetune.planning.admission import parse_spec
 from kubetune.planning.finetunejob_pass import FineTuneJobContext, plan_finetunejob
@@ -102,6 +102,7 @@ class FineTuneJobReconciler:
         ]
         # Pods only matter through their Jobs (failure reasons, gang state): a job with none has none.
         pods = await client.list("v1", "Pod", meta["namespace"], label_selector=selector) if jobs else []
+        report = await _report(client, meta) if jobs else None
         applied_at = self._full_apply_at.get(meta["uid"])
         return FineTuneJobContext(
             obj,
@@ -116,7 +117,17 @@ class FineTuneJobReconciler:
             image_pull_secrets=self.settings.image_pull_secrets,
             resync=resync,
             since_full_apply_s=None if applied_at is None else time.monotonic() - applied_at,
+            report=report,
         )
+
+
+async def _report(client: KubeClient, meta: dict[str, Any]) -> dict[str, str] | None:
+    """The data of the trainer's report ConfigMap, if this object controls it (an impostor is not read)."""
+    report = await client.get("v1", "ConfigMap", meta["namespace"], child_names(meta["name"]).report)
+    if report is None or not controlled_by(report, str(meta["uid"])):
+        return None
+    data = report.get("data") or {}
+    return {str(key): str(value) for key, value in data.items()}
 
 
 async def _deepspeed_from_ref(client: KubeClient, spec: FineTuneJobSpec, namespace: str) -> str | None:
