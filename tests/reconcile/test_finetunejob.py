@@ -171,3 +171,17 @@ async def test_progress_comes_from_the_report_config_map_it_controls() -> None:
     obj["status"] = outcome.status
     outcome = await reconciler.reconcile(kube, obj, NOW, resync=False)  # type: ignore[arg-type]
     assert outcome.status["progress"]["step"] == 25
+
+
+async def test_a_job_still_validating_reads_no_report() -> None:
+    kube = FakeKube()
+    reconciler = FineTuneJobReconciler(OperatorSettings())
+    await reconciler.reconcile(kube, ftj(), NOW, resync=False)  # type: ignore[arg-type]
+    kube.calls.clear()
+    await reconciler.reconcile(kube, ftj(), NOW, resync=False)  # type: ignore[arg-type]
+    assert ("get", "ConfigMap", "demo-progress") not in kube.calls
+    complete(kube.find("batch/v1", "Job", "ns", "demo-validate"))  # type: ignore[arg-type]
+    await reconciler.reconcile(kube, ftj(), NOW, resync=False)  # type: ignore[arg-type]
+    kube.calls.clear()
+    await reconciler.reconcile(kube, ftj(), NOW, resync=False)  # type: ignore[arg-type]
+    assert ("get", "ConfigMap", "demo-progress") in kube.calls, "training: one read per pass"

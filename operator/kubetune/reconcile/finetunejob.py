@@ -14,8 +14,8 @@ from datetime import datetime
 from typing import Any
 
 from kubetune.api.finetunejob import KIND, FineTuneJobSpec
-from kubetune.builders.common import GPU_PRODUCT_LABEL, LABEL_JOB
-from kubetune.builders.finetunejob import child_names, job_label_value
+from kubetune.builders.common import GPU_PRODUCT_LABEL, LABEL_JOB, LABEL_ROLE
+from kubetune.builders.finetunejob import ROLE_TRAIN, child_names, job_label_value
 from kubetune.kube.client import ApiError, KubeClient
 from kubetune.planning.admission import parse_spec
 from kubetune.planning.finetunejob_pass import FineTuneJobContext, plan_finetunejob
@@ -102,7 +102,9 @@ class FineTuneJobReconciler:
         ]
         # Pods only matter through their Jobs (failure reasons, gang state): a job with none has none.
         pods = await client.list("v1", "Pod", meta["namespace"], label_selector=selector) if jobs else []
-        report = await _report(client, meta) if jobs else None
+        # The report ConfigMap is created with the training Job: a job still validating has none to read.
+        training = any(job["metadata"].get("labels", {}).get(LABEL_ROLE) == ROLE_TRAIN for job in jobs)
+        report = await _report(client, meta) if training else None
         applied_at = self._full_apply_at.get(meta["uid"])
         return FineTuneJobContext(
             obj,
