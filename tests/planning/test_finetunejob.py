@@ -816,3 +816,10 @@ def test_a_refused_final_metric_is_left_out_and_named() -> None:
         Reason.INVALID_REPORT,
         "final result: metrics.evalLoss: not a finite number in [0, 10000]",
     )
+
+
+def test_no_report_yet_sets_no_report_condition() -> None:
+    job = training()
+    obj = ftj(status={"startTime": iso(START), "phase": "Running"})
+    obs = observe(obj, [VALID, job], [pod(job, 0), pod(job, 1)], NOW, report={})
+    assert cond(obs.status, ConditionType.TRAINER_REPORT_VALID) is None

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from kubetune.api.common import Condition
 from kubetune.api.conditions import ConditionType, Reason
 from kubetune.api.finetunejob import FineTuneJob, FineTuneJobSpec, FineTuneJobStatus, Lineage, Phase
+from kubetune.api.trainerreport import REPORT_KEY
 from kubetune.api.trainingconfig import output_artifacts, trusted_artifacts
 from kubetune.builders.common import ANNOTATION_SPEC_HASH, LABEL_ROLE
 from kubetune.builders.finetunejob import (
@@ -250,7 +251,8 @@ def _report_condition(
     problems += [f"final result: {problem}" for problem in verdict.report_problems or ()]
     before = find_condition(status.conditions, ConditionType.TRAINER_REPORT_VALID)
     if not problems:
-        if report is None and verdict.report_problems is None and before is None:
+        reported = report is not None and REPORT_KEY in report
+        if not reported and verdict.report_problems is None and before is None:
             return []
         status.conditions = set_condition(
             status.conditions,
