@@ -20,6 +20,8 @@ class ConditionType(StrEnum):
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
     SUSPENDED = "Suspended"
+    TRAINER_REPORT_VALID = "TrainerReportValid"
+    """The trainer's last report (progress, final result) passed validation; False names the field."""
     # ModelDeployment
     MODEL_READY = "ModelReady"
     EVAL_GATE_PASSED = "EvalGatePassed"
@@ -70,6 +72,8 @@ class Reason(StrEnum):
     DEADLINE_EXCEEDED = "DeadlineExceeded"
     CONFIG_ERROR = "ConfigError"
     GANG_RESTART = "GangRestart"
+    REPORT_VALID = "ReportValid"
+    INVALID_REPORT = "InvalidReport"
     UNSCHEDULABLE = "Unschedulable"
     # A container that cannot start, under the kubelet's own reason (what `kubectl get pods` shows).
     ERR_IMAGE_PULL = "ErrImagePull"

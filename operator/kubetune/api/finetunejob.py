@@ -499,6 +499,11 @@ class Progress(KubeModel):
     )
     eta: str | None = Field(default=None, max_length=64, description="Estimated time left, e.g. 1h2m3s.")
     updated_at: datetime | None = Field(default=None, description="When rank 0 last reported.")
+    attempt: int | None = Field(
+        default=None,
+        ge=0,
+        description="Training attempt the step counts in (a gang restart starts the next).",
+    )
 
 
 # `kubectl get ftj` columns; priority 1 shows only with `-o wide`.

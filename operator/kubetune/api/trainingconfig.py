@@ -3,8 +3,8 @@
 The operator renders a `TrainingConfig` into the job's ConfigMap (key `config.json`,
 mounted at CONFIG_DIR); every training pod runs `python -m kubetune.trainer <command>
 --config CONFIG_DIR/config.json`. Rank 0 reports live progress by merge-patching
-`status.progress` of its FineTuneJob (RBAC: a Role limited to that one object's
-`finetunejobs/status`), and writes its final `TrainerResult` as JSON to the
+its report ConfigMap (`kubetune.api.trainerreport`; RBAC: a Role allowing `patch` on that
+one ConfigMap, no access to the FineTuneJob), and writes its final `TrainerResult` as JSON to the
 container's termination message, which the operator reads from the pod status.
 Exit codes tell the Job's podFailurePolicy which failures are worth retrying.
 """
@@ -55,6 +55,9 @@ class ProgressTarget(KubeModel):
     enabled: bool = Field(default=True, description="Report progress to the API server.")
     namespace: str = Field(description="Namespace of the FineTuneJob.")
     name: str = Field(description="Name of the FineTuneJob.")
+    report: str | None = Field(
+        default=None, description="The report ConfigMap rank 0 patches (None: not reporting to the API)."
+    )
     min_interval_seconds: float = Field(default=5.0, ge=0, description="At most one report per interval.")
 
 

@@ -35,6 +35,8 @@ from kubetune.status.summary import finetunejob_summary, summary_conditions
 
 FULL_APPLY_SECONDS = 600.0
 """At most this often a resync re-applies shared children that a Job of the current spec vouches for."""
+REPORT_POLL_SECONDS = 10.0
+"""While training runs, look at the trainer's report this often (no watch announces a ConfigMap write)."""
 
 Manifest = dict[str, Any]
 
@@ -58,6 +60,8 @@ class FineTuneJobContext:
     """Seconds since this process last applied the shared children (None: never)."""
     init_from_job: Manifest | None = None
     """The FineTuneJob spec.initFrom names, as read (None: not found, or no initFrom)."""
+    report: dict[str, str] | None = None
+    """The data of the trainer's report ConfigMap (None: absent, or not controlled by this object)."""
 
     @property
     def generation(self) -> int | None:
@@ -91,12 +95,15 @@ def plan_finetunejob(ctx: FineTuneJobContext) -> Plan:
         ctx.now,
         problems=problems,
         desired_spec_hash=desired.spec_hash if desired else None,
+        report=ctx.report,
     )
     decisions = observation.decisions
     new_status = observation.status
     new_status.conditions = accepted(new_status.conditions, ctx.generation, ctx.now, problem="")
     new_status.conditions = _summarized(new_status.conditions, ctx.generation, ctx.now)
     plan = Plan(status=new_status.to_wire(), events=list(decisions.events))
+    if new_status.phase in (Phase.RUNNING, Phase.EVALUATING):
+        plan.requeue_after_s = REPORT_POLL_SECONDS
     finished = new_status.phase in (Phase.SUCCEEDED, Phase.FAILED)
     if desired is not None and not finished:
         _stage_children(plan, ctx, desired, decisions)
