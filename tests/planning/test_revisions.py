@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from kubetune.api.finetuneschedule import FineTuneSchedule
+from kubetune.api.finetuneschedule import FineTuneScheduleStatus
 from kubetune.api.modeldeployment import ModelDeploymentSpec, RevisionOutcome, VariantStatus
 from kubetune.planning.canary import CanaryOutcome
 from kubetune.planning.revisions import (
@@ -37,24 +37,11 @@ def run(name: str, *, phase: str = "Succeeded", gate: bool | None = None) -> dic
     return record
 
 
-def schedule(*runs: dict[str, Any], latest: str | None = None) -> FineTuneSchedule:
-    template = {
-        "spec": {
-            "baseModel": {"uri": "pvc://m/b"},
-            "dataset": {"uri": "pvc://d/x.jsonl"},
-            "output": {"uri": "pvc://o/x"},
-        }
-    }
+def schedule(*runs: dict[str, Any], latest: str | None = None) -> FineTuneScheduleStatus:
     status: dict[str, Any] = {"runs": list(runs)}
     if latest is not None:
         status["latestGoodRun"] = latest
-    return FineTuneSchedule.model_validate(
-        {
-            "metadata": {"name": "weekly"},
-            "spec": {"schedule": "@weekly", "jobTemplate": template},
-            "status": status,
-        }
-    )
+    return FineTuneScheduleStatus.model_validate(status)
 
 
 def spec(*, canary: dict[str, Any] | None = None, other: bool = False) -> ModelDeploymentSpec:

@@ -36,7 +36,7 @@ from datetime import datetime
 
 from kubetune.api.conditions import Reason
 from kubetune.api.finetunejob import EvalMetrics
-from kubetune.api.finetuneschedule import FineTuneSchedule, ScheduledRun
+from kubetune.api.finetuneschedule import FineTuneScheduleStatus, ScheduledRun
 from kubetune.api.modeldeployment import (
     Canary,
     CanaryStatus,
@@ -118,11 +118,10 @@ class Track:
         return tuple(run for run in (self.serving, self.candidate) if run is not None)
 
 
-def _good_runs(schedule: FineTuneSchedule) -> tuple[list[ScheduledRun], ScheduledRun | None]:
-    status = schedule.status
-    runs = list(status.runs) if status is not None else []
+def _good_runs(status: FineTuneScheduleStatus) -> tuple[list[ScheduledRun], ScheduledRun | None]:
+    runs = list(status.runs)
     latest = None
-    if status is not None and status.latest_good_run is not None:
+    if status.latest_good_run is not None:
         latest = next((r for r in runs if r.name == status.latest_good_run and r.is_good()), None)
     if latest is None:
         latest = next((r for r in reversed(runs) if r.is_good()), None)
@@ -143,7 +142,7 @@ def _new_candidate(runs: Sequence[ScheduledRun], latest: ScheduledRun | None, tr
 def plan_track(
     variant: str,
     schedule_name: str,
-    schedule: FineTuneSchedule | None,
+    schedule: FineTuneScheduleStatus | None,
     previous: VariantStatus | None,
     *,
     slot_free: bool,
@@ -183,7 +182,7 @@ def plan_track(
 
 def plan_tracks(
     spec: ModelDeploymentSpec,
-    schedules: Mapping[str, FineTuneSchedule | None],
+    schedules: Mapping[str, FineTuneScheduleStatus | None],
     previous: Mapping[str, VariantStatus],
 ) -> dict[str, Track]:
     """Every followed variant's track; the one revision canary goes to a variant already canarying,
@@ -287,6 +286,17 @@ def effective_spec(spec: ModelDeploymentSpec, tracks: Mapping[str, Track]) -> Ef
                 }
             )
             settled = True
+    if (
+        canary is not None
+        and canary_of is not None
+        and share is None
+        and tracks[canary_of].serving is not None
+    ):
+        # The user's rollout onto V was promoted (its stable scaled to zero); a revision canary of V
+        # must not give the stable its spec's replicas back while the slot is V's.
+        variants = [
+            v.model_copy(update={"replicas": 0}) if v.name == canary.stable_variant else v for v in variants
+        ]
     traffic = spec.traffic.model_copy(update={"canary": new_canary})
     effective = spec.model_copy(update={"variants": variants, "traffic": traffic})
     return Effective(effective, public, canary_of, share, settled)
@@ -439,7 +449,7 @@ class Following:
 
 def follow(
     spec: ModelDeploymentSpec,
-    schedules: Mapping[str, FineTuneSchedule | None],
+    schedules: Mapping[str, FineTuneScheduleStatus | None],
     previous: Sequence[VariantStatus],
 ) -> Following | None:
     """None when no variant follows a schedule (the pass works on the user's spec as it is)."""

@@ -26,7 +26,7 @@ from pydantic import ValidationError
 
 from kubetune.api.conditions import Reason
 from kubetune.api.finetuneschedule import KIND as FINETUNESCHEDULE
-from kubetune.api.finetuneschedule import FineTuneSchedule
+from kubetune.api.finetuneschedule import FineTuneScheduleStatus
 from kubetune.api.modeldeployment import KIND, ModelDeploymentSpec, ModelDeploymentStatus, VariantStatus
 from kubetune.builders.common import LABEL_DEPLOYMENT, LABEL_VARIANT
 from kubetune.builders.httproute import GATEWAY_PROVIDERS
@@ -240,13 +240,18 @@ class ModelDeploymentReconciler:
     ) -> revisions.Following | None:
         """Read the followed FineTuneSchedules; plan which of their runs serve (the effective spec)."""
         names = sorted(set(revisions.followed_schedules(spec).values()))
-        schedules: dict[str, FineTuneSchedule | None] = {}
+        schedules: dict[str, FineTuneScheduleStatus | None] = {}
         for name in names:
             body = await client.get(FTJ_API, FINETUNESCHEDULE, namespace, name)
+            # Only the status matters here (the runs and their verdicts), written by the operator itself.
             try:
-                schedules[name] = FineTuneSchedule.model_validate(body) if body is not None else None
+                schedules[name] = (
+                    FineTuneScheduleStatus.model_validate(body.get("status") or {})
+                    if body is not None
+                    else None
+                )
             except ValidationError:
-                schedules[name] = None  # a status this version cannot read: treated as not there
+                schedules[name] = FineTuneScheduleStatus()  # unreadable: no good run to follow yet
         return revisions.follow(spec, schedules, previous_status.variants)
 
     async def _canary(
