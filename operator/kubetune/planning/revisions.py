@@ -505,3 +505,38 @@ def fold_statuses(
             )
         )
     return result, events
+
+
+# --- watching the schedules ----------------------------------------------------------------------------
+
+
+def schedule_summary(body: Mapping[str, object]) -> object:
+    """What followers read of a FineTuneSchedule (its runs' names, phases and gate verdicts, the latest
+    good run): a change of it re-runs them; other status writes (next schedule time) do not."""
+    status = body.get("status")
+    if not isinstance(status, Mapping):
+        return ()
+    runs = status.get("runs")
+    summary = [str(status.get("latestGoodRun"))]
+    for run in runs if isinstance(runs, list) else []:
+        if isinstance(run, Mapping):
+            gate = run.get("gate")
+            passed = gate.get("passed") if isinstance(gate, Mapping) else None
+            summary.append(f"{run.get('name')}:{run.get('phase')}:{passed}")
+    return tuple(summary)
+
+
+def follows_schedule(md: Mapping[str, object], schedule: str) -> bool:
+    """Whether a ModelDeployment (as read from the API, not validated) follows the named schedule."""
+    spec = md.get("spec")
+    variants = spec.get("variants") if isinstance(spec, Mapping) else None
+    for variant in variants if isinstance(variants, list) else []:
+        if not isinstance(variant, Mapping):
+            continue
+        model = variant.get("model")
+        sources = [model, *(variant.get("adapters") or [])] if isinstance(model, Mapping) else []
+        for source in sources:
+            ref = source.get("finetuneScheduleRef") if isinstance(source, Mapping) else None
+            if isinstance(ref, Mapping) and ref.get("name") == schedule:
+                return True
+    return False
