@@ -235,3 +235,13 @@ async def test_a_rolled_back_revision_keeps_the_previous_serving_and_is_never_re
     await passes.run()
     assert deployment(kube, R[3]) is not None
     assert history(await passes.run())[-1] == ("weekly-3", "Canary")
+
+
+async def test_a_followed_stable_variant_is_refused_and_nothing_is_rendered() -> None:
+    kube = FakeKube(schedule(1), run_job(1))
+    obj = md("http://unused", None, {"stableVariant": "tuned", "canaryVariant": "base"})
+    outcome = await ModelDeploymentReconciler(OperatorSettings()).reconcile(kube, obj, T0, resync=False)  # type: ignore[arg-type]
+    accepted = next(c for c in outcome.status["conditions"] if c["type"] == "Accepted")
+    assert (accepted["status"], accepted["reason"]) == ("False", "InvalidSpec")
+    assert accepted["message"].startswith("spec.traffic.canary.stableVariant: tuned follows")
+    assert kube.of_kind("Deployment") == []

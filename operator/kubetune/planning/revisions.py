@@ -74,6 +74,15 @@ def followed_schedules(spec: ModelDeploymentSpec) -> dict[str, str]:
 
 def following_problem(spec: ModelDeploymentSpec) -> str:
     """What the schema cannot say about followed variants ("" when fine)."""
+    for i, variant in enumerate(spec.variants):
+        for j, adapter in enumerate(variant.adapters):
+            if adapter.finetune_schedule_ref is not None:
+                # Refused rather than ignored: the runtime LoRA loading it needs is not wired yet.
+                return (
+                    f"spec.variants[{i}].adapters[{j}].finetuneScheduleRef: adapters that follow a "
+                    "FineTuneSchedule are not supported by this operator version yet; use "
+                    "model.finetuneScheduleRef (a variant with its own pods) or finetuneJobRef"
+                )
     followed = followed_schedules(spec)
     canary = spec.traffic.canary
     if not followed or canary is None:
