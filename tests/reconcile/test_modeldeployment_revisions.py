@@ -161,6 +161,12 @@ async def test_waits_for_a_good_run_then_serves_it_and_canaries_the_next(
     assert deployment(kube, R[3]) is not None
     assert history(canary) == [("weekly-2", "Serving"), ("weekly-3", "Canary")]
     assert ("Normal", "RevisionCanary") in passes.events
+    # A restarted operator resumes the canary from the status: nothing recorded twice, no new Event.
+    passes.reconciler = ModelDeploymentReconciler(OperatorSettings(allow_url_overrides=True))
+    events_before = list(passes.events)
+    resumed = await passes.run()
+    assert history(resumed) == history(canary)
+    assert [e for e in passes.events[len(events_before) :] if e[1].startswith("Revision")] == []
     spec = md(url, None)["spec"]
     set_ready(kube, R[3])
     promoted = await passes.run()
@@ -221,6 +227,10 @@ async def test_a_rolled_back_revision_keeps_the_previous_serving_and_is_never_re
     assert back["weights"] == f"base=0,{R[1]}=100"
     assert deployment(kube, R[2]) is None
     assert ("Warning", "RevisionRolledBack") in passes.events
+    # Back on the revision that served before: Ready, not Stalled (nothing in the spec needs fixing).
+    assert back["phase"] == "Available"
+    stalled = next(c for c in back["conditions"] if c["type"] == "Stalled")
+    assert stalled["status"] == "False"
 
     # Abort lifted: run 2 is not tried again.
     passes.canary = {**passes.canary, "abort": False}
