@@ -1,10 +1,11 @@
 """ModelDeployment: desired variants vs observed, and the status that follows. Steps are ordered here.
 
-Order per pass: observe (the referenced FineTuneJobs resolve each variant's model and judge its eval
-gate; the optional APIs; the variants' Deployments; the traffic object's rollout) → create the router's
-token Secret if absent and read its token → render the
-variants → plan the canary (replicas and weights; analysis when due) → server-side apply each
-rolled-out variant's children, never below the replicas it has (a deleted or edited child is restored
+Order per pass: observe (a variant following a FineTuneSchedule is replaced by its revisions in play,
+the effective spec of `kubetune.planning.revisions`; the referenced FineTuneJobs resolve each variant's
+model and judge its eval gate; the optional APIs; the variants' Deployments; the traffic object's
+rollout) → create the router's token Secret if absent and read its token → render the variants →
+plan the canary (replicas and weights; analysis when due) → server-side apply each rolled-out variant's
+children, never below the replicas it has (a deleted or edited child is restored
 on the next pass) → smoke-test variants that finished rolling out → apply the traffic split (router or
 HTTPRoute) with only smoke-tested variants with a ready pod in it, a canary's weights capped by ready
 capacity, and read the stored weights back → once the split is the planned one and every router pod
@@ -114,12 +115,9 @@ class ModelDeploymentReconciler:
         generation = obj["metadata"].get("generation")
         previous_status = ModelDeploymentStatus.model_validate(obj.get("status") or {})
         spec, problem = parse_spec(ModelDeploymentSpec, obj)
+        if spec is not None and (problem := revisions.following_problem(spec)):
+            spec = None
         previous_status.conditions = accepted(previous_status.conditions, generation, now, problem=problem)
-        if spec is not None and (following := revisions.following_problem(spec)):
-            spec, problem = None, following
-            previous_status.conditions = accepted(
-                previous_status.conditions, generation, now, problem=problem
-            )
         if spec is None:
             self.synthetic.stop(obj["metadata"]["uid"])
             status, events = planning.invalid_status(previous_status, generation, problem, now)
