@@ -201,14 +201,16 @@ async def test_a_followed_schedule_runs_its_followers_when_what_they_read_change
             },
         }
 
-    async def event(kind: str, body: dict[str, Any]) -> None:
+    async def event(kind: str | None, body: dict[str, Any]) -> None:
         await ctl.on_followed_event(kind, body, schedule_summary(body), KIND, follows_schedule)
 
-    await event("ADDED", schedule(("weekly-1", "Active")))  # first sight: followers run on their own
+    await event(None, schedule(("weekly-1", "Active")))  # the initial listing: followers run on their own
     assert stub.passes == []
     await event("MODIFIED", schedule(("weekly-1", "Active"), next_time="t1"))  # nothing followers read
     assert stub.passes == []
     await event("MODIFIED", schedule(("weekly-1", "Succeeded")))
     assert stub.passes == [("follower", True)]
     await event("DELETED", schedule(("weekly-1", "Succeeded")))
-    assert stub.passes == [("follower", True), ("follower", True)]
+    assert stub.passes == [("follower", True)] * 2
+    await event("ADDED", schedule())  # created again: its followers no longer find it missing
+    assert stub.passes == [("follower", True)] * 3

@@ -193,7 +193,8 @@ class Controller:
         """An object others follow (a FineTuneSchedule a ModelDeployment serves) changed what they read
         of it (`summary`), or was deleted: reconcile its followers in the namespace now, from the cache.
 
-        On first sight nothing runs: every follower gets its own initial pass from its watch.
+        The watch's initial listing (event type None) runs nothing: every follower gets its own initial
+        pass then. A schedule created later (ADDED) does: its followers stop reporting it missing.
         """
         meta = body["metadata"]
         uid = meta["uid"]
@@ -202,7 +203,7 @@ class Controller:
         else:
             previous = self._followed.get(uid)
             self._followed[uid] = summary
-            if previous is None or previous == summary:
+            if previous == summary or (previous is None and event_type is None):
                 return
         namespace, name = meta["namespace"], meta["name"]
         followers = [
