@@ -162,6 +162,14 @@ async def recorded_calls() -> set[Triple]:
             await restarted.reconcile(cluster, model_deployment(variants), NOW, resync=False)  # type: ignore[arg-type]
         calls |= triples(cluster)
     calls |= await inference_pool_calls(crds, alone)
+    # A variant following a FineTuneSchedule: the schedule is read (get), never written.
+    following = FakeKube(crds=crds)
+    followed = [{"name": "f", "model": {"finetuneScheduleRef": {"name": "weekly"}}, "weight": 100}]
+    await ModelDeploymentReconciler(OperatorSettings()).reconcile(
+        following, model_deployment(followed), NOW, resync=False
+    )  # type: ignore[arg-type]
+    assert ("kubetune.io", "finetuneschedules", "get") in triples(following)
+    calls |= triples(following)
     calls |= await schedule_calls()
     mdep = model_deployment(variants)
     kube = FakeKube()

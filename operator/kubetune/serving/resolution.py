@@ -240,6 +240,16 @@ def resolve_variant_model(variant: Variant, finetunejobs: Mapping[str, FineTuneJ
             test_prompts = view.test_prompts
         except _Unresolved as exc:
             problems.append(exc)
+    elif source.finetune_schedule_ref is not None:
+        # A followed schedule's runs reach here as finetuneJobRef revisions (planning/revisions.py);
+        # a variant still naming the schedule has no good run to serve yet.
+        problems.append(
+            _Unresolved(
+                ResolutionState.WAITING,
+                Reason.WAITING_FOR_GOOD_RUN,
+                f"FineTuneSchedule {source.finetune_schedule_ref.name} has no good run to serve yet",
+            )
+        )
     else:
         model_uri = source.uri
 
@@ -248,6 +258,8 @@ def resolve_variant_model(variant: Variant, finetunejobs: Mapping[str, FineTuneJ
         if adapter.uri is not None:
             modules.append(LoraModule(adapter.name, adapter.uri))
             continue
+        if adapter.finetune_schedule_ref is not None:
+            continue  # loaded into the running pods under versioned names, never by --lora-modules
         assert adapter.finetune_job_ref is not None  # the CRD's CEL rule requires exactly one
         try:
             view = _succeeded_job(adapter.finetune_job_ref.name, finetunejobs)
