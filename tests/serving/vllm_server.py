@@ -34,6 +34,7 @@ def vllm_venv() -> Path:
 
 
 def _swap(value: str, paths: Mapping[str, Path]) -> str:
+    """A pod path (or `name=path`) under one of `paths` made local; the first matching entry wins."""
     for pod_path, local in paths.items():
         if value == pod_path or value.startswith(pod_path + "/"):
             return str(local) + value[len(pod_path) :]
@@ -42,6 +43,11 @@ def _swap(value: str, paths: Mapping[str, Path]) -> str:
             if path == pod_path or path.startswith(pod_path + "/"):
                 return f"{name}={local}{path[len(pod_path) :]}"
     return value
+
+
+def local_path(pod_path: str, paths: Mapping[str, Path]) -> str:
+    """Where a path inside the pod is on this machine (what the operator's paths become in tests)."""
+    return _swap(pod_path, paths)
 
 
 def local_command(
