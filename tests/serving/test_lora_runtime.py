@@ -16,9 +16,11 @@ from kubetune.serving.lora_runtime import (
     ManagedAdapters,
     loaded_adapters,
     plan_adapter_sync,
+    revision_adapters,
     sync_pod_adapters,
     versioned_adapter_name,
 )
+from kubetune.serving.resolution import FollowedAdapter
 
 MANAGED = ManagedAdapters.following(["a", "b"], static=["sft", "a-static"])
 SECRET = "s3cr3t-remote-body"
@@ -377,3 +379,14 @@ async def test_an_unreachable_pod() -> None:
 
 async def _async(response: web.Response) -> web.Response:
     return response
+
+
+def test_revision_adapters() -> None:
+    followed = FollowedAdapter("a", "pvc://runs/sched", rank=16)
+    runs = {"sched-2": "pvc://runs/sched/sched-2/adapter", "sched-1": "pvc://runs/sched/sched-1/adapter"}
+    assert revision_adapters(followed, runs) == {
+        "a-sched-1": "/models/followed/a/sched-1/adapter",
+        "a-sched-2": "/models/followed/a/sched-2/adapter",
+    }
+    with pytest.raises(ValueError, match="not a folder under"):
+        revision_adapters(followed, {"x": "pvc://other/sched/x"})

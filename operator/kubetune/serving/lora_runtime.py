@@ -26,7 +26,9 @@ from typing import Any
 import aiohttp
 
 from kubetune.builders.common import child_name
+from kubetune.builders.vllm import runtime_adapter_path
 from kubetune.outbound import OutboundError, get, post
+from kubetune.serving.resolution import FollowedAdapter
 
 LOAD_PATH = "/v1/load_lora_adapter"
 UNLOAD_PATH = "/v1/unload_lora_adapter"
@@ -38,6 +40,15 @@ DEFAULT_TIMEOUT_S = 30.0
 def versioned_adapter_name(adapter: str, revision: str) -> str:
     """`<adapter>-<revision>` (a run's FineTuneJob name), hashed down to a DNS label when longer."""
     return child_name(adapter, revision)
+
+
+def revision_adapters(followed: FollowedAdapter, runs: Mapping[str, str]) -> dict[str, str]:
+    """The desired entries for revisions of one followed adapter: run name → its adapter URI (under
+    `followed.root_uri`) in, versioned name → in-pod path out. ValueError for a URI outside the root."""
+    return {
+        versioned_adapter_name(followed.name, run): runtime_adapter_path(followed, uri)
+        for run, uri in sorted(runs.items())
+    }
 
 
 @dataclass(frozen=True)
