@@ -107,14 +107,21 @@ def start_server(argv: list[str], env: Mapping[str, str], *, port: int, log: Pat
         )
     server = VllmServer(process, f"http://127.0.0.1:{port}", log, 0.0)
     deadline = start + STARTUP_TIMEOUT_S
-    while not _healthy(server.base_url):
-        if process.poll() is not None:
-            raise AssertionError(
-                f"vLLM exited with {process.returncode} before /health answered:\n{server.log_tail()}"
-            )
-        if time.monotonic() > deadline:
-            server.stop()
-            raise AssertionError(f"vLLM not healthy within {STARTUP_TIMEOUT_S:.0f}s:\n{server.log_tail()}")
-        time.sleep(1.0)
+    try:
+        while not _healthy(server.base_url):
+            if process.poll() is not None:
+                raise AssertionError(
+                    f"vLLM exited with {process.returncode} before /health answered:\n{server.log_tail()}"
+                )
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"vLLM not healthy within {STARTUP_TIMEOUT_S:.0f}s:\n{server.log_tail()}"
+                )
+            time.sleep(1.0)
+    except BaseException:
+        # Whatever ends the wait (our deadline, pytest-timeout, Ctrl-C): no server outlives it, since the
+        # caller's teardown never gets a server to stop.
+        server.stop()
+        raise
     server.startup_s = time.monotonic() - start
     return server
