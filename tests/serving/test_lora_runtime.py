@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from kubetune.api.conditions import Reason
 from kubetune.serving.lora_runtime import (
     AdapterSyncPlan,
     ManagedAdapters,
@@ -20,7 +21,7 @@ from kubetune.serving.lora_runtime import (
     sync_pod_adapters,
     versioned_adapter_name,
 )
-from kubetune.serving.resolution import FollowedAdapter
+from kubetune.serving.resolution import FollowedAdapter, LoraModule, Resolution, ResolutionState
 
 MANAGED = ManagedAdapters.following(["a", "b"], static=["sft", "a-static"])
 SECRET = "s3cr3t-remote-body"
@@ -390,3 +391,15 @@ def test_revision_adapters() -> None:
     }
     with pytest.raises(ValueError, match="not a folder under"):
         revision_adapters(followed, {"x": "pvc://other/sched/x"})
+
+
+def test_managed_adapters_of_a_resolution() -> None:
+    resolution = Resolution(
+        ResolutionState.READY,
+        Reason.MODEL_RESOLVED,
+        "",
+        model_uri="pvc://m/base",
+        lora_modules=(LoraModule("a-static", "pvc://m/s"),),
+        followed_adapters=(FollowedAdapter("a", "pvc://runs/a"), FollowedAdapter("b", "pvc://runs/b")),
+    )
+    assert ManagedAdapters.of(resolution) == ManagedAdapters(("a-", "b-"), frozenset({"a-static"}))

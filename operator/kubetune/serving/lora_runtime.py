@@ -28,7 +28,7 @@ import aiohttp
 from kubetune.builders.common import child_name
 from kubetune.builders.vllm import runtime_adapter_path
 from kubetune.outbound import OutboundError, get, post
-from kubetune.serving.resolution import FollowedAdapter
+from kubetune.serving.resolution import FollowedAdapter, Resolution
 
 LOAD_PATH = "/v1/load_lora_adapter"
 UNLOAD_PATH = "/v1/unload_lora_adapter"
@@ -62,6 +62,13 @@ class ManagedAdapters:
     @classmethod
     def following(cls, adapters: Collection[str], static: Collection[str] = ()) -> ManagedAdapters:
         return cls(tuple(sorted(f"{a}-" for a in adapters)), frozenset(static))
+
+    @classmethod
+    def of(cls, resolution: Resolution) -> ManagedAdapters:
+        """The names the operator manages in the pods of a resolved variant."""
+        return cls.following(
+            [f.name for f in resolution.followed_adapters], [m.name for m in resolution.lora_modules]
+        )
 
     def __contains__(self, name: object) -> bool:
         return (
