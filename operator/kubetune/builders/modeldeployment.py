@@ -35,7 +35,10 @@ from kubetune.builders.vllm import (
     VLLM_COMMAND,
     VLLM_PORT,
     adapter_path,
+    followed_root_path,
+    followed_root_problem,
     vllm_args,
+    vllm_env,
 )
 from kubetune.serving.metrics import NUM_REQUESTS_WAITING
 from kubetune.serving.resolution import Resolution
@@ -154,6 +157,14 @@ class _Storage:
         assert resolution.model_uri is not None
         targets = [("model", resolution.model_uri, BASE_MODEL_PATH)]
         targets += [(f"adapter-{m.name}", m.uri, adapter_path(m.name)) for m in resolution.lora_modules]
+        for followed in resolution.followed_adapters:
+            # Mounted whole (same claim volume as the static adapters): runs written after the pod
+            # started appear under it, ready for /v1/load_lora_adapter.
+            problem = followed_root_problem(followed.root_uri)
+            if problem is not None:
+                raise ValueError(f"adapter {followed.name}: {problem}")
+            root = followed_root_path(followed.name)
+            targets.append((f"followed-{followed.name}", followed.root_uri, root))
         self.volumes: list[dict[str, Any]] = []
         self.mounts: list[dict[str, Any]] = []
         self.init_containers: list[dict[str, Any]] = []
@@ -226,7 +237,7 @@ def _resources(variant: Variant) -> dict[str, Any]:
     return {"limits": dict(sorted(amounts.items())), "requests": dict(sorted(amounts.items()))}
 
 
-def _serving_env() -> list[dict[str, Any]]:
+def _serving_env(resolution: Resolution) -> list[dict[str, Any]]:
     # No credentials here: only the staging init container downloads.
     env: list[dict[str, Any]] = [
         # Models are mounted or staged: vLLM must never reach for the hub at start-up.
@@ -237,6 +248,7 @@ def _serving_env() -> list[dict[str, Any]]:
         {"name": "HOME", "value": CACHE_MOUNT},
         {"name": "HF_HOME", "value": f"{CACHE_MOUNT}/huggingface"},
         {"name": "VLLM_CACHE_ROOT", "value": f"{CACHE_MOUNT}/vllm"},
+        *vllm_env(resolution),
     ]
     return env
 
@@ -244,13 +256,17 @@ def _serving_env() -> list[dict[str, Any]]:
 def pod_spec_hash(variant: Variant, resolution: Resolution) -> str:
     """Changes when the served artifacts or their lineage change, even at an unchanged URI
     (a re-run FineTuneJob writing to the same output folder), so the pods roll."""
-    return stable_hash(
-        {
-            "model": resolution.model_uri,
-            "adapters": [(m.name, m.uri) for m in resolution.lora_modules],
-            "lineage": dict(resolution.lineage),
-        }
-    )
+    pod: dict[str, Any] = {
+        "model": resolution.model_uri,
+        "adapters": [(m.name, m.uri) for m in resolution.lora_modules],
+        "lineage": dict(resolution.lineage),
+    }
+    if resolution.followed_adapters:
+        # Where revisions come from and how big they may be, never which revision serves: a new
+        # revision is loaded into the running pods, not rolled out as new pods. (Absent when there are
+        # none, so that the hash of every other variant stays what it was.)
+        pod["followed"] = [(f.name, f.root_uri, f.rank) for f in resolution.followed_adapters]
+    return stable_hash(pod)
 
 
 def build_deployment(
@@ -307,7 +323,7 @@ def _vllm_container(
         "image": (spec.image.image if spec.image else None) or default_image,
         "command": list(VLLM_COMMAND),
         "args": vllm_args(variant, resolution),
-        "env": _serving_env(),
+        "env": _serving_env(resolution),
         "ports": [{"name": PORT_NAME, "containerPort": VLLM_PORT, "protocol": "TCP"}],
         "resources": _resources(variant),
         "volumeMounts": [

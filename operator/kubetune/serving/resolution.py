@@ -50,12 +50,24 @@ class LoraModule:
 
 
 @dataclass(frozen=True)
+class FollowedAdapter:
+    """An adapter that follows a FineTuneSchedule. Its revisions are not `--lora-modules`: the operator
+    loads each into the running pods under a versioned name (kubetune.serving.lora_runtime), from a
+    folder under `root_uri`, the schedule's output, which the pods mount whole (builders.vllm)."""
+
+    name: str
+    root_uri: str
+    rank: int | None = None  # the schedule's jobTemplate LoRA rank: sizes --max-lora-rank
+
+
+@dataclass(frozen=True)
 class Resolution:
     state: ResolutionState
     reason: Reason
     message: str
     model_uri: str | None = None
     lora_modules: tuple[LoraModule, ...] = ()
+    followed_adapters: tuple[FollowedAdapter, ...] = ()
     lineage: Mapping[str, str] = field(default_factory=dict)
     metrics: EvalMetrics | None = None
     test_prompts: tuple[str, ...] = ()  # the FineTuneJob's held-out prompts, for the smoke test
