@@ -126,6 +126,8 @@ INVALID = [
         "the frozen set in the template of a gated schedule",
         gated(evaluation={"frozenSet": {"uri": "pvc://eval/set.jsonl"}}),
         "spec.jobTemplate.spec.evaluation.frozenSet",
+    ),
+    (
         "incremental with a full fine-tune",
         with_spec(incremental={"enabled": True}, jobTemplate={"spec": {**TEMPLATE, "method": "full"}}),
         "spec.incremental",
