@@ -90,9 +90,12 @@ def metadata(
     return meta
 
 
+# Every container kubetune makes: Pod Security "restricted", and a read-only root filesystem (what a
+# program writes goes to the emptyDirs of builders/writable.py).
 RESTRICTED_CONTAINER_SECURITY: dict[str, Any] = {
     "allowPrivilegeEscalation": False,
     "capabilities": {"drop": ["ALL"]},
     "runAsNonRoot": True,
     "seccompProfile": {"type": "RuntimeDefault"},
+    "readOnlyRootFilesystem": True,
 }

@@ -40,6 +40,12 @@ from kubetune.builders.vllm import (
     vllm_args,
     vllm_env,
 )
+from kubetune.builders.writable import (
+    VLLM_CACHE_ENV,
+    cache_env,
+    writable_mounts,
+    writable_volumes,
+)
 from kubetune.serving.metrics import NUM_REQUESTS_WAITING
 from kubetune.serving.resolution import Resolution
 
@@ -53,8 +59,6 @@ METRICS_PATH = "/metrics"
 GPU_RESOURCE = "nvidia.com/gpu"
 STAGING_VOLUME = "staged-models"
 STAGING_MOUNT = "/staging"
-CACHE_VOLUME = "cache"
-CACHE_MOUNT = "/cache"
 SERVING_UID = 1000
 # Loading a 70B model from a network volume takes many minutes; the startup probe gives 30 min
 # before the kubelet restarts the pod, and liveness only starts counting after that.
@@ -196,7 +200,7 @@ class _Storage:
                 raise ValueError(f"{text}: a served model must be pvc://, s3://, hf:// or an org/name id")
         self.credential_env = _credential_env(variant, staged)
         for container in self.init_containers:
-            container["env"] = list(self.credential_env)
+            container["env"] = [*cache_env(), *self.credential_env]
         self.volumes += [
             {"name": _pvc_volume_name(c), "persistentVolumeClaim": {"claimName": c, "readOnly": True}}
             for c in claims
@@ -210,7 +214,7 @@ class _Storage:
             "name": f"stage-{role}"[:63],
             "image": image,
             "command": ["python", "-m", "kubetune.serving.stage", uri, dest],
-            "volumeMounts": [{"name": STAGING_VOLUME, "mountPath": STAGING_MOUNT}],
+            "volumeMounts": [*writable_mounts(), {"name": STAGING_VOLUME, "mountPath": STAGING_MOUNT}],
             "securityContext": dict(RESTRICTED_CONTAINER_SECURITY),
         }
 
@@ -244,10 +248,8 @@ def _serving_env(resolution: Resolution) -> list[dict[str, Any]]:
         {"name": "HF_HUB_OFFLINE", "value": "1"},
         {"name": "VLLM_NO_USAGE_STATS", "value": "1"},
         {"name": "DO_NOT_TRACK", "value": "1"},
-        # The image's HOME is root's; as a non-root user every cache goes to a writable emptyDir.
-        {"name": "HOME", "value": CACHE_MOUNT},
-        {"name": "HF_HOME", "value": f"{CACHE_MOUNT}/huggingface"},
-        {"name": "VLLM_CACHE_ROOT", "value": f"{CACHE_MOUNT}/vllm"},
+        # The root filesystem is read-only: HOME and every cache point into emptyDirs.
+        *cache_env(VLLM_CACHE_ENV),
         *vllm_env(resolution),
     ]
     return env
@@ -328,7 +330,7 @@ def _vllm_container(
         "resources": _resources(variant),
         "volumeMounts": [
             {"name": "dshm", "mountPath": "/dev/shm"},
-            {"name": CACHE_VOLUME, "mountPath": CACHE_MOUNT},
+            *writable_mounts(),
             *storage.mounts,
         ],
         "startupProbe": _probe(STARTUP_PERIOD_S, STARTUP_BUDGET_S // STARTUP_PERIOD_S, 5),
@@ -370,7 +372,7 @@ def _serving_pod(variant: Variant, container: dict[str, Any], storage: _Storage)
         "volumes": [
             # Bounded like the trainer's: tensor-parallel workers exchange through it, a few GiB at most.
             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE_LIMIT}},
-            {"name": CACHE_VOLUME, "emptyDir": {}},
+            *writable_volumes(),
             *storage.volumes,
         ],
     }

@@ -205,7 +205,7 @@ def build_router_deployment(mdep: Mapping[str, Any], settings: RouterSettings) -
         ],
         "readinessProbe": _probe("/readyz", 5, 3),
         "livenessProbe": _probe("/healthz", 10, 6),
-        "securityContext": {**RESTRICTED_CONTAINER_SECURITY, "readOnlyRootFilesystem": True},
+        "securityContext": dict(RESTRICTED_CONTAINER_SECURITY),
     }
     template_meta: dict[str, Any] = {"labels": dict(sorted(_labels(mdep).items()))}
     if pod_annotations:

@@ -10,6 +10,7 @@ from kubetune.api.trainerreport import ATTEMPT_ENV
 from kubetune.api.trainingconfig import CONFIG_DIR, CONFIG_FILE, FATAL_EXIT_CODES
 from kubetune.builders.common import GPU_PRODUCT_LABEL, RESTRICTED_CONTAINER_SECURITY
 from kubetune.builders.storage import StorageLayout
+from kubetune.builders.writable import cache_env, writable_mounts, writable_volumes
 
 TRAINER_CONTAINER = "trainer"
 VALIDATOR_CONTAINER = "validate"
@@ -19,6 +20,12 @@ MASTER_PORT = 29500
 RENDEZVOUS_PORT_NAME = "rendezvous"
 CONFIG_VOLUME = "config"
 SHM_VOLUME = "dshm"
+# The projected API token of the trainer container (a volume name and a path, not secrets).
+TOKEN_VOLUME = "api-token"  # noqa: S105
+TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"  # noqa: S105
+# The kubelet's own value for automounted tokens: the API server extends it to a year (legacy clients
+# read the token once), while it still expires with the pod.
+TOKEN_EXPIRATION_SECONDS = 3607
 SHM_SIZE_LIMIT = "8Gi"
 """/dev/shm is memory: bounded, so a runaway writer is evicted instead of filling the node's RAM."""
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -111,8 +118,8 @@ def _container(
         "name": name,
         "image": image,
         "command": command,
-        "env": env,
-        "volumeMounts": mounts,
+        "env": [*cache_env(), *env],
+        "volumeMounts": [*writable_mounts(), *mounts],
         "securityContext": dict(RESTRICTED_CONTAINER_SECURITY),
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
@@ -194,7 +201,11 @@ def validation_pod_spec(
         [_config_mount(), *layout.input_mounts],
         VALIDATOR_RESOURCES,
     )
-    volumes = [_config_volume(config_map), *(v for v in layout.volumes if _is_input_volume(v, layout))]
+    volumes = [
+        _config_volume(config_map),
+        *(v for v in layout.volumes if _is_input_volume(v, layout)),
+        *writable_volumes(),
+    ]
     pod: dict[str, Any] = {
         "restartPolicy": "Never",
         "serviceAccountName": service_account,
@@ -261,6 +272,7 @@ def training_pod_spec(
             *layout.input_mounts,
             *layout.output_mounts,
             {"name": SHM_VOLUME, "mountPath": "/dev/shm"},
+            {"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": True},
         ],
         _trainer_resources(spec),
     )
@@ -279,7 +291,9 @@ def training_pod_spec(
         "restartPolicy": "Never",
         "subdomain": service,
         "serviceAccountName": service_account,
-        "automountServiceAccountToken": True,
+        # Rank 0 reports progress with the pod's token, so the trainer container alone mounts it (below,
+        # as the kubelet's automount would): the stager and the rendezvous wait never see it.
+        "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
         "securityContext": _pod_security(),
@@ -289,10 +303,31 @@ def training_pod_spec(
             _config_volume(config_map),
             *layout.volumes,
             {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE_LIMIT}},
+            *writable_volumes(),
+            _token_volume(),
         ],
     }
     _scheduling(pod, spec, gpu=True)
     return _prune(pod)
+
+
+def _token_volume() -> dict[str, Any]:
+    """What `automountServiceAccountToken` would mount: a bound, expiring token, the cluster CA and the
+    namespace, in the layout in-cluster clients read."""
+    return {
+        "name": TOKEN_VOLUME,
+        "projected": {
+            "sources": [
+                {"serviceAccountToken": {"path": "token", "expirationSeconds": TOKEN_EXPIRATION_SECONDS}},
+                {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                {
+                    "downwardAPI": {
+                        "items": [{"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}]
+                    }
+                },
+            ],
+        },
+    }
 
 
 def _scheduling(pod: dict[str, Any], spec: FineTuneJobSpec, *, gpu: bool) -> None:
