@@ -75,6 +75,11 @@ def previous(serving: str | None, *history: tuple[str, str]) -> list[VariantStat
     [
         ((variant(),), None, ""),
         (
+            (variant(), {"name": "b", "model": {"uri": "pvc://m/b"}, "weight": 0}),
+            {"canary": {"stableVariant": "b", "canaryVariant": "host"}},
+            "",
+        ),
+        (
             (
                 variant(
                     adapters=[
@@ -104,8 +109,8 @@ def previous(serving: str | None, *history: tuple[str, str]) -> list[VariantStat
         ),
         (
             (variant(), {"name": "b", "model": {"uri": "pvc://m/b"}, "weight": 0}),
-            {"canary": {"stableVariant": "b", "canaryVariant": "host"}},
-            "spec.traffic.canary: a variant with an adapter that follows",
+            {"canary": {"stableVariant": "host", "canaryVariant": "b"}},
+            "spec.traffic.canary.stableVariant: host follows a FineTuneSchedule",
         ),
     ],
 )

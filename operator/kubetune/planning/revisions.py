@@ -107,12 +107,6 @@ def _adapter_problem(spec: ModelDeploymentSpec) -> str:
                 f"spec.variants[{i}].servedBy: adapter {served.adapter} follows a FineTuneSchedule; its "
                 f"revisions take variant {served.variant}'s weight on their own"
             )
-    canary = spec.traffic.canary
-    if canary is not None and hosts and {canary.stable_variant, canary.canary_variant} & set(hosts):
-        return (
-            "spec.traffic.canary: a variant with an adapter that follows a FineTuneSchedule cannot be "
-            "its stableVariant or canaryVariant (its revisions canary in on their own)"
-        )
     return ""
 
 
@@ -120,7 +114,7 @@ def following_problem(spec: ModelDeploymentSpec) -> str:
     """What the schema cannot say about followed variants ("" when fine)."""
     if problem := _adapter_problem(spec):
         return problem
-    followed = followed_schedules(spec)
+    followed = followed_schedules(spec) | {h: s for h, (_, s) in followed_adapters(spec).items()}
     canary = spec.traffic.canary
     if not followed or canary is None:
         return ""
@@ -303,6 +297,12 @@ def _adapter_revision(host: Variant, adapter: str, run: str, weight: int) -> Var
     )
 
 
+def _revision_of(variant: Variant, track: Track, run: str, weight: int) -> Variant:
+    if track.adapter is not None:
+        return _adapter_revision(variant, track.adapter, run, weight)
+    return _revision_variant(variant, run, weight)
+
+
 def effective_spec(spec: ModelDeploymentSpec, tracks: Mapping[str, Track]) -> Effective:
     """Replace each followed variant by its revisions in play; add the revision canary, if any."""
     public: dict[str, str] = {}
@@ -323,25 +323,13 @@ def effective_spec(spec: ModelDeploymentSpec, tracks: Mapping[str, Track]) -> Ef
         if track.adapter is not None:
             # The host keeps its pods; its share of the traffic goes to its adapter's revisions.
             variants.append(variant.model_copy(update={"weight": 0}))
-            serving_run = track.candidate if track.first else track.serving
-            if serving_run is not None:
-                variants.append(_adapter_revision(variant, track.adapter, serving_run, variant.weight))
-                public[variants[-1].name] = variant.name
-            if track.candidate is not None and not track.first and track.serving is not None:
-                candidate = _adapter_revision(variant, track.adapter, track.candidate, 0)
-                variants.append(candidate)
-                public[candidate.name] = variant.name
-                stable = revision_variant_name(variant.name, track.serving)
-                new_canary = _revision_canary(None, stable, candidate.name)
-                canary_of, share = variant.name, variant.weight
-            continue
         serving_run = track.candidate if track.first else track.serving
         if serving_run is not None:
-            variants.append(_revision_variant(variant, serving_run, variant.weight))
+            variants.append(_revision_of(variant, track, serving_run, variant.weight))
             public[variants[-1].name] = variant.name
         user = canary is not None and canary.canary_variant == variant.name
         if track.candidate is not None and not track.first:
-            candidate = _revision_variant(variant, track.candidate, 0)
+            candidate = _revision_of(variant, track, track.candidate, 0)
             variants.append(candidate)
             public[candidate.name] = variant.name
             stable = (
