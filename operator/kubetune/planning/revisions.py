@@ -9,6 +9,11 @@ so the one canary machinery (`plan_canary`, the analysis, make-before-break in `
 smoke tests, the pruning of what the spec no longer renders) moves the weight, exactly as between two
 variants a user wrote. The user's spec is never written.
 
+A variant `H` whose *adapter* follows a schedule keeps its pods; each revision in play is an internal
+`servedBy` variant (same name rule) served by `H`'s pods under the adapter's versioned name `<A>-<run>`,
+loaded into them at runtime (the reconciler syncs the pods before a revision may take weight), and the
+revision canary between two of them moves weight only. The history is `H`'s, with `adapter: A`.
+
 The state of the rollout lives in the status: `status.variants[V].revisions` (the history, the run in
 flight with outcome Canary) and `servingRevision`; the canary's step in `status.canary` as for any
 canary. A pass restarted at any point reads them back and resumes.
