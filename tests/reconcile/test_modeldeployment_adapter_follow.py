@@ -10,19 +10,18 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
+from tests.reconcile.test_modeldeployment_revisions import Passes as RevisionPasses
 from tests.reconcile.test_modeldeployment_shift import FakeRouter, router  # noqa: F401 (fixture)
 from tests.serving.objects import model_deployment
 from tests.support.fake_kube import FakeKube
 
 from kubetune.builders.modeldeployment import selector_labels
 from kubetune.planning.revisions import revision_variant_name
-from kubetune.reconcile.modeldeployment import ModelDeploymentReconciler
 from kubetune.reconcile.router_readback import ROUTER_CONFIG_URL_ANNOTATION
 from kubetune.serving.lora_runtime import AdapterSyncResult, ManagedAdapters, plan_adapter_sync
-from kubetune.settings import OperatorSettings
 
 T0 = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
 R = {n: revision_variant_name("host", f"weekly-{n}") for n in range(1, 4)}
@@ -131,27 +130,12 @@ class FakePods:
         return AdapterSyncResult(loaded={n: p for n, p in pod.items() if n in managed}, failed=failed)
 
 
-class Passes:
-    def __init__(self, kube: FakeKube, url: str, pods: FakePods) -> None:
-        self.kube, self.url = kube, url
-        self.reconciler = ModelDeploymentReconciler(OperatorSettings(allow_url_overrides=True))
-        self.reconciler.sync_adapters = pods
-        self.status: dict[str, Any] | None = None
-        self.now = T0
-        self.events: list[tuple[str, str]] = []
-        self.canary: dict[str, Any] | None = None
+class Passes(RevisionPasses):
+    """Whole passes of a variant whose adapter follows the schedule, its pods synced by `pods`."""
 
-    async def run(self) -> dict[str, Any]:
-        self.now += timedelta(seconds=5)
-        outcome = await self.reconciler.reconcile(
-            self.kube,  # type: ignore[arg-type]
-            md(self.url, self.status, self.canary),
-            self.now,
-            resync=False,
-        )
-        self.status = {k: v for k, v in outcome.status.items() if v is not None}
-        self.events += [(e.type, e.reason) for e in outcome.events]
-        return self.status
+    def __init__(self, kube: FakeKube, url: str, pods: FakePods) -> None:
+        super().__init__(kube, url, md)
+        self.reconciler.sync_adapters = pods
 
 
 def host(status: dict[str, Any]) -> dict[str, Any]:
