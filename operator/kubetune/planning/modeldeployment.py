@@ -45,6 +45,7 @@ from kubetune.status.modeldeployment import (
 from kubetune.status.pods import container_problem
 from kubetune.status.route import RouteVerdict
 from kubetune.status.summary import modeldeployment_summary, summary_conditions
+from kubetune.status.wire import with_removals
 from kubetune.urlpolicy import url_allowed
 
 _EVENT_CONDITIONS = (
@@ -281,6 +282,8 @@ class CanaryInputs:
     previous: CanaryStatus | None
     ready_replicas: int
     shared_base: bool
+    routers_serving: bool = True
+    """Every router serves the split of the step in progress (see `plan_canary`)."""
 
 
 def canary_inputs(
@@ -511,11 +514,8 @@ def final_status(
     )
     if plan is None:
         status.canary = None
-    wire = status.to_wire()
-    # Fields that no longer apply (a canary removed from the spec) are deleted by the merge patch.
-    for key in (ctx.obj.get("status") or {}).keys() - wire.keys():
-        wire[key] = None
-    return wire
+    # Fields that no longer apply (a canary removed from the spec, a step's stepServedAt) are deleted.
+    return with_removals(ctx.obj.get("status") or {}, status.to_wire())
 
 
 def shift_condition(

@@ -28,12 +28,18 @@ from pydantic import ValidationError
 from kubetune.api.conditions import Reason
 from kubetune.api.finetuneschedule import KIND as FINETUNESCHEDULE
 from kubetune.api.finetuneschedule import FineTuneScheduleStatus
-from kubetune.api.modeldeployment import KIND, ModelDeploymentSpec, ModelDeploymentStatus, VariantStatus
+from kubetune.api.modeldeployment import (
+    KIND,
+    CanaryStatus,
+    ModelDeploymentSpec,
+    ModelDeploymentStatus,
+    VariantStatus,
+)
 from kubetune.builders.common import LABEL_DEPLOYMENT, LABEL_VARIANT
 from kubetune.builders.httproute import GATEWAY_PROVIDERS
 from kubetune.builders.modeldeployment import ROLE_SERVING
 from kubetune.builders.networkpolicy import Peers
-from kubetune.builders.router import router_config_of
+from kubetune.builders.router import routed_weights, router_config_of
 from kubetune.builders.vllm import VLLM_PORT
 from kubetune.kube.client import KubeClient
 from kubetune.planning import modeldeployment as planning
@@ -154,7 +160,7 @@ class ModelDeploymentReconciler:
         token = None if spec.traffic.provider in GATEWAY_PROVIDERS else await ensure_router_token(client, obj)
         rendering = planning.render_variants(ctx, self.render_settings)
         traffic_before = await previous_traffic(client, ctx)
-        plan = await self._canary(ctx, rendering, traffic_before)
+        plan = await self._canary(client, ctx, rendering, traffic_before)
         self.synthetic.ensure(
             ctx.uid,
             desired_load(
@@ -303,7 +309,11 @@ class ModelDeploymentReconciler:
         return problems
 
     async def _canary(
-        self, ctx: ModelDeploymentContext, rendering: Rendering, traffic_before: PreviousTraffic
+        self,
+        client: KubeClient,
+        ctx: ModelDeploymentContext,
+        rendering: Rendering,
+        traffic_before: PreviousTraffic,
     ) -> CanaryPlan | None:
         if ctx.spec.traffic.canary is None:
             return None
@@ -312,6 +322,8 @@ class ModelDeploymentReconciler:
         effective = ctx.following.effective if ctx.following is not None else None
         if effective is not None and effective.settled_canary:
             inputs = dataclasses.replace(inputs, previous=revisions.settled_status(ctx.spec.traffic.canary))
+        serving = await self._routers_serving(client, ctx, inputs.previous, traffic_before)
+        inputs = dataclasses.replace(inputs, routers_serving=serving)
         result = await run_canary(
             ctx.spec,
             inputs,
@@ -342,6 +354,33 @@ class ModelDeploymentReconciler:
             if variant_name is not None and child["kind"] == "Deployment":
                 applied.deployments[variant_name] = result
         return applied
+
+    async def _routers_serving(
+        self,
+        client: KubeClient,
+        ctx: ModelDeploymentContext,
+        previous: CanaryStatus | None,
+        traffic_before: PreviousTraffic,
+    ) -> bool:
+        """Whether every router pod serves the split the canary step in progress wrote (what the
+        ConfigMap holds now). Asked only while a step waits for it (`stepServedAt` unset); after
+        `router_confirm_seconds` the step goes on without routers that do not answer (an operator
+        outside the pod network), as make-before-break does."""
+        if previous is None or previous.weight == 0 or previous.step_served_at is not None:
+            return True
+        if ctx.spec.traffic.provider in GATEWAY_PROVIDERS or not traffic_before.weights:
+            return True
+        waited = (ctx.now - (previous.step_started_at or ctx.now)).total_seconds()
+        if waited >= self.settings.router_confirm_seconds:
+            return True
+        view = await read_routers(
+            client,
+            ctx.obj,
+            traffic_before.weights,
+            allow_url_overrides=self.settings.allow_url_overrides,
+            waited_s=waited,
+        )
+        return view.confirmed
 
     async def _variant_statuses(
         self, ctx: ModelDeploymentContext, rendering: Rendering, applied: _Applied
@@ -415,7 +454,7 @@ class ModelDeploymentReconciler:
             routers = await read_routers(
                 client,
                 ctx.obj,
-                config,
+                routed_weights(config),
                 allow_url_overrides=self.settings.allow_url_overrides,
                 waited_s=(ctx.now - since).total_seconds() if since is not None else 0.0,
             )
