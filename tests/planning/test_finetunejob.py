@@ -157,40 +157,26 @@ def test_validation_gates_training(
     assert obs.status.observed_generation == 2
 
 
+def validator_ended(exit_code: int, message: str) -> list[dict[str, Any]]:
+    """The validation Job's pod, failed with `exit_code` and `message` as its termination message."""
+    return [pod(validation(None), 0, "Failed", exit_code=exit_code, container="validate", message=message)]
+
+
+BAD_ROLE = "train.jsonl:17: messages[2].role: expected assistant after user"
+
+
 @pytest.mark.parametrize(
     ("job", "pods", "reason", "message"),
     [
         (
             validation("failed-41"),
-            [
-                pod(
-                    validation(None),
-                    0,
-                    "Failed",
-                    exit_code=41,
-                    container="validate",
-                    message=result(
-                        outcome="Failed",
-                        reason="InvalidData",
-                        message="train.jsonl:17: messages[2].role: expected assistant after user",
-                    ),
-                )
-            ],
+            validator_ended(41, result(outcome="Failed", reason="InvalidData", message=BAD_ROLE)),
             Reason.INVALID_DATA,
-            "train.jsonl:17: messages[2].role: expected assistant after user",
+            BAD_ROLE,
         ),
         (
             validation("failed-41"),
-            [
-                pod(
-                    validation(None),
-                    0,
-                    "Failed",
-                    exit_code=41,
-                    container="validate",
-                    message="Traceback...\ntrain.jsonl:3: output: empty\n",
-                )
-            ],
+            validator_ended(41, "Traceback...\ntrain.jsonl:3: output: empty\n"),
             Reason.INVALID_DATA,
             "Traceback...\ntrain.jsonl:3: output: empty",
         ),
@@ -203,7 +189,7 @@ def test_validation_gates_training(
         ),
         (
             validation("failed-retries"),
-            [pod(validation(None), 0, "Failed", exit_code=1, container="validate", message="s3: timeout")],
+            validator_ended(1, "s3: timeout"),
             Reason.BACKOFF_LIMIT_EXCEEDED,
             "data validation failed after retries: exit code 1: s3: timeout",
         ),
