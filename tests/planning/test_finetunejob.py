@@ -121,6 +121,11 @@ def result(**fields: Any) -> str:
     return json.dumps(fields)
 
 
+def rank0_succeeded(job: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    """Rank 0's pod, succeeded, with the trainer's result (outcome Succeeded and `fields`) as its message."""
+    return pod(job, 0, "Succeeded", exit_code=0, message=result(outcome="Succeeded", **fields))
+
+
 def cond(status: Any, type_: ConditionType) -> tuple[str, str, str] | None:
     c = find_condition(status.conditions, type_)
     return (c.status, c.reason, c.message) if c else None
@@ -318,22 +323,16 @@ DIGEST = "sha256:" + "ab" * 32
 
 def test_success_records_metrics_artifacts_and_lineage() -> None:
     job = training(state=("Complete", "CompletionsReached", ""))
-    rank0 = pod(
+    rank0 = rank0_succeeded(
         job,
-        0,
-        "Succeeded",
-        exit_code=0,
-        message=result(
-            outcome="Succeeded",
-            metrics={"evalLoss": 1.25, "perplexity": 3.49, "rougeL": 0.41, "bleu": 22.5, "samples": 200},
-            artifacts={"adapterUri": "pvc://o/x/adapter", "manifestUri": "pvc://o/x/kubetune-manifest.json"},
-            lineage={
-                "datasetDigest": DIGEST,
-                "baseModelRevision": "abc123",
-                "checkpoint": "checkpoint-400",
-            },
-            finalStep=400,
-        ),
+        metrics={"evalLoss": 1.25, "perplexity": 3.49, "rougeL": 0.41, "bleu": 22.5, "samples": 200},
+        artifacts={"adapterUri": "pvc://o/x/adapter", "manifestUri": "pvc://o/x/kubetune-manifest.json"},
+        lineage={
+            "datasetDigest": DIGEST,
+            "baseModelRevision": "abc123",
+            "checkpoint": "checkpoint-400",
+        },
+        finalStep=400,
     )
     obj = ftj(status={"phase": "Running", "progress": {"step": 390, "totalSteps": 400}})
     obs = observe(obj, [VALID, job], [rank0, pod(job, 1, "Succeeded", exit_code=0)], NOW)
@@ -371,13 +370,7 @@ def test_success_records_the_frozen_set_scores_of_the_run_and_its_champion() -> 
         "champion": "weekly-1",
         "championMetrics": {"evalLoss": 0.9, "rougeL": 0.45},
     }
-    rank0 = pod(
-        job,
-        0,
-        "Succeeded",
-        exit_code=0,
-        message=result(outcome="Succeeded", metrics={"evalLoss": 1.1}, frozenSet=frozen),
-    )
+    rank0 = rank0_succeeded(job, metrics={"evalLoss": 1.1}, frozenSet=frozen)
     obs = observe(
         obj, [validation("complete", obj), job], [rank0, pod(job, 1, "Succeeded", exit_code=0)], NOW
     )
@@ -664,13 +657,7 @@ def test_parse_trainer_result(message: str | None, outcome: str | None) -> None:
 def test_held_out_prompts_of_the_trainer_result_land_in_status() -> None:
     """Rank 0 reports a few test-split prompts; the smoke test of a variant serving the output uses them."""
     job = training(state=("Complete", "CompletionsReached", ""))
-    rank0 = pod(
-        job,
-        0,
-        "Succeeded",
-        exit_code=0,
-        message=result(outcome="Succeeded", testPrompts=["What is 2+2?", "Say hi."]),
-    )
+    rank0 = rank0_succeeded(job, testPrompts=["What is 2+2?", "Say hi."])
     obs = observe(ftj(status={"phase": "Running"}), [VALID, job], [rank0], NOW)
     assert obs.status.phase is Phase.SUCCEEDED
     assert obs.status.test_prompts == ["What is 2+2?", "Say hi."]
@@ -820,13 +807,7 @@ def test_a_new_attempt_may_resume_behind_the_last_report() -> None:
 
 def test_a_refused_final_metric_is_left_out_and_named() -> None:
     job = training(state=("Complete", "CompletionsReached", ""))
-    rank0 = pod(
-        job,
-        0,
-        "Succeeded",
-        exit_code=0,
-        message=result(outcome="Succeeded", metrics={"evalLoss": -1.0, "rougeL": 0.4}),
-    )
+    rank0 = rank0_succeeded(job, metrics={"evalLoss": -1.0, "rougeL": 0.4})
     obs = observe(ftj(status={"phase": "Running"}), [VALID, job], [rank0], NOW)
     assert obs.status.phase is Phase.SUCCEEDED
     assert obs.status.metrics is not None
