@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from tests.support import manifests
 
 from kubetune.api.conditions import ConditionType, Reason
 from kubetune.api.finetunejob import Phase, Progress
@@ -26,21 +27,7 @@ def iso(t: datetime) -> str:
 
 
 def ftj(status: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]:
-    obj: dict[str, Any] = {
-        "apiVersion": "kubetune.io/v1alpha1",
-        "kind": "FineTuneJob",
-        "metadata": {"name": "demo", "namespace": "ns", "uid": "u-1", "generation": 2},
-        "spec": {
-            "baseModel": {"uri": "pvc://m/x"},
-            "dataset": {"uri": "pvc://d/x.jsonl"},
-            "output": {"uri": "pvc://o/x"},
-            "resources": {"nodes": 2, "gpusPerNode": 1},
-            **spec,
-        },
-    }
-    if status is not None:
-        obj["status"] = status
-    return obj
+    return manifests.ftj(generation=2, status=status, **spec)
 
 
 def with_conditions(job: dict[str, Any], *conditions: tuple[str, str, str]) -> dict[str, Any]:

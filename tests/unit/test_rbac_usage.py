@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 from tests.serving.objects import model_deployment
 from tests.support.fake_kube import FakeKube
+from tests.support.manifests import ftj
 
 from kubetune.builders.finetunejob import build_children, build_training_config
 from kubetune.controller.events import post_event
@@ -68,21 +69,6 @@ class JobsUnlisted(FakeKube):
             self._record("list", kind, "")
             return []
         return await super().list(api_version, kind, namespace, label_selector=label_selector)
-
-
-def ftj(**spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "kubetune.io/v1alpha1",
-        "kind": "FineTuneJob",
-        "metadata": {"name": "demo", "namespace": "ns", "uid": "u-1", "generation": 1},
-        "spec": {
-            "baseModel": {"uri": "pvc://m/x"},
-            "dataset": {"uri": "pvc://d/x.jsonl"},
-            "output": {"uri": "pvc://o/x"},
-            "resources": {"nodes": 2, "gpusPerNode": 1},
-            **spec,
-        },
-    }
 
 
 def triples(kube: FakeKube) -> set[Triple]:
