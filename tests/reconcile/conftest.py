@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 from tests.support.fake_router import FakeRouter
+from tests.support.local_http import serving
 
 
 @pytest.fixture
@@ -14,12 +15,5 @@ async def router() -> AsyncIterator[tuple[FakeRouter, str]]:
     fake = FakeRouter()
     app = web.Application()
     app.router.add_get("/kubetune/config", fake.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield fake, f"http://127.0.0.1:{port}/kubetune/config"
-    finally:
-        await runner.cleanup()
+    async with serving(app) as url:
+        yield fake, f"{url}/kubetune/config"
