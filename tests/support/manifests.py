@@ -22,3 +22,21 @@ def ftj(*, generation: int = 1, status: dict[str, Any] | None = None, **spec: An
     if status is not None:
         obj["status"] = status
     return obj
+
+
+def fts(created: str, template: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    """FineTuneSchedule ns/nightly, hourly, created at `created`, never run: each run a FineTuneJob of
+    spec `template`; `spec` added over."""
+    return {
+        "apiVersion": "kubetune.io/v1alpha1",
+        "kind": "FineTuneSchedule",
+        "metadata": {
+            "name": "nightly",
+            "namespace": "ns",
+            "uid": "s-1",
+            "generation": 1,
+            "creationTimestamp": created,
+        },
+        "spec": {"schedule": "0 * * * *", "jobTemplate": {"spec": template}, **spec},
+        "status": {"observedGeneration": 1},
+    }

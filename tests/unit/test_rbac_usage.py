@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 from tests.serving.objects import model_deployment
 from tests.support.fake_kube import FakeKube
-from tests.support.manifests import ftj
+from tests.support.manifests import ftj, fts
 
 from kubetune.builders.finetunejob import build_children, build_training_config
 from kubetune.controller.events import post_event
@@ -202,23 +202,7 @@ async def inference_pool_calls(crds: set[str], variants: list[dict[str, Any]]) -
 
 
 def schedule() -> dict[str, Any]:
-    return {
-        "apiVersion": "kubetune.io/v1alpha1",
-        "kind": "FineTuneSchedule",
-        "metadata": {
-            "name": "nightly",
-            "namespace": "ns",
-            "uid": "s-1",
-            "generation": 1,
-            "creationTimestamp": "2026-05-01T11:00:30Z",
-        },
-        "spec": {
-            "schedule": "0 * * * *",
-            "concurrencyPolicy": "Replace",
-            "jobTemplate": {"spec": ftj()["spec"]},
-        },
-        "status": {"observedGeneration": 1},
-    }
+    return fts("2026-05-01T11:00:30Z", ftj()["spec"], concurrencyPolicy="Replace")
 
 
 async def schedule_calls() -> set[Triple]:
