@@ -9,21 +9,13 @@ from typing import Any
 import pytest
 import yaml
 from tests.support.cluster import Kube
+from tests.support.manifests import minimal_ftj
 
 pytestmark = pytest.mark.cluster
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
 
-VALID_FTJ: dict[str, Any] = {
-    "apiVersion": "kubetune.io/v1alpha1",
-    "kind": "FineTuneJob",
-    "metadata": {"name": "bad"},
-    "spec": {
-        "baseModel": {"uri": "Qwen/Qwen2.5-0.5B"},
-        "dataset": {"uri": "pvc://data/train.jsonl"},
-        "output": {"uri": "pvc://models/out"},
-    },
-}
+VALID_FTJ = minimal_ftj("bad")
 VALID_MDEP: dict[str, Any] = {
     "apiVersion": "kubetune.io/v1alpha1",
     "kind": "ModelDeployment",
@@ -381,6 +373,15 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
 ]
 
 
+def assert_rejected_naming(kube: Kube, namespace: str, manifest: dict[str, Any], field: str) -> None:
+    """The API server refuses to create `manifest` (a dry run) with a message naming `field`."""
+    proc = kube.kubectl(
+        "create", "--dry-run=server", "-n", namespace, "-f", "-", input=yaml.safe_dump(manifest), check=False
+    )
+    assert proc.returncode != 0, f"accepted an invalid manifest:\n{yaml.safe_dump(manifest)}"
+    assert field in proc.stderr, proc.stderr
+
+
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
 def test_examples_are_accepted(kube: Kube, namespace: str, path: Path) -> None:
     kube.kubectl("create", "--dry-run=server", "-n", namespace, "-f", str(path))
@@ -392,11 +393,7 @@ def test_examples_are_accepted(kube: Kube, namespace: str, path: Path) -> None:
 def test_invalid_specs_are_rejected_naming_the_field(
     kube: Kube, namespace: str, manifest: dict[str, Any], field: str
 ) -> None:
-    proc = kube.kubectl(
-        "create", "--dry-run=server", "-n", namespace, "-f", "-", input=yaml.safe_dump(manifest), check=False
-    )
-    assert proc.returncode != 0, f"accepted an invalid manifest:\n{yaml.safe_dump(manifest)}"
-    assert field in proc.stderr, proc.stderr
+    assert_rejected_naming(kube, namespace, manifest, field)
 
 
 def test_valid_base_manifests_are_accepted(kube: Kube, namespace: str) -> None:

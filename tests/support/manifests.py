@@ -5,6 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 
+def minimal_ftj(name: str) -> dict[str, Any]:
+    """The smallest valid FineTuneJob `name`, no namespace: a hub model, data and output on PVCs."""
+    return {
+        "apiVersion": "kubetune.io/v1alpha1",
+        "kind": "FineTuneJob",
+        "metadata": {"name": name},
+        "spec": {
+            "baseModel": {"uri": "Qwen/Qwen2.5-0.5B"},
+            "dataset": {"uri": "pvc://data/train.jsonl"},
+            "output": {"uri": "pvc://models/out"},
+        },
+    }
+
+
 def ftj(*, generation: int = 1, status: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]:
     """FineTuneJob ns/demo: two nodes of one GPU, model, data and output on PVCs; `spec` added over."""
     obj: dict[str, Any] = {
