@@ -108,8 +108,10 @@ dev-down: ## stop the local control plane started by `make dev`
 	$(PY) -m kubetune.dev down
 
 .PHONY: bench
-bench: install cluster-binaries router system-packages images ## benchmarks that print figures (not part of `make test`)
+bench: install cluster-binaries router system-packages images vllm-env ## benchmarks that print figures (not part of `make test`)
 	$(PY) bench/trainer_cpu.py
+	# A new adapter revision loaded into a running vLLM (CPU build) vs. a restart with it static (~5 min).
+	$(PY) bench/lora_runtime.py
 	$(PY) bench/trainer_gpu.py
 	$(PY) bench/router.py
 	$(PY) bench/operator_scale.py

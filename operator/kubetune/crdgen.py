@@ -32,7 +32,8 @@ def _resolve(node: Any, defs: dict[str, Schema]) -> Any:
     if "$ref" in node:
         target = _resolve(defs[node["$ref"].rsplit("/", 1)[-1]], defs)
         siblings = {k: v for k, v in node.items() if k != "$ref"}
-        return {**target, **_resolve(siblings, defs)}
+        # The field's own rules (e.g. immutability) add to the model's rules rather than replace them.
+        return _merge(_resolve(siblings, defs), target)
     return {k: _resolve(v, defs) for k, v in node.items()}
 
 
@@ -250,11 +251,11 @@ def all_crds() -> dict[str, dict[str, Any]]:
                 age,
             ],
         ),
-        f"{GROUP}_{finetuneschedule.PLURAL}.yaml": schedule_crd(age),
+        f"{GROUP}_{finetuneschedule.PLURAL}.yaml": schedule_crd(age, why),
     }
 
 
-def schedule_crd(age: dict[str, Any]) -> dict[str, Any]:
+def schedule_crd(age: dict[str, Any], why: list[dict[str, Any]]) -> dict[str, Any]:
     definition = crd(
         kind=finetuneschedule.KIND,
         plural=finetuneschedule.PLURAL,
@@ -269,6 +270,14 @@ def schedule_crd(age: dict[str, Any]) -> dict[str, Any]:
             {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
             {"name": "Last-Schedule", "type": "date", "jsonPath": ".status.lastScheduleTime"},
             {"name": "Last-Success", "type": "date", "jsonPath": ".status.lastSuccessfulTime", "priority": 1},
+            {
+                "name": "Latest-Good",
+                "type": "string",
+                "jsonPath": ".status.latestGoodRun",
+                "description": "The newest run that succeeded and passed its gate.",
+                "priority": 1,
+            },
+            *why,
             age,
         ],
     )

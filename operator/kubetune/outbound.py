@@ -26,6 +26,7 @@ __all__ = [
     "STREAM_MAX_BYTES",
     "OutboundError",
     "Response",
+    "get",
     "post",
     "read_capped",
     "url_allowed",
@@ -74,9 +75,33 @@ async def post(
 
     `timeout_s` None keeps the session's timeout (a caller that bounds a whole batch).
     """
+    return await _request(session, "POST", url, timeout_s=timeout_s, limit=limit, **kwargs)
+
+
+async def get(
+    session: aiohttp.ClientSession,
+    url: str,
+    *,
+    timeout_s: float | None,
+    limit: int = MAX_BODY_BYTES,
+    **kwargs: Any,
+) -> Response:
+    """GET under the same rules as `post`."""
+    return await _request(session, "GET", url, timeout_s=timeout_s, limit=limit, **kwargs)
+
+
+async def _request(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    *,
+    timeout_s: float | None,
+    limit: int,
+    **kwargs: Any,
+) -> Response:
     timeout = aiohttp.ClientTimeout(total=timeout_s) if timeout_s is not None else None
     try:
-        async with session.post(url, allow_redirects=False, timeout=timeout, **kwargs) as response:
+        async with session.request(method, url, allow_redirects=False, timeout=timeout, **kwargs) as response:
             if 300 <= response.status < 400:
                 raise OutboundError(f"HTTP {response.status}: redirect not followed")
             return Response(response.status, await read_capped(response, limit))

@@ -66,7 +66,8 @@ OPERATOR_RULES: tuple[Rule, ...] = (
         "",
         ("configmaps", "services"),
         PRUNED,
-        "training config, rendezvous and variant Services, router config",
+        "training config, the trainer's report ConfigMap (read each pass; patch is also what its Role"
+        " grants), rendezvous and variant Services, router config",
     ),
     Rule("", ("serviceaccounts",), OWN, "trainer identity (deleted by garbage collection only)"),
     Rule(
@@ -81,7 +82,7 @@ OPERATOR_RULES: tuple[Rule, ...] = (
         "rbac.authorization.k8s.io",
         ("roles", "rolebindings"),
         OWN,
-        "per-job Role letting rank 0 patch only its FineTuneJob's status (deleted by garbage collection)",
+        "per-job Role letting rank 0 patch only its report ConfigMap (deleted by garbage collection)",
     ),
     Rule("apps", ("deployments",), WATCHED, "vLLM variants and the router"),
     Rule("policy", ("poddisruptionbudgets",), PRUNED, "PDB per multi-replica variant"),
@@ -104,9 +105,10 @@ OPERATOR_RULES: tuple[Rule, ...] = (
     Rule("keda.sh", ("scaledobjects",), PRUNED, "KEDA autoscaling when the CRD exists"),
 )
 
-# What a training pod's ServiceAccount may do (bound per job by a Role with resourceNames).
+# What a training pod's ServiceAccount may do (bound per job by a Role with resourceNames): write its
+# report, which the operator validates; never the FineTuneJob or its status.
 TRAINER_RULES: tuple[Rule, ...] = (
-    Rule("kubetune.io", ("finetunejobs/status",), ("patch",), "rank 0 reports status.progress"),
+    Rule("", ("configmaps",), ("patch",), "rank 0 merge-patches its report ConfigMap (<job>-progress)"),
 )
 
 

@@ -74,6 +74,9 @@ def test_kubectl_get_fts_shows_the_schedule_and_its_last_runs() -> None:
         "Phase",
         "Last-Schedule",
         "Last-Success",
+        "Latest-Good",
+        "Reason",
+        "Message",
         "Age",
     ]
     assert version["subresources"] == {"status": {}}

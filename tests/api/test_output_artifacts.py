@@ -6,8 +6,13 @@ from typing import Any
 
 import pytest
 
-from kubetune.api.finetunejob import Artifacts, FineTuneJobSpec
-from kubetune.api.trainingconfig import output_artifacts, trusted_artifacts
+from kubetune.api.finetunejob import Artifacts, EvalMetrics, FineTuneJobSpec, FrozenSetScores
+from kubetune.api.trainingconfig import (
+    frozen_set_uri,
+    output_artifacts,
+    trusted_artifacts,
+    trusted_frozen_set,
+)
 
 BASE: dict[str, Any] = {
     "baseModel": {"uri": "Qwen/Qwen2.5-0.5B"},
@@ -46,3 +51,47 @@ def test_reported_locations_never_replace_the_layout() -> None:
     assert trusted.merged_model_uri is None, "the run said it produced no merged model"
     assert trusted.base_model_uri == "Qwen/Qwen2.5-0.5B"
     assert trusted_artifacts(spec, None) == output_artifacts(spec)
+
+
+FROZEN = {"frozenSet": {"uri": "pvc://eval/frozen.jsonl"}}
+CHAMPION = {"champion": {"name": "w-1", "adapterUri": "pvc://models/w-1/adapter"}}
+
+
+@pytest.mark.parametrize(
+    ("evaluation", "uri"),
+    [
+        pytest.param({}, None, id="no-frozen-set"),
+        pytest.param(FROZEN, "pvc://eval/frozen.jsonl", id="given"),
+        pytest.param({"exportTestSplit": True}, "pvc://models/run/frozen-eval.jsonl", id="exported"),
+        pytest.param({**FROZEN, "exportTestSplit": True}, "pvc://eval/frozen.jsonl", id="given-wins"),
+    ],
+)
+def test_frozen_set_uri(evaluation: dict[str, Any], uri: str | None) -> None:
+    spec = FineTuneJobSpec.model_validate({**BASE, "evaluation": evaluation})
+    assert frozen_set_uri(spec) == uri
+
+
+def test_reported_frozen_set_scores_keep_the_specs_file_and_champion() -> None:
+    spec = FineTuneJobSpec.model_validate({**BASE, "evaluation": {**FROZEN, **CHAMPION}})
+    forged = FrozenSetScores(
+        uri="pvc://elsewhere/easy.jsonl",
+        metrics=EvalMetrics(eval_loss=0.5),
+        champion="someone-else",
+        champion_metrics=EvalMetrics(eval_loss=0.9),
+    )
+    trusted = trusted_frozen_set(spec, forged)
+    assert trusted is not None
+    assert (trusted.uri, trusted.champion) == ("pvc://eval/frozen.jsonl", "w-1")
+    assert trusted.metrics == EvalMetrics(eval_loss=0.5)
+    assert trusted.champion_metrics == EvalMetrics(eval_loss=0.9)
+    # Without a champion in the spec, reported champion scores are dropped.
+    alone = FineTuneJobSpec.model_validate({**BASE, "evaluation": FROZEN})
+    dropped = trusted_frozen_set(alone, forged)
+    assert dropped is not None
+    assert (dropped.champion, dropped.champion_metrics) == (None, None)
+    # A lost report: the file is known, the scores are not, and the message says so.
+    lost = trusted_frozen_set(spec, None)
+    assert lost is not None
+    assert (lost.uri, lost.metrics) == ("pvc://eval/frozen.jsonl", None)
+    assert "no frozen-set scores" in lost.message
+    assert trusted_frozen_set(FineTuneJobSpec.model_validate(BASE), forged) is None

@@ -538,16 +538,23 @@ def test_service_is_headless_and_selects_training_pods() -> None:
     )
 
 
-def test_rbac_lets_the_pods_patch_only_their_own_status() -> None:
+def test_rbac_lets_the_pods_patch_only_their_report_config_map() -> None:
     children = build_children(ftj(name="run-7"), restart=0)
     assert children.role["rules"] == [
         {
-            "apiGroups": ["kubetune.io"],
-            "resources": ["finetunejobs/status"],
-            "resourceNames": ["run-7"],
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": ["run-7-progress"],
             "verbs": ["patch"],
         }
     ]
+    assert children.report["metadata"]["name"] == "run-7-progress"
+    # Created without data: the report key is rank 0's, and the operator's apply never owns it.
+    assert "data" not in children.report
+    assert children.report in children.shared()
+    assert children.report not in children.for_validation()
+    config = TrainingConfig.model_validate_json(children.config_map["data"]["config.json"])
+    assert (config.progress.namespace, config.progress.report) == ("ns", "run-7-progress")
     assert children.role_binding["roleRef"]["name"] == children.role["metadata"]["name"]
     assert children.role_binding["subjects"] == [
         {"kind": "ServiceAccount", "name": children.service_account["metadata"]["name"], "namespace": "ns"}
@@ -557,6 +564,17 @@ def test_rbac_lets_the_pods_patch_only_their_own_status() -> None:
             job["spec"]["template"]["spec"]["serviceAccountName"]
             == children.service_account["metadata"]["name"]
         )
+
+
+def test_rank_zero_reports_the_attempt_of_its_pod() -> None:
+    job = build_children(ftj(name="run-7"), restart=3).training_job
+    template = job["spec"]["template"]
+    trainer = next(c for c in template["spec"]["containers"] if c["name"] == "trainer")
+    [attempt] = [e for e in trainer["env"] if e["name"] == "KUBETUNE_ATTEMPT"]
+    field = attempt["valueFrom"]["fieldRef"]["fieldPath"]
+    label = re.fullmatch(r"metadata\.labels\['(.+)'\]", field)
+    assert label is not None
+    assert template["metadata"]["labels"][label.group(1)] == "3"
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ from tests.support.cluster import Kube
 from tests.support.polling import eventually
 
 from kubetune import chartgen
+from kubetune.builders.finetunejob import build_children
 from kubetune.rbac import OPERATOR_RULES
 
 pytestmark = pytest.mark.cluster
@@ -355,3 +356,31 @@ def test_applying_the_chart_twice_changes_nothing(kube: Kube, release_namespace:
         assert moved == set()
     finally:
         kube.kubectl("delete", "--wait=false", "--ignore-not-found", "-f", "-", input=chart.text, check=False)
+
+
+def test_the_operator_may_grant_the_trainer_role_and_no_more(kube: Kube, installed: tuple[str, str]) -> None:
+    """RBAC escalation prevention holds the operator to what it has: its identity creates the training
+    pods' Role as rendered, and is refused one granting a verb it lacks (`update`)."""
+    namespace, user = installed
+    ftj = {
+        "apiVersion": "kubetune.io/v1alpha1",
+        "kind": "FineTuneJob",
+        "metadata": {"name": "demo", "namespace": namespace, "uid": str(uuid.uuid4())},
+        "spec": {
+            "baseModel": {"uri": "pvc://m/x"},
+            "dataset": {"uri": "pvc://d/x.jsonl"},
+            "output": {"uri": "pvc://o/x"},
+        },
+    }
+    role = build_children(ftj, restart=0).role
+    role["metadata"].pop("ownerReferences")  # no such FineTuneJob: only the grant is under test
+    create = ("create", "--as", user, "--dry-run=server", "--validate=false", "-o", "name", "-f", "-")
+    assert (
+        kube.kubectl(*create, input=json.dumps(role)).stdout.strip()
+        == "role.rbac.authorization.k8s.io/demo-trainer"
+    )
+    wider = json.loads(json.dumps(role))
+    wider["rules"][0]["verbs"] = ["patch", "update"]
+    refused = kube.kubectl(*create, input=json.dumps(wider), check=False)
+    assert refused.returncode != 0
+    assert "attempting to grant RBAC permissions not currently held" in refused.stderr

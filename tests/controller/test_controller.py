@@ -13,6 +13,7 @@ from tests.support.fake_kube import FakeKube
 from kubetune.controller.controller import Controller, RetryLater
 from kubetune.kube.client import ApiError, KubeClient
 from kubetune.planning.plan import Event, Outcome
+from kubetune.planning.revisions import follows_schedule, schedule_summary
 from kubetune.settings import OperatorSettings
 
 KIND = "FineTuneJob"
@@ -176,3 +177,40 @@ async def test_one_phase_series_per_object_follows_its_phase_and_goes_with_it() 
     assert phase_series("phased") == {"Running": 1.0}
     await ctl.on_event(KIND, "DELETED", ftj("phased", generation=2))
     assert phase_series("phased") == {}
+
+
+async def test_a_followed_schedule_runs_its_followers_when_what_they_read_changes() -> None:
+    # The stub stands for the ModelDeployment reconciler; its objects follow "weekly" or not.
+    def md(name: str, schedule: str) -> dict[str, Any]:
+        obj = ftj(name)
+        obj["spec"] = {"variants": [{"name": "v", "model": {"finetuneScheduleRef": {"name": schedule}}}]}
+        return obj
+
+    kube = FakeKube(md("follower", "weekly"), md("other", "daily"))
+    stub = Stub(Outcome({"phase": "Available"}))
+    ctl = controller(stub, kube)
+    ctl.remember(KIND, "ADDED", md("follower", "weekly"))
+    ctl.remember(KIND, "ADDED", md("other", "daily"))
+
+    def schedule(*runs: tuple[str, str], next_time: str = "t0") -> dict[str, Any]:
+        return {
+            "metadata": {"name": "weekly", "namespace": "ns", "uid": "s-1"},
+            "status": {
+                "nextScheduleTime": next_time,
+                "runs": [{"name": n, "phase": p, "gate": {"passed": True}} for n, p in runs],
+            },
+        }
+
+    async def event(kind: str | None, body: dict[str, Any]) -> None:
+        await ctl.on_followed_event(kind, body, schedule_summary(body), KIND, follows_schedule)
+
+    await event(None, schedule(("weekly-1", "Active")))  # the initial listing: followers run on their own
+    assert stub.passes == []
+    await event("MODIFIED", schedule(("weekly-1", "Active"), next_time="t1"))  # nothing followers read
+    assert stub.passes == []
+    await event("MODIFIED", schedule(("weekly-1", "Succeeded")))
+    assert stub.passes == [("follower", True)]
+    await event("DELETED", schedule(("weekly-1", "Succeeded")))
+    assert stub.passes == [("follower", True)] * 2
+    await event("ADDED", schedule())  # created again: its followers no longer find it missing
+    assert stub.passes == [("follower", True)] * 3

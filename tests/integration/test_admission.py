@@ -70,7 +70,28 @@ def mutate(base: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
 
 DELETE = object()
 
+INIT_FROM = {"finetuneJobRef": {"name": "week-1"}}
 INVALID: list[tuple[str, dict[str, Any], str]] = [
+    (
+        "initFrom with method full",
+        mutate(mutate(VALID_FTJ, "spec.method", "full"), "spec.initFrom", INIT_FROM),
+        "spec.initFrom",
+    ),
+    (
+        "initFrom replayFraction above 1",
+        mutate(VALID_FTJ, "spec.initFrom", {**INIT_FROM, "replayFraction": 1.5}),
+        "spec.initFrom.replayFraction",
+    ),
+    (
+        "initFrom learningRateScale zero",
+        mutate(VALID_FTJ, "spec.initFrom", {**INIT_FROM, "learningRateScale": 0}),
+        "spec.initFrom.learningRateScale",
+    ),
+    (
+        "initFrom without a job name",
+        mutate(VALID_FTJ, "spec.initFrom", {"finetuneJobRef": {"name": "Not_A_Name"}}),
+        "spec.initFrom.finetuneJobRef.name",
+    ),
     ("bad method enum", mutate(VALID_FTJ, "spec.method", "prefix-tuning"), "spec.method"),
     ("lora rank out of range", mutate(VALID_FTJ, "spec.lora", {"r": 0}), "spec.lora.r"),
     ("missing baseModel", mutate(VALID_FTJ, "spec.baseModel", DELETE), "spec.baseModel"),
@@ -403,12 +424,14 @@ def test_defaults_are_applied(kube: Kube, namespace: str) -> None:
         ("spec.method", "full", "spec.method"),
         ("spec.dataset.uri", "pvc://data/other.jsonl", "spec.dataset"),
         ("spec.hyperparameters", {"learningRate": 0.1}, "spec.hyperparameters"),
+        ("spec.initFrom", {"finetuneJobRef": {"name": "week-2"}}, "spec.initFrom"),
     ],
 )
 def test_training_fields_are_immutable(kube: Kube, namespace: str, path: str, value: Any, field: str) -> None:
     name = f"immutable-{abs(hash(path)) % 10000}"
-    kube.apply(mutate(VALID_FTJ, "metadata.name", name), namespace)
-    changed = mutate(mutate(VALID_FTJ, "metadata.name", name), path, value)
+    original = mutate(mutate(VALID_FTJ, "metadata.name", name), "spec.initFrom", INIT_FROM)
+    kube.apply(original, namespace)
+    changed = mutate(original, path, value)
     proc = kube.kubectl(
         "apply",
         "--server-side",
@@ -432,13 +455,15 @@ def test_training_fields_are_immutable(kube: Kube, namespace: str, path: str, va
         ("lora", {"r": 8}, None),
         ("deepspeed", None, {"zeroStage": 2}),
         ("deepspeed", {"zeroStage": 2}, None),
+        ("initFrom", None, INIT_FROM),
+        ("initFrom", INIT_FROM, None),
     ],
-    ids=["add lora", "remove lora", "add deepspeed", "remove deepspeed"],
+    ids=["add lora", "remove lora", "add deepspeed", "remove deepspeed", "add initFrom", "remove initFrom"],
 )
 def test_optional_training_fields_cannot_be_added_or_removed(
     kube: Kube, namespace: str, field: str, before: Any, after: Any
 ) -> None:
-    name = f"optional-{field}-{'add' if before is None else 'remove'}"
+    name = f"optional-{field.lower()}-{'add' if before is None else 'remove'}"
     original = mutate(VALID_FTJ, "metadata.name", name)
     if before is not None:
         original = mutate(original, f"spec.{field}", before)

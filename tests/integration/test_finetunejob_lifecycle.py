@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import ssl
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -29,7 +30,7 @@ from kubetune.api.finetunejob import Artifacts, EvalMetrics, FineTuneJobSpec, Li
 from kubetune.api.trainingconfig import TrainerResult
 from kubetune.kube.client import ApiError, Credentials, KubeClient
 from kubetune.trainer.config import load_config
-from kubetune.trainer.progress import KubeCredentials, KubeStatusReporter, ProgressUpdate
+from kubetune.trainer.progress import KubeCredentials, KubeReportReporter, ProgressUpdate
 from kubetune.trainer.result import encode_result
 
 API = "kubetune.io/v1alpha1"
@@ -193,7 +194,8 @@ async def report_progress(
     """Rank 0's reporter, pointed at the test API server with the pod's token."""
     token = token_client.credentials.token
     context = ssl.create_default_context(cafile=str(kube.plane.pki / "ca.crt"))
-    reporter = KubeStatusReporter(KubeCredentials(kube.plane.server, token, context), namespace, name)
+    credentials = KubeCredentials(kube.plane.server, token, context)
+    reporter = KubeReportReporter(credentials, namespace, f"{name}-progress", attempt=0)
     await asyncio.to_thread(reporter.report, update)
 
 
@@ -229,14 +231,14 @@ async def test_children_progress_and_success(
         config = load_config(config_file)  # what the trainer does first
         assert (config.job_name, config.namespace) == ("llama", namespace)
         assert config.spec == FineTuneJobSpec.model_validate(obj["spec"])
-        assert (config.progress.namespace, config.progress.name) == (namespace, "llama")
+        assert (config.progress.namespace, config.progress.report) == (namespace, "llama-progress")
 
         owned = [c for c in await children(client, namespace, "llama") if c["kind"] != "Pod"]
         assert sorted((c["kind"], c["metadata"]["name"]) for c in owned) == [
             ("ConfigMap", "llama-config"),
             ("Job", "llama-validate"),
             ("ServiceAccount", "llama-trainer"),
-        ], "the training Job, its rendezvous Service and its status RBAC wait for data validation"
+        ], "the training Job, its rendezvous Service, its report ConfigMap and its RBAC wait for validation"
         for child in owned:
             assert owner_of(child) == [expected_owner], child["metadata"]["name"]
             labels = child["metadata"]["labels"]
@@ -258,9 +260,9 @@ async def test_children_progress_and_success(
         assert role is not None
         assert role["rules"] == [
             {
-                "apiGroups": ["kubetune.io"],
-                "resources": ["finetunejobs/status"],
-                "resourceNames": ["llama"],
+                "apiGroups": [""],
+                "resources": ["configmaps"],
+                "resourceNames": ["llama-progress"],
                 "verbs": ["patch"],
             }
         ]
@@ -272,6 +274,7 @@ async def test_children_progress_and_success(
         assert await client.get("v1", "ServiceAccount", namespace, "llama-trainer") is not None
 
         for kind, api, child in (
+            ("ConfigMap", "v1", "llama-progress"),
             ("Service", "v1", "llama-workers"),
             ("Role", "rbac.authorization.k8s.io/v1", "llama-trainer"),
             ("RoleBinding", "rbac.authorization.k8s.io/v1", "llama-trainer"),
@@ -323,17 +326,54 @@ async def test_children_progress_and_success(
                 return dict(progress)
 
             progress = await aeventually(progressed, timeout=30, message="percent and eta")
-            assert {k: progress[k] for k in update.to_status()} == update.to_status(), (
+            assert {k: progress[k] for k in update.to_report()} == update.to_report(), (
                 "trainer fields clobbered"
             )
 
-            # The token is good for this one object's status, nothing else.
-            for target, subresource in (("other", "status"), ("llama", None)):
+            # The token is good for this one ConfigMap, nothing else: no status, its own included.
+            for target, subresource in (("llama", "status"), ("other", "status"), ("llama", None)):
                 with pytest.raises(ApiError) as denied:
                     await rank0_client.patch_merge(
-                        API, KIND, namespace, target, {"status": {"restarts": 7}}, subresource=subresource
+                        API,
+                        KIND,
+                        namespace,
+                        target,
+                        {"status": {"metrics": {"evalLoss": 0.01}}},
+                        subresource=subresource,
                     )
                 assert denied.value.status == 403, (target, subresource)
+            for config_map in ("llama-config", "other-progress"):
+                with pytest.raises(ApiError) as denied:
+                    await rank0_client.patch_merge(
+                        "v1", "ConfigMap", namespace, config_map, {"data": {"x": "y"}}
+                    )
+                assert denied.value.status == 403, config_map
+            with pytest.raises(ApiError) as denied:
+                await rank0_client.get("v1", "ConfigMap", namespace, "llama-progress")
+            assert denied.value.status == 403, "patch only: the token cannot read"
+
+            # A forged report (the run done, with an out-of-range figure) reaches nothing but a condition.
+            forged = {"attempt": 0, "progress": {"step": 100, "totalSteps": 100, "mfu": 7.5}}
+            await rank0_client.patch_merge(
+                "v1", "ConfigMap", namespace, "llama-progress", {"data": {"report.json": json.dumps(forged)}}
+            )
+
+            async def refused() -> dict[str, Any]:
+                obj = await get_ftj(client, namespace, "llama")
+                valid = condition(obj, "TrainerReportValid")
+                assert valid["status"] == "False", valid
+                return obj
+
+            obj = await aeventually(refused, timeout=30, message="the forged report refused")
+            assert condition(obj, "TrainerReportValid")["reason"] == "InvalidReport"
+            assert "progress.mfu" in condition(obj, "TrainerReportValid")["message"]
+            assert obj["status"]["phase"] == "Running"
+            assert obj["status"]["progress"]["step"] == 25
+            assert "mfu" not in obj["status"]["progress"]
+            assert any(
+                e["reason"] == "InvalidReport" and "progress.mfu" in e["message"]
+                for e in await events(client, namespace, "llama")
+            )
 
             finished = ProgressUpdate(step=100, total_steps=100, loss=0.5, updated_at=datetime.now(UTC))
             await report_progress(kube, rank0_client, namespace, "llama", finished)

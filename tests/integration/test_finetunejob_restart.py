@@ -99,8 +99,8 @@ async def test_operator_killed_mid_reconcile_converges(
     uids = {name: obj["metadata"]["uid"] for name, obj in ftjs.items()}
     jobs = await client.list("batch/v1", "Job", namespace)
     assert sorted(j["metadata"]["name"] for j in jobs) == sorted(f"{n}-validate" for n in NAMES)
-    # Validating: one config, ServiceAccount and validation Job each; the rendezvous Service and the
-    # status RBAC come with training.
+    # Validating: one config, ServiceAccount and validation Job each; the rendezvous Service, the
+    # report ConfigMap and its RBAC come with training.
     training_only = {"Service", "Role", "RoleBinding"}
     for api_version, kind in OWNED_KINDS:
         items = await client.list(api_version, kind, namespace, label_selector="kubetune.io/job-name")

@@ -20,6 +20,7 @@ from tests.support.kubelet import FakeKubelet, finish_pod, run_pods, scheduled_p
 from tests.support.operator import running_operator
 from tests.support.polling import aeventually
 
+from kubetune.builders.finetunejob import child_names
 from kubetune.builders.finetuneschedule import manual_run_name, run_name
 from kubetune.kube.client import KubeClient
 
@@ -377,3 +378,170 @@ async def wait_for_job(client: KubeClient, namespace: str, name: str, present: b
 
     result: dict[str, Any] = await aeventually(check, timeout=60, message=f"Job {name} {present}")
     return result
+
+
+def condition_of(status: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next(c for c in status.get("conditions", []) if c["type"] == kind)
+
+
+async def test_a_run_that_regresses_on_the_frozen_set_fails_the_gate_and_is_not_the_latest_good_run(
+    client: KubeClient, namespace: str, operator: None, clock: FakeClock, kube: Kube
+) -> None:
+    manifest = fts_manifest(
+        "gated",
+        skipUnchangedData=False,
+        evaluation={"fromFirstRun": True, "noWorseThanChampion": {"evalLoss": {"maxIncrease": 0.05}}},
+    )
+    manifest["spec"]["jobTemplate"]["spec"]["output"] = {"uri": "pvc://models/gated"}
+    kube.apply(manifest, namespace)
+    first = await next_fire(client, namespace, "gated")
+    clock.set(first + timedelta(seconds=5))
+    run1 = run_name("gated", first)
+    job1 = await run_job(client, namespace, run1)
+    assert job1 is not None
+    # The first run exports its test split (the frozen set from now on) and has no champion to meet.
+    assert job1["spec"]["evaluation"]["exportTestSplit"] is True
+    assert "champion" not in job1["spec"]["evaluation"]
+    pinned = f"pvc://models/gated/{run1}/frozen-eval.jsonl"
+    await finish(
+        client,
+        namespace,
+        run1,
+        "Succeeded",
+        artifacts={"adapterUri": f"pvc://models/gated/{run1}/adapter"},
+        frozenSet={"uri": pinned, "metrics": {"evalLoss": 1.0}},
+    )
+    status = await status_when(
+        client, namespace, "gated", lambda s: s.get("latestGoodRun") == run1, "run 1 is the latest good run"
+    )
+    assert status["frozenSet"] == {"uri": pinned, "run": run1}
+    assert status["runs"][0]["gate"]["passed"] is True
+
+    # Run 2 scores itself and run 1 (the champion) on run 1's test split, and does worse.
+    second = first + timedelta(hours=1)
+    clock.set(second + timedelta(seconds=5))
+    run2 = run_name("gated", second)
+    job2 = await run_job(client, namespace, run2)
+    assert job2 is not None
+    assert job2["spec"]["evaluation"]["frozenSet"] == {"uri": pinned}
+    assert job2["spec"]["evaluation"]["champion"] == {
+        "name": run1,
+        "adapterUri": f"pvc://models/gated/{run1}/adapter",
+    }
+    await finish(
+        client,
+        namespace,
+        run2,
+        "Succeeded",
+        artifacts={"adapterUri": f"pvc://models/gated/{run2}/adapter"},
+        frozenSet={
+            "uri": pinned,
+            "metrics": {"evalLoss": 1.3},
+            "champion": run1,
+            "championMetrics": {"evalLoss": 1.0},
+        },
+    )
+    status = await status_when(
+        client,
+        namespace,
+        "gated",
+        lambda s: any(r["name"] == run2 and r["phase"] == "Succeeded" for r in s.get("runs", [])),
+        "run 2 recorded",
+    )
+    record = next(r for r in status["runs"] if r["name"] == run2)
+    assert record["gate"]["passed"] is False
+    assert record["gate"]["reason"] == "GateFailed"
+    assert record["gate"]["champion"] == run1
+    assert record["gate"]["challengerMetrics"] == {"evalLoss": 1.3}
+    assert record["gate"]["championMetrics"] == {"evalLoss": 1.0}
+    assert "maxIncrease 0.05): worse" in record["gate"]["message"]
+    assert status["latestGoodRun"] == run1
+    last = condition_of(status, "LastRunSucceeded")
+    assert (last["status"], last["reason"]) == ("False", "GateFailed")
+    ready = condition_of(status, "Ready")
+    assert (ready["status"], ready["reason"]) == ("True", "Scheduled")
+    assert condition_of(status, "Stalled")["status"] == "False"
+
+    async def gate_event() -> str:
+        events = json.loads(kube.kubectl("get", "events", "-n", namespace, "-o", "json").stdout)["items"]
+        messages = [
+            e.get("message") or e.get("note") or "" for e in events if e.get("reason") == "GateFailed"
+        ]
+        assert messages, "no GateFailed Event"
+        return messages[0]
+
+    assert run2 in await aeventually(gate_event, timeout=30, message="GateFailed Event")
+
+
+async def test_an_incremental_schedule_starts_run_2_from_run_1(
+    client: KubeClient, namespace: str, operator: None, clock: FakeClock, kube: Kube
+) -> None:
+    incremental = {"replayFraction": 0.25, "learningRateScale": 0.5}
+    # History limit 0: run 1 stays anyway, as the latest good run that run 2 starts from.
+    manifest = fts_manifest(
+        "incr", incremental=incremental, skipUnchangedData=False, successfulRunsHistoryLimit=0
+    )
+    kube.apply(manifest, namespace)
+    first = await next_fire(client, namespace, "incr")
+    clock.set(first + timedelta(seconds=5))
+    run1 = run_name("incr", first)
+    job1 = await run_job(client, namespace, run1)
+    assert job1 is not None
+    assert "initFrom" not in job1["spec"]  # nothing good to start from yet: a fresh adapter
+
+    # A job that starts from run 1 while it trains waits for it, saying so.
+    follower = {
+        "apiVersion": API,
+        "kind": "FineTuneJob",
+        "metadata": {"name": "follower"},
+        "spec": {
+            **job1["spec"],
+            "output": {"uri": "s3://models/follower"},
+            "initFrom": {"finetuneJobRef": {"name": run1}},
+        },
+    }
+    kube.apply(follower, namespace)
+
+    async def follower_waits() -> bool:
+        job = await client.get(API, "FineTuneJob", namespace, "follower")
+        assert job is not None
+        conditions = (job.get("status") or {}).get("conditions", [])
+        [running] = [c for c in conditions if c["type"] == "Running"] or [{"reason": "not reconciled yet"}]
+        assert running["reason"] == "WaitingForFineTuneJob", running
+        assert running["message"].startswith(f"spec.initFrom.finetuneJobRef: FineTuneJob {run1}")
+        return True
+
+    await aeventually(follower_waits, timeout=30, message="the follower waiting for run 1")
+    assert await client.get("v1", "ConfigMap", namespace, child_names("follower").config_map) is None
+
+    adapter = f"s3://models/sched/{run1}/adapter"
+    await finish(client, namespace, run1, "Succeeded", artifacts={"adapterUri": adapter})
+    await status_when(client, namespace, "incr", lambda s: s.get("latestGoodRun") == run1, "run 1 good")
+
+    second = first + timedelta(hours=1)
+    clock.set(second + timedelta(seconds=5))
+    run2 = run_name("incr", second)
+    job2 = await run_job(client, namespace, run2)
+    assert job2 is not None
+    assert job2["spec"]["initFrom"] == {"finetuneJobRef": {"name": run1}, **incremental}
+
+    # The operator resolved run 2's initFrom into its training config: run 1's adapter and records.
+    async def resolved_config(name: str) -> dict[str, Any]:
+        config_map = await client.get("v1", "ConfigMap", namespace, child_names(name).config_map)
+        assert config_map is not None, f"{name}'s config not rendered yet"
+        config: dict[str, Any] = json.loads(config_map["data"]["config.json"])
+        return config
+
+    config = await aeventually(lambda: resolved_config(run2), timeout=30, message="run 2's config")
+    assert config["initFrom"]["adapterUri"] == adapter
+    assert config["initFrom"]["outputUri"] == f"s3://models/sched/{run1}"
+    assert config["initFrom"]["replayRecordsPath"].endswith("/train-records.jsonl")
+    assert config["initFrom"]["learningRateScale"] == 0.5
+    follower_config = await aeventually(
+        lambda: resolved_config("follower"), timeout=30, message="the follower's config"
+    )
+    assert follower_config["initFrom"]["adapterUri"] == adapter
+
+    status = await status_when(client, namespace, "incr", lambda s: s.get("active") == [run2], "run 2 active")
+    assert [r["name"] for r in status["runs"]] == [run1, run2]
+    assert await client.get(API, "FineTuneJob", namespace, run1) is not None

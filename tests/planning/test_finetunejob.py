@@ -327,6 +327,9 @@ def test_progress_percent_eta_and_evaluating(
     assert (obs.status.progress.percent, obs.status.progress.eta) == (percent, eta)
 
 
+DIGEST = "sha256:" + "ab" * 32
+
+
 def test_success_records_metrics_artifacts_and_lineage() -> None:
     job = training(state=("Complete", "CompletionsReached", ""))
     rank0 = pod(
@@ -339,7 +342,7 @@ def test_success_records_metrics_artifacts_and_lineage() -> None:
             metrics={"evalLoss": 1.25, "perplexity": 3.49, "rougeL": 0.41, "bleu": 22.5, "samples": 200},
             artifacts={"adapterUri": "pvc://o/x/adapter", "manifestUri": "pvc://o/x/kubetune-manifest.json"},
             lineage={
-                "datasetDigest": "sha256:ab",
+                "datasetDigest": DIGEST,
                 "baseModelRevision": "abc123",
                 "checkpoint": "checkpoint-400",
             },
@@ -360,13 +363,48 @@ def test_success_records_metrics_artifacts_and_lineage() -> None:
     assert status.artifacts is not None
     assert status.artifacts.adapter_uri == "pvc://o/x/adapter"
     assert status.lineage is not None
-    assert (status.lineage.dataset_digest, status.lineage.checkpoint) == ("sha256:ab", "checkpoint-400")
+    assert (status.lineage.dataset_digest, status.lineage.checkpoint) == (DIGEST, "checkpoint-400")
+    assert cond(status, ConditionType.TRAINER_REPORT_VALID)[:2] == ("True", Reason.REPORT_VALID)
     # The trainer did not hash the config: the operator's spec hash stands in.
     assert status.lineage.config_hash == job["metadata"]["annotations"]["kubetune.io/spec-hash"]
     assert status.progress is not None
     assert (status.progress.step, status.progress.percent) == (400, 100)
     assert status.completion_time == NOW
     assert [(e.type, e.reason) for e in obs.decisions.events] == [("Normal", "Completed")]
+
+
+def test_success_records_the_frozen_set_scores_of_the_run_and_its_champion() -> None:
+    evaluation = {
+        "frozenSet": {"uri": "pvc://eval/frozen.jsonl"},
+        "champion": {"name": "weekly-1", "adapterUri": "pvc://o/weekly-1/adapter"},
+    }
+    obj = ftj(status={"phase": "Running"}, evaluation=evaluation)
+    job = training(obj=obj, state=("Complete", "CompletionsReached", ""))
+    frozen = {
+        "metrics": {"evalLoss": 0.8, "rougeL": 0.5},
+        "champion": "weekly-1",
+        "championMetrics": {"evalLoss": 0.9, "rougeL": 0.45},
+    }
+    rank0 = pod(
+        job,
+        0,
+        "Succeeded",
+        exit_code=0,
+        message=result(outcome="Succeeded", metrics={"evalLoss": 1.1}, frozenSet=frozen),
+    )
+    obs = observe(
+        obj, [validation("complete", obj), job], [rank0, pod(job, 1, "Succeeded", exit_code=0)], NOW
+    )
+    scores = obs.status.frozen_set
+    assert obs.status.phase is Phase.SUCCEEDED
+    assert scores is not None
+    assert (scores.uri, scores.champion) == ("pvc://eval/frozen.jsonl", "weekly-1")
+    assert scores.metrics is not None
+    assert scores.champion_metrics is not None
+    assert (scores.metrics.eval_loss, scores.champion_metrics.rouge_l) == (0.8, 0.45)
+    # The test split's metrics stay where they were.
+    assert obs.status.metrics is not None
+    assert obs.status.metrics.eval_loss == 1.1
 
 
 def test_success_without_readable_result_says_so() -> None:
@@ -717,3 +755,105 @@ def test_a_container_still_being_created_is_only_starting() -> None:
     job = training()
     obs = observe(ftj(), [VALID, job], [waiting(job, "ContainerCreating")], NOW)
     assert cond(obs.status, ConditionType.RUNNING)[:2] == ("False", Reason.PENDING)
+
+
+def report(attempt: int = 0, **progress: Any) -> dict[str, str]:
+    return {"report.json": json.dumps({"attempt": attempt, "progress": progress})}
+
+
+@pytest.mark.parametrize(
+    ("progress", "phase", "percent", "eta"),
+    [
+        ({"step": 25, "totalSteps": 100, "updatedAt": iso(NOW)}, Phase.RUNNING, 25, "3h0m0s"),
+        ({"step": 100, "totalSteps": 100, "updatedAt": iso(NOW)}, Phase.EVALUATING, 100, "0s"),
+    ],
+)
+def test_the_trainers_report_drives_progress_and_evaluating(
+    progress: dict[str, Any], phase: Phase, percent: int, eta: str
+) -> None:
+    job = training()
+    obj = ftj(status={"startTime": iso(START), "phase": "Running"})
+    obs = observe(obj, [VALID, job], [pod(job, 0), pod(job, 1)], NOW, report=report(**progress))
+    assert obs.status.phase is phase
+    assert obs.status.progress is not None
+    assert obs.status.progress.step == progress["step"]
+    assert (obs.status.progress.percent, obs.status.progress.eta, obs.status.progress.attempt) == (
+        percent,
+        eta,
+        0,
+    )
+    assert cond(obs.status, ConditionType.TRAINER_REPORT_VALID)[:2] == ("True", Reason.REPORT_VALID)
+
+
+def test_a_forged_report_changes_nothing_and_is_named_once() -> None:
+    """A report claiming the run is done with perfect metrics: refused whole, the last progress stays."""
+    job = training()
+    pods = [pod(job, 0), pod(job, 1)]
+    before = {"step": 40, "totalSteps": 100, "attempt": 0, "updatedAt": iso(NOW)}
+    obj = ftj(status={"startTime": iso(START), "phase": "Running", "progress": before})
+    forged = {
+        "report.json": json.dumps(
+            {"attempt": 0, "progress": {"step": 100, "totalSteps": 100}, "metrics": {"evalLoss": 0.0}}
+        )
+    }
+    first = observe(obj, [VALID, job], pods, NOW, report=forged)
+    assert first.status.phase is Phase.RUNNING, "the forged step does not reach Evaluating"
+    assert first.status.metrics is None
+    assert first.status.progress is not None
+    assert first.status.progress.step == 40
+    message = "progress report: metrics: Extra inputs are not permitted"
+    assert cond(first.status, ConditionType.TRAINER_REPORT_VALID) == ("False", Reason.INVALID_REPORT, message)
+    assert ("Warning", "InvalidReport", message) in [
+        (e.type, e.reason, e.message) for e in first.decisions.events
+    ]
+    # The same refusal on the next pass: the condition stands, no second Event.
+    again = observe(ftj(status=first.status.to_wire()), [VALID, job], pods, NOW, report=forged)
+    assert cond(again.status, ConditionType.TRAINER_REPORT_VALID)[0] == "False"
+    assert again.decisions.events == ()
+    # A valid report afterwards clears it.
+    fixed = observe(
+        ftj(status=again.status.to_wire()), [VALID, job], pods, NOW, report=report(step=41, totalSteps=100)
+    )
+    assert cond(fixed.status, ConditionType.TRAINER_REPORT_VALID)[:2] == ("True", Reason.REPORT_VALID)
+    assert fixed.status.progress is not None
+    assert fixed.status.progress.step == 41
+
+
+def test_a_new_attempt_may_resume_behind_the_last_report() -> None:
+    job = training(1)
+    before = {"step": 80, "totalSteps": 100, "attempt": 0}
+    obj = ftj(status={"startTime": iso(START), "phase": "Running", "progress": before})
+    pods = [pod(job, 0), pod(job, 1)]
+    stale = observe(obj, [VALID, job], pods, NOW, report=report(0, step=90, totalSteps=100))
+    assert stale.status.progress is not None
+    assert stale.status.progress.step == 80, "the previous gang's report is not this attempt's"
+    resumed = observe(obj, [VALID, job], pods, NOW, report=report(1, step=60, totalSteps=100))
+    assert resumed.status.progress is not None
+    assert (resumed.status.progress.step, resumed.status.progress.attempt) == (60, 1)
+
+
+def test_a_refused_final_metric_is_left_out_and_named() -> None:
+    job = training(state=("Complete", "CompletionsReached", ""))
+    rank0 = pod(
+        job,
+        0,
+        "Succeeded",
+        exit_code=0,
+        message=result(outcome="Succeeded", metrics={"evalLoss": -1.0, "rougeL": 0.4}),
+    )
+    obs = observe(ftj(status={"phase": "Running"}), [VALID, job], [rank0], NOW)
+    assert obs.status.phase is Phase.SUCCEEDED
+    assert obs.status.metrics is not None
+    assert (obs.status.metrics.eval_loss, obs.status.metrics.rouge_l) == (None, 0.4)
+    assert cond(obs.status, ConditionType.TRAINER_REPORT_VALID) == (
+        "False",
+        Reason.INVALID_REPORT,
+        "final result: metrics.evalLoss: not a finite number in [0, 10000]",
+    )
+
+
+def test_no_report_yet_sets_no_report_condition() -> None:
+    job = training()
+    obj = ftj(status={"startTime": iso(START), "phase": "Running"})
+    obs = observe(obj, [VALID, job], [pod(job, 0), pod(job, 1)], NOW, report={})
+    assert cond(obs.status, ConditionType.TRAINER_REPORT_VALID) is None

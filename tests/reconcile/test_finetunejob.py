@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
 from tests.support.fake_kube import FakeKube
 
+from kubetune.planning.finetunejob_pass import REPORT_POLL_SECONDS
 from kubetune.reconcile.finetunejob import FineTuneJobReconciler
 from kubetune.settings import OperatorSettings
 
@@ -70,6 +72,7 @@ async def test_after_validation_the_training_job_and_shared_children_follow() ->
     await reconciler.reconcile(kube, ftj(), NOW, resync=True)  # type: ignore[arg-type]
     assert sorted(k for k, _ in kube.verbs("apply")) == [
         "ConfigMap",
+        "ConfigMap",
         "NetworkPolicy",
         "Role",
         "RoleBinding",
@@ -77,7 +80,7 @@ async def test_after_validation_the_training_job_and_shared_children_follow() ->
         "ServiceAccount",
     ]
     await reconciler.reconcile(kube, ftj(), NOW, resync=True)  # type: ignore[arg-type]
-    assert len(kube.verbs("apply")) == 6
+    assert len(kube.verbs("apply")) == 7
 
 
 async def test_an_invalid_spec_fails_without_children() -> None:
@@ -124,3 +127,61 @@ async def test_a_name_held_by_another_object_is_a_condition_not_an_adoption() ->
     # The next pass reports the same, without another Event.
     again = await reconciler.reconcile(kube, {**ftj(), "status": outcome.status}, NOW, resync=True)  # type: ignore[arg-type]
     assert again.events == []
+
+
+def report(step: int) -> str:
+    return json.dumps({"attempt": 0, "progress": {"step": step, "totalSteps": 100}})
+
+
+async def test_progress_comes_from_the_report_config_map_it_controls() -> None:
+    kube = FakeKube()
+    reconciler = FineTuneJobReconciler(OperatorSettings())
+    await reconciler.reconcile(kube, ftj(), NOW, resync=False)  # type: ignore[arg-type]
+    complete(kube.find("batch/v1", "Job", "ns", "demo-validate"))  # type: ignore[arg-type]
+    await reconciler.reconcile(kube, ftj(), NOW, resync=False)  # type: ignore[arg-type]
+    stored = kube.find("v1", "ConfigMap", "ns", "demo-progress")
+    assert stored is not None
+    assert "data" not in stored, "created empty: the report key is rank 0's"
+
+    train = kube.find("batch/v1", "Job", "ns", "demo-train-r0")
+    assert train is not None
+    train["status"] = {"startTime": "2026-05-01T11:00:00Z"}
+    for index in (0, 1):
+        labels = {
+            **train["spec"]["template"]["metadata"]["labels"],
+            "batch.kubernetes.io/job-name": train["metadata"]["name"],
+        }
+        kube.put(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": f"p{index}", "namespace": "ns", "labels": labels},
+                "status": {"phase": "Running"},
+            }
+        )
+    stored["data"] = {"report.json": report(25)}  # what rank 0's merge patch leaves
+    outcome = await reconciler.reconcile(kube, ftj(), NOW, resync=False)  # type: ignore[arg-type]
+    assert outcome.status["progress"]["step"] == 25
+    assert outcome.requeue_after_s == REPORT_POLL_SECONDS, "no watch announces a report: look again"
+
+    # A look-alike someone else controls (the name taken, or its owner reference patched away) is not read.
+    stored["metadata"]["ownerReferences"] = []
+    stored["data"] = {"report.json": report(50)}
+    obj = ftj()
+    obj["status"] = outcome.status
+    outcome = await reconciler.reconcile(kube, obj, NOW, resync=False)  # type: ignore[arg-type]
+    assert outcome.status["progress"]["step"] == 25
+
+
+async def test_a_job_still_validating_reads_no_report() -> None:
+    kube = FakeKube()
+    reconciler = FineTuneJobReconciler(OperatorSettings())
+    await reconciler.reconcile(kube, ftj(), NOW, resync=False)  # type: ignore[arg-type]
+    kube.calls.clear()
+    await reconciler.reconcile(kube, ftj(), NOW, resync=False)  # type: ignore[arg-type]
+    assert ("get", "ConfigMap", "demo-progress") not in kube.calls
+    complete(kube.find("batch/v1", "Job", "ns", "demo-validate"))  # type: ignore[arg-type]
+    await reconciler.reconcile(kube, ftj(), NOW, resync=False)  # type: ignore[arg-type]
+    kube.calls.clear()
+    await reconciler.reconcile(kube, ftj(), NOW, resync=False)  # type: ignore[arg-type]
+    assert ("get", "ConfigMap", "demo-progress") in kube.calls, "training: one read per pass"

@@ -102,3 +102,50 @@ async def test_a_finetunejob_of_the_run_name_owned_by_someone_else_is_not_adopte
     assert (run["name"], run["phase"], run["reason"]) == (name, "Failed", "NameConflict")
     assert outcome.status["active"] == []
     assert kube.find(API, "FineTuneJob", "ns", name)["metadata"]["uid"] == "someone-else"  # untouched
+
+
+def follower(name: str, schedule: str, revision: str) -> dict[str, Any]:
+    return {
+        "apiVersion": API,
+        "kind": "ModelDeployment",
+        "metadata": {"name": name, "namespace": "ns"},
+        "spec": {"variants": [{"name": "main", "model": {"finetuneScheduleRef": {"name": schedule}}}]},
+        "status": {"variants": [{"name": "main", "servingRevision": revision}]},
+    }
+
+
+async def test_a_gated_schedule_reads_its_followers_serving_revision_as_the_champion() -> None:
+    obj = schedule()
+    obj["spec"]["jobTemplate"]["spec"]["output"] = {"uri": "pvc://models/nightly"}
+    obj["spec"]["skipUnchangedData"] = False
+    obj["spec"]["evaluation"] = {
+        "frozenSet": {"uri": "pvc://eval/frozen.jsonl"},
+        "noWorseThanChampion": {"evalLoss": {"maxIncrease": 0.0}},
+    }
+    serving = run_name("nightly", DUE - timedelta(hours=1))
+    obj["status"]["runs"] = [
+        {
+            "name": serving,
+            "scheduledTime": (DUE - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "trigger": "Schedule",
+            "phase": "Succeeded",
+            "artifacts": {"adapterUri": f"pvc://models/nightly/{serving}/adapter"},
+        }
+    ]
+    obj["status"]["lastScheduleTime"] = obj["status"]["runs"][0]["scheduledTime"]
+    kube = FakeKube(follower("chat", "nightly", serving), follower("other", "weekly", "weekly-9"))
+    outcome = await reconciler(DUE + timedelta(seconds=5)).reconcile(kube, obj, CREATED, resync=False)  # type: ignore[arg-type]
+    created = kube.find(API, "FineTuneJob", "ns", run_name("nightly", DUE))
+    assert created is not None
+    assert created["spec"]["evaluation"]["champion"] == {
+        "name": serving,
+        "adapterUri": f"pvc://models/nightly/{serving}/adapter",
+    }
+    assert ("ModelDeployment", "") in kube.verbs("list")
+    assert "ChampionChosen" in [e.reason for e in outcome.events]
+
+
+async def test_a_schedule_without_a_gate_does_not_read_modeldeployments() -> None:
+    kube = FakeKube()
+    await reconciler(DUE + timedelta(seconds=5)).reconcile(kube, schedule(), CREATED, resync=False)  # type: ignore[arg-type]
+    assert ("ModelDeployment", "") not in kube.verbs("list")

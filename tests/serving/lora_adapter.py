@@ -18,7 +18,14 @@ TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj"
 RANK = 16
 
 
-def train_memorising_adapter(base: Path, out: Path, *, steps: int = 150, lr: float = 5e-3) -> Path:
+def train_memorising_adapter(
+    base: Path,
+    out: Path,
+    *,
+    steps: int = 150,
+    lr: float = 5e-3,
+    facts: tuple[tuple[str, str], ...] = FACTS,
+) -> Path:
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -27,7 +34,7 @@ def train_memorising_adapter(base: Path, out: Path, *, steps: int = 150, lr: flo
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     rows: list[tuple[list[int], list[int]]] = []
-    for question, answer in FACTS:
+    for question, answer in facts:
         prompt = tokenizer.apply_chat_template(
             [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
         )

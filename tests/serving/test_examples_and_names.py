@@ -10,8 +10,10 @@ import pytest
 import yaml
 from tests.serving.objects import UID, finetunejob
 
+from kubetune.api.finetuneschedule import FineTuneScheduleStatus
 from kubetune.api.modeldeployment import ModelDeployment
 from kubetune.builders.modeldeployment import build_variant_children
+from kubetune.planning.revisions import follow, followed_schedules, following_problem
 from kubetune.serving.metrics import REQUIRED_VLLM_METRICS, exposed_metric_names, missing_metrics
 from kubetune.serving.resolution import referenced_finetunejobs, resolve_variants
 
@@ -23,6 +25,7 @@ VLLM_NAME = re.compile(r"vllm:[a-z0-9_:]+")
 
 def test_examples_exist() -> None:
     assert [p.name for p in EXAMPLES] == [
+        "modeldeployment-follow-schedule.yaml",
         "modeldeployment-from-finetunejob.yaml",
         "modeldeployment-gateway.yaml",
         "modeldeployment-lora-adapters.yaml",
@@ -35,6 +38,18 @@ def test_example_validates_and_renders(path: Path) -> None:
     obj: dict[str, Any] = yaml.safe_load(path.read_text())
     mdep = ModelDeployment.model_validate(obj)
     obj["metadata"] |= {"namespace": "default", "uid": UID}
+    # A followed schedule with one good run: the pass renders its revision in the variant's place.
+    run = {
+        "name": "run-1",
+        "scheduledTime": "2026-05-01T00:00:00Z",
+        "trigger": "Schedule",
+        "phase": "Succeeded",
+    }
+    good = FineTuneScheduleStatus.model_validate({"runs": [run], "latestGoodRun": "run-1"})
+    following = follow(mdep.spec, dict.fromkeys(followed_schedules(mdep.spec).values(), good), [])
+    if following is not None:
+        assert following_problem(mdep.spec) == ""
+        mdep.spec = following.effective.spec
     jobs = {
         name: finetunejob(
             name,

@@ -34,6 +34,7 @@ def vllm_venv() -> Path:
 
 
 def _swap(value: str, paths: Mapping[str, Path]) -> str:
+    """A pod path (or `name=path`) under one of `paths` made local; the first matching entry wins."""
     for pod_path, local in paths.items():
         if value == pod_path or value.startswith(pod_path + "/"):
             return str(local) + value[len(pod_path) :]
@@ -42,6 +43,11 @@ def _swap(value: str, paths: Mapping[str, Path]) -> str:
             if path == pod_path or path.startswith(pod_path + "/"):
                 return f"{name}={local}{path[len(pod_path) :]}"
     return value
+
+
+def local_path(pod_path: str, paths: Mapping[str, Path]) -> str:
+    """Where a path inside the pod is on this machine (what the operator's paths become in tests)."""
+    return _swap(pod_path, paths)
 
 
 def local_command(
@@ -101,14 +107,21 @@ def start_server(argv: list[str], env: Mapping[str, str], *, port: int, log: Pat
         )
     server = VllmServer(process, f"http://127.0.0.1:{port}", log, 0.0)
     deadline = start + STARTUP_TIMEOUT_S
-    while not _healthy(server.base_url):
-        if process.poll() is not None:
-            raise AssertionError(
-                f"vLLM exited with {process.returncode} before /health answered:\n{server.log_tail()}"
-            )
-        if time.monotonic() > deadline:
-            server.stop()
-            raise AssertionError(f"vLLM not healthy within {STARTUP_TIMEOUT_S:.0f}s:\n{server.log_tail()}")
-        time.sleep(1.0)
+    try:
+        while not _healthy(server.base_url):
+            if process.poll() is not None:
+                raise AssertionError(
+                    f"vLLM exited with {process.returncode} before /health answered:\n{server.log_tail()}"
+                )
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"vLLM not healthy within {STARTUP_TIMEOUT_S:.0f}s:\n{server.log_tail()}"
+                )
+            time.sleep(1.0)
+    except BaseException:
+        # Whatever ends the wait (our deadline, pytest-timeout, Ctrl-C): no server outlives it, since the
+        # caller's teardown never gets a server to stop.
+        server.stop()
+        raise
     server.startup_s = time.monotonic() - start
     return server

@@ -13,6 +13,7 @@ from kubetune.status.summary import (
     State,
     Summary,
     finetunejob_summary,
+    finetuneschedule_summary,
     modeldeployment_summary,
     summary_conditions,
 )
@@ -329,3 +330,81 @@ def test_last_transition_time_moves_only_on_a_flip() -> None:
     assert times(same) == (T0, T0, T0), "a new message is no transition"
     assert find_condition(same, "Reconciling").observed_generation == 2  # type: ignore[union-attr]
     assert times(done) == (last, last, T0), "Ready and Reconciling flipped, Stalled stayed False"
+
+
+SCHEDULED = [
+    cond("Accepted", "True", "Accepted"),
+    cond("Suspended", "False", "Scheduled", "next run at 2026-01-01T01:00:00Z"),
+    cond("Running", "False", "NoActiveRun", "no run is active"),
+    cond("LastRunSucceeded", "Unknown", "NoRunsYet", "no run has ended"),
+    cond("MissedSchedule", "False", "OnSchedule"),
+]
+
+
+@pytest.mark.parametrize(
+    ("conditions", "state", "reason", "in_message"),
+    [
+        pytest.param([], State.RECONCILING, "Pending", "first pass", id="no-pass-yet"),
+        pytest.param(SCHEDULED, State.READY, "Scheduled", "next run at", id="scheduled"),
+        pytest.param(
+            with_(cond("Running", "True", "RunActive", "run w-1 is active"), base=SCHEDULED),
+            State.READY,
+            "Scheduled",
+            "run w-1 is active",
+            id="a-run-training-is-no-rollout",
+        ),
+        pytest.param(
+            with_(
+                cond("LastRunSucceeded", "False", "GateFailed", "run w-2 failed the gate: evalLoss worse"),
+                base=SCHEDULED,
+            ),
+            State.READY,
+            "Scheduled",
+            "last run: run w-2 failed the gate",
+            id="gate-failed-is-one-run",
+        ),
+        pytest.param(
+            with_(
+                cond("LastRunSucceeded", "False", "BackoffLimitExceeded", "run w-3 failed"), base=SCHEDULED
+            ),
+            State.READY,
+            "Scheduled",
+            "run w-3 failed",
+            id="failed-run-is-one-run",
+        ),
+        pytest.param(
+            with_(cond("Suspended", "True", "Suspended", "spec.suspend is true"), base=SCHEDULED),
+            State.SUSPENDED,
+            "Suspended",
+            "spec.suspend",
+            id="suspended",
+        ),
+        pytest.param(
+            [cond("Accepted", "False", "InvalidSchedule", "spec.schedule: day 30 of month 2 never comes")],
+            State.STALLED,
+            "InvalidSchedule",
+            "spec.schedule",
+            id="invalid-schedule",
+        ),
+        pytest.param(
+            [cond("Accepted", "False", "InvalidTimeZone", "spec.timeZone: unknown")],
+            State.STALLED,
+            "InvalidTimeZone",
+            "spec.timeZone",
+            id="invalid-time-zone",
+        ),
+        pytest.param(
+            [cond("Accepted", "False", "InvalidSpec", "spec.jobTemplate: bad")],
+            State.STALLED,
+            "InvalidSpec",
+            "spec.jobTemplate",
+            id="invalid-spec",
+        ),
+    ],
+)
+def test_finetuneschedule_summary(
+    conditions: list[Condition], state: State, reason: str, in_message: str
+) -> None:
+    summary = finetuneschedule_summary(conditions)
+    assert (summary.state, summary.reason) == (state, reason)
+    assert in_message in summary.message

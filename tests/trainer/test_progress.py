@@ -1,4 +1,5 @@
-"""The progress contract: what rank 0 sends, how often, and over which HTTP request."""
+"""The progress contract: what rank 0 sends, how often, and over which HTTP request (a merge patch of
+its report ConfigMap, never of the FineTuneJob)."""
 
 from __future__ import annotations
 
@@ -14,13 +15,14 @@ from typing import Any
 import pytest
 import yaml
 
-from kubetune.api.finetunejob import FineTuneJobStatus
+from kubetune.api.trainerreport import ATTEMPT_ENV, TrainerReport
 from kubetune.api.trainingconfig import ProgressTarget
+from kubetune.status.trainer_report import read_report
 from kubetune.trainer.progress import (
     PROGRESS_FILE_ENV,
     BackgroundReporter,
     FileReporter,
-    KubeStatusReporter,
+    KubeReportReporter,
     NoopReporter,
     ProgressUpdate,
     RecordingReporter,
@@ -41,7 +43,7 @@ UPDATE = ProgressUpdate(
     tokens_per_second=812.5,
     updated_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
 )
-EXPECTED_STATUS = {
+EXPECTED_REPORT = {
     "step": 30,
     "totalSteps": 120,
     "epoch": 0.75,
@@ -53,16 +55,33 @@ EXPECTED_STATUS = {
 }
 
 
-def test_update_serialises_to_the_status_progress_fields() -> None:
-    assert UPDATE.to_status() == EXPECTED_STATUS
-    # What the operator will read back validates against the API model.
-    status = FineTuneJobStatus.model_validate({"progress": EXPECTED_STATUS})
-    assert status.progress is not None
-    assert status.progress.step == 30
+def test_update_serialises_to_the_report_progress_fields() -> None:
+    assert UPDATE.to_report() == EXPECTED_REPORT
+    # What the operator reads back passes its validation unchanged.
+    report = json.dumps({"attempt": 0, "progress": EXPECTED_REPORT})
+    now = datetime(2026, 1, 2, 3, 5, tzinfo=UTC)
+    reading = read_report({"report.json": report}, attempt=0, previous=None, now=now)
+    assert reading.problem is None
+    assert reading.progress is not None
+    assert reading.progress.step == 30
 
 
 def test_partial_update_leaves_unknown_fields_out() -> None:
-    assert ProgressUpdate(step=1).to_status() == {"step": 1}
+    assert ProgressUpdate(step=1).to_report() == {"step": 1}
+
+
+@pytest.mark.parametrize(
+    ("update", "expected"),
+    [
+        (ProgressUpdate(step=5, loss=float("nan")), {"step": 5}),  # a diverged run still reports its step
+        (ProgressUpdate(step=5, loss=float("inf"), mfu=0.5), {"step": 5, "mfu": 0.5}),
+        (ProgressUpdate(step=5, mfu=1.7, learning_rate=3.0), {"step": 5}),  # out of the report's range
+    ],
+)
+def test_values_the_operator_would_refuse_are_left_out(
+    update: ProgressUpdate, expected: dict[str, Any]
+) -> None:
+    assert update.to_report() == expected
 
 
 class FakeClock:
@@ -165,7 +184,7 @@ def test_file_reporter_writes_one_line_per_update_with_the_rank(tmp_path: Path) 
     reporter.report(UPDATE)
     reporter.report(ProgressUpdate(step=31))
     lines = [json.loads(line) for line in path.read_text().splitlines()]
-    assert lines == [{"rank": 0, **EXPECTED_STATUS}, {"rank": 0, "step": 31}]
+    assert lines == [{"rank": 0, **EXPECTED_REPORT}, {"rank": 0, "step": 31}]
 
 
 class FakeApiServer:
@@ -230,29 +249,57 @@ def _kubeconfig(tmp_path: Path, server: str, user: dict[str, Any]) -> Path:
     return path
 
 
-def test_kube_reporter_merge_patches_the_status_subresource(
+def test_kube_reporter_merge_patches_one_key_of_the_report_config_map(
     tmp_path: Path, api_server: FakeApiServer
 ) -> None:
     credentials = kubeconfig_credentials(_kubeconfig(tmp_path, api_server.url, {"token": "s3cret"}))
-    KubeStatusReporter(credentials, "team-a", "sft-1").report(UPDATE)
+    KubeReportReporter(credentials, "team-a", "sft-1-progress", attempt=2).report(UPDATE)
 
-    assert api_server.requests == [
-        {
-            "path": "/apis/kubetune.io/v1alpha1/namespaces/team-a/finetunejobs/sft-1/status",
-            "content_type": "application/merge-patch+json",
-            "authorization": "Bearer s3cret",
-            "body": {"status": {"progress": EXPECTED_STATUS}},
-        }
-    ]
+    [request] = api_server.requests
+    assert {k: v for k, v in request.items() if k != "body"} == {
+        "path": "/api/v1/namespaces/team-a/configmaps/sft-1-progress",
+        "content_type": "application/merge-patch+json",
+        "authorization": "Bearer s3cret",
+    }
+    assert list(request["body"]) == ["data"]
+    assert list(request["body"]["data"]) == ["report.json"]
+    report = TrainerReport.model_validate_json(request["body"]["data"]["report.json"])
+    assert report.attempt == 2
+    assert report.progress.to_wire() == EXPECTED_REPORT
+
+
+def test_the_attempt_comes_from_the_pod_label(
+    tmp_path: Path, api_server: FakeApiServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(PROGRESS_FILE_ENV, raising=False)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(_kubeconfig(tmp_path, api_server.url, {})))
+    monkeypatch.setenv(ATTEMPT_ENV, "3")
+    target = ProgressTarget(namespace="ns", name="job", report="job-progress", min_interval_seconds=0)
+    reporter = build_reporter(target, 0)
+    reporter.report(UPDATE)
+    reporter.close()
+    [request] = api_server.requests
+    assert request["path"] == "/api/v1/namespaces/ns/configmaps/job-progress"
+    assert json.loads(request["body"]["data"]["report.json"])["attempt"] == 3
+
+
+def test_without_a_report_config_map_nothing_is_sent(
+    tmp_path: Path, api_server: FakeApiServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(PROGRESS_FILE_ENV, raising=False)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(_kubeconfig(tmp_path, api_server.url, {})))
+    assert type(build_reporter(ProgressTarget(namespace="ns", name="job"), 0)) is NoopReporter
 
 
 def test_kube_reporter_survives_an_unreachable_or_failing_server(tmp_path: Path) -> None:
     with FakeApiServer(status=403) as forbidden:
         credentials = kubeconfig_credentials(_kubeconfig(tmp_path, forbidden.url, {}))
-        KubeStatusReporter(credentials, "ns", "job").report(UPDATE)  # logged, not raised
+        KubeReportReporter(credentials, "ns", "job-progress", 0).report(UPDATE)  # logged, not raised
         assert len(forbidden.requests) == 1
     unreachable = kubeconfig_credentials(_kubeconfig(tmp_path, "http://127.0.0.1:9", {}))
-    KubeStatusReporter(unreachable, "ns", "job").report(UPDATE)
+    KubeReportReporter(unreachable, "ns", "job-progress", 0).report(UPDATE)
 
 
 def test_kubeconfig_with_inline_certificates_builds_a_tls_context(tmp_path: Path) -> None:
@@ -297,4 +344,5 @@ def test_no_credentials_anywhere_means_no_reporting(tmp_path: Path, monkeypatch:
     monkeypatch.delenv(PROGRESS_FILE_ENV, raising=False)
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
     assert discover_credentials() is None
-    assert type(build_reporter(ProgressTarget(namespace="ns", name="job"), 0)) is NoopReporter
+    target = ProgressTarget(namespace="ns", name="job", report="job-progress")
+    assert type(build_reporter(target, 0)) is NoopReporter

@@ -216,4 +216,4 @@ def test_callback_reports_no_mfu_without_a_known_peak() -> None:
     callback.on_log(args, state, control, logs={"loss": 1.0})
     assert reporter.updates[0].tokens_per_second is not None
     assert reporter.updates[0].mfu is None
-    assert "mfu" not in reporter.updates[0].to_status()
+    assert "mfu" not in reporter.updates[0].to_report()

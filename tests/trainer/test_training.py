@@ -10,14 +10,16 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from tests.trainer.conftest import REPO, read_jsonl, render_config, run_trainer, trainer_env
 
-from kubetune.api.finetunejob import DatasetFormat
-from kubetune.api.trainingconfig import TrainerResult
+from kubetune.api.finetunejob import DatasetFormat, Progress
+from kubetune.api.trainingconfig import TrainerResult, TrainingConfig
+from kubetune.status.trainer_report import read_report, vet_result
 from kubetune.trainer.checkpoints import CHECKPOINT, COMPLETE_MARKER, latest_checkpoint
 from kubetune.trainer.data import prepare_dataset
 from kubetune.trainer.ownership import CHECKPOINT_FILE
@@ -41,6 +43,22 @@ LORA_SPEC: dict[str, Any] = {
 
 def _result(tmp: Path) -> TrainerResult:
     return TrainerResult.model_validate_json((tmp / "termination-log").read_text())
+
+
+def _accepted_by_the_operator(reports: list[dict[str, Any]], result: TrainerResult, config: Path) -> None:
+    """Every progress report of the run, and its final result, pass the operator's validation whole."""
+    previous: Progress | None = None
+    for line in reports:
+        payload = json.dumps({"attempt": 0, "progress": {k: v for k, v in line.items() if k != "rank"}})
+        reading = read_report({"report.json": payload}, attempt=0, previous=previous, now=datetime.now(UTC))
+        assert reading.problem is None, (line, reading.problem)
+        assert reading.progress is not None
+        assert reading.progress.step == line["step"]
+        previous = reading.progress
+    spec = TrainingConfig.model_validate_json(config.read_text()).spec
+    vetted, problems = vet_result(result, spec, previous.total_steps if previous else None)
+    assert problems == []
+    assert vetted == result
 
 
 def _free_port() -> int:
@@ -115,6 +133,7 @@ def test_lora_sft_learns_and_the_merged_model_answers_a_memorised_prompt(
     assert reports[-1]["step"] == reports[-1]["totalSteps"] == result.final_step
     assert any("evalLoss" in r for r in reports)
     assert all(r["tokensPerSecond"] > 0 for r in reports[1:])
+    _accepted_by_the_operator(reports, result, config)
 
     # The merged folder reloaded from disk, on its own, answers a prompt it was trained on.
     from transformers import AutoModelForCausalLM, AutoTokenizer

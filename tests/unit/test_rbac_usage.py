@@ -1,4 +1,5 @@
-"""rbac.OPERATOR_RULES is exactly what the operator calls: no verb missing, and no verb unused.
+"""rbac.OPERATOR_RULES is exactly what the operator calls: no verb missing, and no verb unused; the
+trainer's per-job Role, likewise, is exactly what rank 0 calls.
 
 The calls are recorded: reconcile passes that exercise every child kind (creation, a repeated pass,
 an operator restart, suspension, a removed variant pruned, every optional CRD present) run on the
@@ -9,12 +10,16 @@ here, as does a call no rule grants.
 
 from __future__ import annotations
 
+import re
+import threading
 from datetime import UTC, datetime
-from typing import Any
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar
 
 from tests.serving.objects import model_deployment
 from tests.support.fake_kube import FakeKube
 
+from kubetune.builders.finetunejob import build_children, build_training_config
 from kubetune.controller.events import post_event
 from kubetune.kube.client import RESOURCES
 from kubetune.kube.status import write_status
@@ -24,6 +29,7 @@ from kubetune.reconcile.finetunejob import FineTuneJobReconciler
 from kubetune.reconcile.finetuneschedule import FineTuneScheduleReconciler
 from kubetune.reconcile.modeldeployment import ModelDeploymentReconciler
 from kubetune.settings import OperatorSettings
+from kubetune.trainer.progress import KubeCredentials, KubeReportReporter, ProgressUpdate
 
 NOW = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
 Triple = tuple[str, str, str]
@@ -156,6 +162,14 @@ async def recorded_calls() -> set[Triple]:
             await restarted.reconcile(cluster, model_deployment(variants), NOW, resync=False)  # type: ignore[arg-type]
         calls |= triples(cluster)
     calls |= await inference_pool_calls(crds, alone)
+    # A variant following a FineTuneSchedule: the schedule is read (get), never written.
+    following = FakeKube(crds=crds)
+    followed = [{"name": "f", "model": {"finetuneScheduleRef": {"name": "weekly"}}, "weight": 100}]
+    await ModelDeploymentReconciler(OperatorSettings()).reconcile(
+        following, model_deployment(followed), NOW, resync=False
+    )  # type: ignore[arg-type]
+    assert ("kubetune.io", "finetuneschedules", "get") in triples(following)
+    calls |= triples(following)
     calls |= await schedule_calls()
     mdep = model_deployment(variants)
     kube = FakeKube()
@@ -248,3 +262,48 @@ async def test_every_granted_verb_is_used_and_every_used_verb_granted() -> None:
     used = await recorded_calls() | set(FRAMEWORK)
     assert sorted(used - granted) == [], "calls no rule grants"
     assert sorted(granted - used) == [], "granted verbs nothing calls: remove them from rbac.py"
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    calls: ClassVar[list[tuple[str, str]]] = []
+
+    def do_PATCH(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).calls.append(("PATCH", self.path))
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_the_trainer_role_grants_exactly_what_rank_zero_calls() -> None:
+    """The training pods' Role against the trainer's recorded requests: patch of its report, nothing else."""
+    children = build_children(ftj(), restart=0)
+    granted = {
+        (group, resource, verb, name)
+        for rule in children.role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+        for name in rule["resourceNames"]
+    }
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        credentials = KubeCredentials(f"http://127.0.0.1:{server.server_address[1]}")
+        config = build_training_config(ftj())
+        assert config.progress.report is not None
+        reporter = KubeReportReporter(credentials, config.progress.namespace, config.progress.report, 0)
+        reporter.report(ProgressUpdate(step=1, total_steps=10))
+    finally:
+        server.shutdown()
+        server.server_close()
+    used = set()
+    for method, path in _Recorder.calls:
+        match = re.fullmatch(r"/api/v1/namespaces/ns/(?P<resource>[a-z]+)/(?P<name>[^/]+)", path)
+        assert match is not None, path
+        used.add(("", match["resource"], method.lower(), match["name"]))
+    assert used == granted == {("", "configmaps", "patch", "demo-progress")}

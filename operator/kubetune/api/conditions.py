@@ -7,7 +7,7 @@ from enum import StrEnum
 
 class ConditionType(StrEnum):
     ACCEPTED = "Accepted"
-    # Both kinds: the summary GitOps tools read (kstatus: Ready, and the abnormal-true pair).
+    # Every kind: the summary GitOps tools read (kstatus: Ready, and the abnormal-true pair).
     READY = "Ready"
     RECONCILING = "Reconciling"
     STALLED = "Stalled"
@@ -20,6 +20,8 @@ class ConditionType(StrEnum):
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
     SUSPENDED = "Suspended"
+    TRAINER_REPORT_VALID = "TrainerReportValid"
+    """The trainer's last report (progress, final result) passed validation; False names the field."""
     # ModelDeployment
     MODEL_READY = "ModelReady"
     EVAL_GATE_PASSED = "EvalGatePassed"
@@ -53,6 +55,10 @@ class Reason(StrEnum):
     DATASET_UNCHANGED = "DatasetUnchanged"
     REPLACED = "Replaced"
     RUN_DELETED = "RunDeleted"
+    # FineTuneSchedule champion-challenger gate (a run's gate.reason; GatePassed and GateFailed too)
+    NO_CHAMPION = "NoChampion"
+    FROZEN_SET_NOT_SCORED = "FrozenSetNotScored"
+    CHAMPION_NOT_SCORED = "ChampionNotScored"
     NAME_CONFLICT = "NameConflict"
     """A child's name is taken by an object this one does not control (never adopted)."""
     PENDING = "Pending"
@@ -66,6 +72,8 @@ class Reason(StrEnum):
     DEADLINE_EXCEEDED = "DeadlineExceeded"
     CONFIG_ERROR = "ConfigError"
     GANG_RESTART = "GangRestart"
+    REPORT_VALID = "ReportValid"
+    INVALID_REPORT = "InvalidReport"
     UNSCHEDULABLE = "Unschedulable"
     # A container that cannot start, under the kubelet's own reason (what `kubectl get pods` shows).
     ERR_IMAGE_PULL = "ErrImagePull"
@@ -81,6 +89,14 @@ class Reason(StrEnum):
     FINETUNE_JOB_FAILED = "FineTuneJobFailed"
     FINETUNE_JOB_NOT_FOUND = "FineTuneJobNotFound"
     MODEL_RESOLVED = "ModelResolved"
+    # A variant following a FineTuneSchedule (planning/revisions.py)
+    WAITING_FOR_GOOD_RUN = "WaitingForGoodRun"
+    FINETUNE_SCHEDULE_NOT_FOUND = "FineTuneScheduleNotFound"
+    FIRST_REVISION = "FirstRevision"
+    REVISION_CANARY = "RevisionCanary"
+    REVISION_SERVING = "RevisionServing"
+    REVISION_SUPERSEDED = "RevisionSuperseded"
+    REVISION_ROLLED_BACK = "RevisionRolledBack"
     GATE_PASSED = "GatePassed"
     GATE_FAILED = "GateFailed"
     SMOKE_PASSED = "SmokeTestPassed"
@@ -119,6 +135,8 @@ STALLED_WHEN_TRUE: frozenset[ConditionType] = frozenset(
 STALLED_REASONS: frozenset[Reason] = frozenset(
     {
         Reason.INVALID_SPEC,
+        Reason.INVALID_SCHEDULE,
+        Reason.INVALID_TIME_ZONE,
         Reason.INVALID_DATA,
         Reason.CONFIG_ERROR,
         Reason.BACKOFF_LIMIT_EXCEEDED,

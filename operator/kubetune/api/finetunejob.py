@@ -221,8 +221,66 @@ def _all_eval_metrics() -> list[EvalMetric]:
     return ["loss", "rouge", "bleu"]
 
 
+FROZEN_SET_URI_PATTERN = r"^pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?/.+$"
+"""Frozen sets and champions are read from a claim, the one place a run's output can be mounted from."""
+
+
+class FrozenSet(KubeModel):
+    """A held-out evaluation file scored the same way run after run (the champion's scores too)."""
+
+    uri: str = Field(
+        max_length=1024,
+        pattern=FROZEN_SET_URI_PATTERN,
+        description="JSONL records (any dataset format) on a claim: pvc://claim/path/file.jsonl.",
+    )
+
+
+class Champion(KubeModel):
+    """The model in production: scored on the frozen set in the same run, by the same code, as this one."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "has(self.adapterUri) != has(self.modelUri)",
+                    "set exactly one of evaluation.champion.adapterUri or evaluation.champion.modelUri",
+                )
+            ]
+        }
+    )
+
+    name: str = Field(
+        min_length=1, max_length=253, description="The FineTuneJob (a schedule's run) the champion came from."
+    )
+    adapter_uri: str | None = Field(
+        default=None,
+        max_length=1024,
+        pattern=FROZEN_SET_URI_PATTERN,
+        description="Its LoRA adapter, loaded on this job's base model: pvc://claim/path.",
+    )
+    model_uri: str | None = Field(
+        default=None,
+        max_length=1024,
+        pattern=FROZEN_SET_URI_PATTERN,
+        description="Its whole (merged or fully fine-tuned) model: pvc://claim/path.",
+    )
+
+
 class Evaluation(KubeModel):
-    """Final evaluation on the held-out test split."""
+    """Final evaluation on the held-out test split (and, when set, on a frozen set against a champion)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.champion) || has(self.frozenSet) || "
+                    "(has(self.exportTestSplit) && self.exportTestSplit)",
+                    "evaluation.champion needs evaluation.frozenSet (or exportTestSplit) to be scored on",
+                    fieldPath=".champion",
+                )
+            ]
+        }
+    )
 
     metrics: list[EvalMetric] = Field(
         default_factory=_all_eval_metrics,
@@ -231,6 +289,19 @@ class Evaluation(KubeModel):
         json_schema_extra={"x-kubernetes-list-type": "set"},
     )
     max_samples: int = Field(default=200, ge=1, le=100000, description="Generations scored for ROUGE/BLEU.")
+    # The three below default to None: a defaulted value would be rendered into every job's config and
+    # change its spec hash (see Hyperparameters). FineTuneSchedules set them on their runs.
+    frozen_set: FrozenSet | None = Field(
+        default=None, description="Also score the trained model (and the champion) on this file."
+    )
+    export_test_split: bool | None = Field(
+        default=None,
+        description="Write the test split to <output>/frozen-eval.jsonl (and score on it when no frozenSet "
+        "is given): the file a schedule pins as its frozen set.",
+    )
+    champion: Champion | None = Field(
+        default=None, description="The model in production, scored on the frozen set alongside this one."
+    )
 
 
 class RunPolicy(KubeModel):
@@ -247,6 +318,38 @@ class RunPolicy(KubeModel):
         default=None,
         ge=0,
         description="Delete finished training Jobs after this long (the FineTuneJob stays).",
+    )
+
+
+class InitFromJobRef(KubeModel):
+    """A FineTuneJob in the same namespace."""
+
+    name: str = Field(
+        min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN, description="Name of the FineTuneJob."
+    )
+
+
+class InitFrom(KubeModel):
+    """Start from an earlier job's adapter (trainable) instead of a fresh one: incremental training.
+
+    The earlier job must be Succeeded, with an adapter, on the same base model (uri and revision) and
+    the same LoRA shape (r, alpha, targetModules); the operator checks this before any pod starts.
+    """
+
+    finetune_job_ref: InitFromJobRef = Field(description="The job whose adapter this run continues.")
+    replay_fraction: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="Also train on this many earlier records per new training record, sampled "
+        "deterministically (dataset.seed) from what the earlier job trained on; 0: none.",
+    )
+    learning_rate_scale: float = Field(
+        default=1.0,
+        gt=0.0,
+        le=1.0,
+        description="Multiplies hyperparameters.learningRate: continued training usually wants a "
+        "smaller step than training from scratch.",
     )
 
 
@@ -291,6 +394,17 @@ SPEC_RULES: list[JsonValue] = [
         "has(self.lora) == has(oldSelf.lora)",
         "lora is immutable: it cannot be added or removed after creation",
         fieldPath=".lora",
+    ),
+    cel(
+        "has(self.initFrom) == has(oldSelf.initFrom)",
+        "initFrom is immutable: it cannot be added or removed after creation",
+        fieldPath=".initFrom",
+    ),
+    cel(
+        "!has(self.initFrom) || self.method != 'full'",
+        "initFrom needs method lora or qlora: it continues an adapter, and a full fine-tune has none",
+        fieldPath=".initFrom",
+        reason="FieldValueForbidden",
     ),
     cel(
         "has(self.deepspeed) == has(oldSelf.deepspeed)",
@@ -341,6 +455,11 @@ class FineTuneJobSpec(KubeModel):
     evaluation: Evaluation = Field(
         default_factory=Evaluation, description="Final evaluation.", json_schema_extra=immutable("evaluation")
     )
+    init_from: InitFrom | None = Field(
+        default=None,
+        description="Continue an earlier job's adapter (lora/qlora only); omitted: a fresh adapter.",
+        json_schema_extra=immutable("initFrom"),
+    )
     run_policy: RunPolicy = Field(default_factory=RunPolicy, description="Retries, deadline, suspend, TTL.")
     image: ImageOverrides | None = Field(default=None, description="Trainer image override.")
 
@@ -380,6 +499,11 @@ class Progress(KubeModel):
     )
     eta: str | None = Field(default=None, max_length=64, description="Estimated time left, e.g. 1h2m3s.")
     updated_at: datetime | None = Field(default=None, description="When rank 0 last reported.")
+    attempt: int | None = Field(
+        default=None,
+        ge=0,
+        description="Training attempt the step counts in (a gang restart starts the next).",
+    )
 
 
 # `kubectl get ftj` columns; priority 1 shows only with `-o wide`.
@@ -435,6 +559,17 @@ class Artifacts(KubeModel):
     )
 
 
+class InitFromLineage(KubeModel):
+    """The adapter an incremental run started from."""
+
+    finetune_job: str = Field(max_length=253, description="The FineTuneJob it continued.")
+    adapter_uri: str = Field(max_length=1024, description="That job's adapter folder.")
+    adapter_digest: str | None = Field(
+        default=None, max_length=128, description="sha256 of the adapter weights it loaded."
+    )
+    replayed_records: int = Field(default=0, ge=0, description="Earlier records mixed into training.")
+
+
 class Lineage(KubeModel):
     """Where the artifact came from."""
 
@@ -448,6 +583,21 @@ class Lineage(KubeModel):
     checkpoint: str | None = Field(
         default=None, max_length=1024, description="Checkpoint the artifact is from."
     )
+    init_from: InitFromLineage | None = Field(
+        default=None, description="The adapter it continued (spec.initFrom), if any."
+    )
+
+
+class FrozenSetScores(KubeModel):
+    """Scores on the frozen evaluation set: this run's and its champion's, from one code path in one run."""
+
+    uri: str | None = Field(default=None, max_length=1024, description="The file scored.")
+    metrics: EvalMetrics | None = Field(default=None, description="This run's model on the frozen set.")
+    champion: str | None = Field(default=None, max_length=253, description="The champion's FineTuneJob.")
+    champion_metrics: EvalMetrics | None = Field(
+        default=None, description="The champion on the same set (none: no champion, or not scorable)."
+    )
+    message: str = Field(default="", max_length=1024, description="Why something was not scored, if so.")
 
 
 class FineTuneJobStatus(KubeModel):
@@ -462,6 +612,9 @@ class FineTuneJobStatus(KubeModel):
     progress: Progress | None = Field(default=None, description="Live training progress.")
     metrics: EvalMetrics | None = Field(default=None, description="Final evaluation metrics.")
     artifacts: Artifacts | None = Field(default=None, description="Exported artifacts.")
+    frozen_set: FrozenSetScores | None = Field(
+        default=None, description="Scores on the frozen evaluation set (evaluation.frozenSet)."
+    )
     lineage: Lineage | None = Field(default=None, description="Provenance of the artifacts.")
     test_prompts: list[str] = Field(
         default_factory=list,

@@ -6,10 +6,11 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
+from pydantic.config import JsonValue
 
-from kubetune.api.common import Condition, KubeModel, conditions_field
-from kubetune.api.finetunejob import Artifacts, EvalMetrics, FineTuneJobSpec
+from kubetune.api.common import Condition, KubeModel, cel, conditions_field
+from kubetune.api.finetunejob import Artifacts, EvalMetrics, FineTuneJobSpec, FrozenSet
 
 KIND = "FineTuneSchedule"
 PLURAL = "finetuneschedules"
@@ -73,8 +74,145 @@ class FineTuneJobTemplate(KubeModel):
     spec: FineTuneJobSpec = Field(description="The FineTuneJob spec of each run.")
 
 
+class Incremental(KubeModel):
+    """Each run continues the adapter of the schedule's latest good run (status.latestGoodRun when the
+    run is created) with spec.initFrom; the first run, with none yet, trains a fresh adapter."""
+
+    enabled: bool = Field(default=True, description="Start each run from the latest good run.")
+    replay_fraction: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="initFrom.replayFraction of each run: earlier records replayed per new training record.",
+    )
+    learning_rate_scale: float = Field(
+        default=1.0, gt=0.0, le=1.0, description="initFrom.learningRateScale of each run."
+    )
+
+
+INCREMENTAL_RULES: list[JsonValue] = [
+    cel(
+        "!has(self.incremental) || !self.incremental.enabled || self.jobTemplate.spec.method != 'full'",
+        "incremental needs jobTemplate.spec.method lora or qlora: runs continue an adapter",
+        fieldPath=".incremental",
+        reason="FieldValueForbidden",
+    ),
+    cel(
+        "!has(self.incremental) || !self.incremental.enabled || !has(self.jobTemplate.spec.initFrom)",
+        "jobTemplate.spec.initFrom must not be set when incremental is enabled: each run's initFrom is "
+        "the schedule's latest good run",
+        fieldPath=".jobTemplate.spec.initFrom",
+        reason="FieldValueForbidden",
+    ),
+]
+
+
+class MaxIncrease(KubeModel):
+    """How much higher than the champion's a lower-is-better metric may be."""
+
+    max_increase: float = Field(ge=0, le=1000, description="Largest allowed increase (0: no worse at all).")
+
+
+class MaxDecrease(KubeModel):
+    """How much lower than the champion's a higher-is-better metric may be."""
+
+    max_decrease: float = Field(ge=0, le=100, description="Largest allowed decrease (0: no worse at all).")
+
+
+class NoWorseThanChampion(KubeModel):
+    """Per metric, how much worse than the model in production a run may score on the frozen set."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "has(self.evalLoss) || has(self.rougeL) || has(self.bleu)",
+                    "evaluation.noWorseThanChampion needs at least one of evalLoss, rougeL or bleu",
+                )
+            ]
+        }
+    )
+
+    eval_loss: MaxIncrease | None = Field(default=None, description="Mean token loss (lower is better).")
+    rouge_l: MaxDecrease | None = Field(
+        default=None, alias="rougeL", description="ROUGE-L F1, 0-1 (higher is better)."
+    )
+    bleu: MaxDecrease | None = Field(default=None, description="Corpus BLEU, 0-100 (higher is better).")
+
+
+class ScheduleEvaluation(KubeModel):
+    """Champion-challenger: every run is scored on one frozen set, and so is the model in production
+    (the followers' serving revision, else the latest good run), in the same run; a run worse than it
+    by more than the tolerances fails the gate and is never served."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "has(self.frozenSet) != (has(self.fromFirstRun) && self.fromFirstRun)",
+                    "set exactly one of evaluation.frozenSet or evaluation.fromFirstRun: true",
+                )
+            ]
+        }
+    )
+
+    frozen_set: FrozenSet | None = Field(default=None, description="A held-out file you provide.")
+    from_first_run: bool | None = Field(
+        default=None,
+        description="Pin the first successful run's test split (its <output>/<run>/frozen-eval.jsonl).",
+    )
+    no_worse_than_champion: NoWorseThanChampion = Field(
+        description="Per-metric tolerances against the champion."
+    )
+
+
+# The template's evaluation metrics default to all three; a tolerance on a metric left out of them
+# could never be compared.
+_GATED_METRICS = (("evalLoss", "loss"), ("rougeL", "rouge"), ("bleu", "bleu"))
+SPEC_RULES: list[JsonValue] = [
+    cel(
+        "!has(self.evaluation) || self.jobTemplate.spec.output.uri.startsWith('pvc://')",
+        "evaluation needs jobTemplate.spec.output.uri on a claim (pvc://): the champion is mounted from it",
+        fieldPath=".jobTemplate.spec.output.uri",
+    ),
+    cel(
+        "!has(self.evaluation) || !has(self.evaluation.fromFirstRun) || !self.evaluation.fromFirstRun || "
+        "!has(self.jobTemplate.spec.dataset.testSplit) || self.jobTemplate.spec.dataset.testSplit > 0.0",
+        "evaluation.fromFirstRun needs jobTemplate.spec.dataset.testSplit > 0: the first run's test split "
+        "is the frozen set",
+        fieldPath=".jobTemplate.spec.dataset.testSplit",
+    ),
+    cel(
+        "!has(self.jobTemplate.spec.evaluation) || (!has(self.jobTemplate.spec.evaluation.champion) && "
+        "!has(self.jobTemplate.spec.evaluation.exportTestSplit))",
+        "jobTemplate.spec.evaluation.champion and exportTestSplit are set by the schedule (spec.evaluation)",
+        fieldPath=".jobTemplate.spec.evaluation",
+    ),
+    cel(
+        "!has(self.evaluation) || !has(self.jobTemplate.spec.evaluation) || "
+        "!has(self.jobTemplate.spec.evaluation.frozenSet)",
+        "set the frozen set in evaluation.frozenSet, not jobTemplate.spec.evaluation.frozenSet",
+        fieldPath=".jobTemplate.spec.evaluation.frozenSet",
+    ),
+    *(
+        cel(
+            f"!has(self.evaluation) || !has(self.evaluation.noWorseThanChampion.{gated}) || "
+            "!has(self.jobTemplate.spec.evaluation) || !has(self.jobTemplate.spec.evaluation.metrics) || "
+            f"'{metric}' in self.jobTemplate.spec.evaluation.metrics",
+            f"evaluation.noWorseThanChampion.{gated} needs '{metric}' in jobTemplate.spec.evaluation.metrics",
+            fieldPath=f".evaluation.noWorseThanChampion.{gated}",
+        )
+        for gated, metric in _GATED_METRICS
+    ),
+]
+
+
 class FineTuneScheduleSpec(KubeModel):
     """When to retrain and what: a CronJob for FineTuneJobs."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"x-kubernetes-validations": [*SPEC_RULES, *INCREMENTAL_RULES]}
+    )
 
     schedule: str = Field(
         max_length=128,
@@ -112,7 +250,14 @@ class FineTuneScheduleSpec(KubeModel):
         default=True,
         description="Skip a scheduled run when the data and template are those of the last successful run.",
     )
+    incremental: Incremental | None = Field(
+        default=None, description="Continue the latest good run's adapter in each run (lora/qlora)."
+    )
     job_template: FineTuneJobTemplate = Field(description="The FineTuneJob each run creates.")
+    evaluation: ScheduleEvaluation | None = Field(
+        default=None,
+        description="Champion-challenger gate on a frozen set (none: every successful run is good).",
+    )
 
 
 class RunTrigger(StrEnum):
@@ -179,6 +324,15 @@ class SchedulePhase(StrEnum):
     INVALID = "Invalid"
 
 
+class PinnedFrozenSet(KubeModel):
+    """The frozen set in use: spec.evaluation.frozenSet's, or the test split a run exported (fromFirstRun)."""
+
+    uri: str = Field(max_length=1024, description="The JSONL file every run is scored on.")
+    run: str | None = Field(
+        default=None, max_length=63, description="The run whose test split it is (none: from the spec)."
+    )
+
+
 class FineTuneScheduleStatus(KubeModel):
     """Observed state; written by the operator only."""
 
@@ -201,6 +355,9 @@ class FineTuneScheduleStatus(KubeModel):
         default=None,
         max_length=63,
         description="The newest run that succeeded and passed its gate: what followers serve next.",
+    )
+    frozen_set: PinnedFrozenSet | None = Field(
+        default=None, description="The frozen evaluation set runs are scored on (spec.evaluation)."
     )
     active: list[str] = Field(
         default_factory=list,

@@ -3,8 +3,8 @@
 The operator renders a `TrainingConfig` into the job's ConfigMap (key `config.json`,
 mounted at CONFIG_DIR); every training pod runs `python -m kubetune.trainer <command>
 --config CONFIG_DIR/config.json`. Rank 0 reports live progress by merge-patching
-`status.progress` of its FineTuneJob (RBAC: a Role limited to that one object's
-`finetunejobs/status`), and writes its final `TrainerResult` as JSON to the
+its report ConfigMap (`kubetune.api.trainerreport`; RBAC: a Role allowing `patch` on that
+one ConfigMap, no access to the FineTuneJob), and writes its final `TrainerResult` as JSON to the
 container's termination message, which the operator reads from the pod status.
 Exit codes tell the Job's podFailurePolicy which failures are worth retrying.
 """
@@ -16,7 +16,14 @@ from typing import Literal
 from pydantic import Field
 
 from kubetune.api.common import KubeModel
-from kubetune.api.finetunejob import Artifacts, EvalMetrics, FineTuneJobSpec, Lineage, Method
+from kubetune.api.finetunejob import (
+    Artifacts,
+    EvalMetrics,
+    FineTuneJobSpec,
+    FrozenSetScores,
+    Lineage,
+    Method,
+)
 from kubetune.api.uris import join
 
 CONFIG_DIR = "/etc/kubetune"
@@ -30,6 +37,10 @@ MERGED_DIR = "merged"
 MODEL_DIR = "model"  # full fine-tuning: the whole model, already vLLM-loadable
 CHECKPOINTS_DIR = "checkpoints"
 MANIFEST_FILE = "kubetune-manifest.json"
+FROZEN_EVAL_FILE = "frozen-eval.jsonl"  # evaluation.exportTestSplit: the test split, as scored
+TRAIN_RECORDS_FILE = "train-records.jsonl"
+"""What the run trained on (its training split and any replayed records), as `messages` JSONL: the
+replay source of a later run that starts from this one (spec.initFrom.replayFraction)."""
 
 # Exit codes. Anything not listed is retryable (OOM kill, preemption, NCCL timeout...).
 EXIT_OK = 0
@@ -44,6 +55,9 @@ class ProgressTarget(KubeModel):
     enabled: bool = Field(default=True, description="Report progress to the API server.")
     namespace: str = Field(description="Namespace of the FineTuneJob.")
     name: str = Field(description="Name of the FineTuneJob.")
+    report: str | None = Field(
+        default=None, description="The report ConfigMap rank 0 patches (None: not reporting to the API)."
+    )
     min_interval_seconds: float = Field(default=5.0, ge=0, description="At most one report per interval.")
 
 
@@ -54,6 +68,24 @@ class TrainingPaths(KubeModel):
     dataset: str = Field(description="Local path of the dataset file (JSONL or JSON).")
     output_dir: str = Field(description="Directory for checkpoints and exported artifacts (shared by ranks).")
     deepspeed_config: str | None = Field(default=None, description="DeepSpeed JSON path, if any.")
+    frozen_set: str | None = Field(default=None, description="Local path of evaluation.frozenSet, if any.")
+    champion: str | None = Field(
+        default=None, description="Local directory of evaluation.champion's adapter or model, if any."
+    )
+
+
+class InitFromConfig(KubeModel):
+    """spec.initFrom, resolved by the operator: the trainer reads no other object."""
+
+    finetune_job: str = Field(description="The earlier FineTuneJob.")
+    output_uri: str = Field(description="Its output folder (holds the adapter and its training records).")
+    adapter_uri: str = Field(description="Its adapter folder, for lineage.")
+    adapter_path: str = Field(description="Local path of that adapter folder (mounted or staged).")
+    replay_records_path: str | None = Field(
+        default=None, description="Local path of its TRAIN_RECORDS_FILE; set when replayFraction > 0."
+    )
+    replay_fraction: float = Field(default=0.0, ge=0.0, le=1.0, description="spec.initFrom.replayFraction.")
+    learning_rate_scale: float = Field(default=1.0, gt=0.0, description="spec.initFrom.learningRateScale.")
 
 
 class TrainingConfig(KubeModel):
@@ -68,6 +100,9 @@ class TrainingConfig(KubeModel):
     paths: TrainingPaths = Field(description="Container paths.")
     progress: ProgressTarget = Field(description="Progress reporting target.")
     output_uri: str = Field(description="spec.output.uri, for artifact URIs in the result.")
+    init_from: InitFromConfig | None = Field(
+        default=None, description="The resolved spec.initFrom (None: a fresh adapter)."
+    )
 
 
 class TrainerResult(KubeModel):
@@ -79,6 +114,9 @@ class TrainerResult(KubeModel):
     metrics: EvalMetrics | None = Field(default=None, description="Test-split metrics.")
     artifacts: Artifacts | None = Field(default=None, description="Exported artifact URIs.")
     lineage: Lineage | None = Field(default=None, description="Provenance.")
+    frozen_set: FrozenSetScores | None = Field(
+        default=None, description="Frozen-set scores of this run and its champion."
+    )
     final_step: int | None = Field(default=None, description="Last optimizer step.")
     test_prompts: list[str] | None = Field(
         default=None, description="A few held-out user prompts, for the serving smoke test."
@@ -115,4 +153,29 @@ def output_artifacts(spec: FineTuneJobSpec) -> Artifacts:
         merged_model_uri=join(uri, MERGED_DIR) if spec.output.merge_adapter else None,
         manifest_uri=join(uri, MANIFEST_FILE),
         base_model_uri=spec.base_model.uri,
+    )
+
+
+def frozen_set_uri(spec: FineTuneJobSpec) -> str | None:
+    """The file a run scores on as its frozen set: the given one, else its own exported test split."""
+    if spec.evaluation.frozen_set is not None:
+        return spec.evaluation.frozen_set.uri
+    if spec.evaluation.export_test_split:
+        return join(spec.output.uri, FROZEN_EVAL_FILE)
+    return None
+
+
+def trusted_frozen_set(spec: FineTuneJobSpec, reported: FrozenSetScores | None) -> FrozenSetScores | None:
+    """Rank 0's frozen-set scores with the file and champion named by the spec, never by the report."""
+    uri = frozen_set_uri(spec)
+    if uri is None:
+        return None
+    champion = spec.evaluation.champion
+    scores = reported or FrozenSetScores(message="rank 0 reported no frozen-set scores")
+    return scores.model_copy(
+        update={
+            "uri": uri,
+            "champion": champion.name if champion else None,
+            "champion_metrics": scores.champion_metrics if champion else None,
+        }
     )

@@ -1,4 +1,4 @@
-"""FineTuneJob → its children: ConfigMap, headless Service, RBAC, validation Job, Indexed training Job.
+"""FineTuneJob → its children: ConfigMaps, headless Service, RBAC, validation Job, Indexed training Job.
 
 Pure: the FineTuneJob (as read from the API) in, manifests out. The layout is documented in
 docs/training-topology.md; the reconciler decides which of these to apply and when
@@ -13,12 +13,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubetune.api.common import GROUP
-from kubetune.api.finetunejob import PLURAL, FineTuneJobSpec
+from kubetune.api.finetunejob import FineTuneJobSpec
 from kubetune.api.trainingconfig import (
+    ADAPTER_DIR,
     CONFIG_DIR,
     CONFIG_FILE,
     DEEPSPEED_FILE,
     FATAL_EXIT_CODES,
+    TRAIN_RECORDS_FILE,
+    InitFromConfig,
     ProgressTarget,
     TrainingConfig,
 )
@@ -35,7 +38,7 @@ from kubetune.builders.common import (
 )
 from kubetune.builders.deepspeed import build_deepspeed_config
 from kubetune.builders.networkpolicy import build_gang_network_policy
-from kubetune.builders.storage import StorageLayout, storage_layout
+from kubetune.builders.storage import InitSource, StorageLayout, storage_layout
 from kubetune.builders.training_pod import (
     MASTER_PORT,
     RENDEZVOUS_PORT_NAME,
@@ -44,6 +47,7 @@ from kubetune.builders.training_pod import (
     training_pod_spec,
     validation_pod_spec,
 )
+from kubetune.rbac import TRAINER_RULES
 
 DEFAULT_TRAINER_IMAGE = "ghcr.io/kubetune/trainer:0.1.0"
 APP_NAME = "kubetune-trainer"
@@ -69,6 +73,8 @@ class ChildNames:
 
     parent: str
     config_map: str
+    report: str
+    """The ConfigMap rank 0 writes its progress report into (the only object its token may write)."""
     service: str
     service_account: str
     role: str
@@ -98,6 +104,7 @@ def child_names(ftj_name: str) -> ChildNames:
     return ChildNames(
         parent=ftj_name,
         config_map=child_name(ftj_name, "config", limit=253),
+        report=child_name(ftj_name, "progress", limit=253),
         service=child_name(service_base, "workers"),
         service_account=child_name(base, "trainer"),
         role=child_name(base, "trainer"),
@@ -118,6 +125,7 @@ def selector_labels(ftj_name: str, role: str | None = None) -> dict[str, str]:
 class FineTuneJobChildren:
     names: ChildNames
     config_map: Manifest
+    report: Manifest
     service: Manifest
     service_account: Manifest
     role: Manifest
@@ -131,6 +139,7 @@ class FineTuneJobChildren:
         """Everything but the Jobs, in apply order (apply on every pass; all mutable)."""
         return [
             self.config_map,
+            self.report,
             self.service,
             self.service_account,
             self.role,
@@ -141,8 +150,9 @@ class FineTuneJobChildren:
     def for_validation(self) -> list[Manifest]:
         """What the validation Job needs: its config and its (token-less) ServiceAccount.
 
-        The rendezvous Service and the status-writing Role/RoleBinding wait for training: a job whose
-        data fails validation never gets them, and the first child appears after two writes, not five.
+        The rendezvous Service, the report ConfigMap and the Role/RoleBinding that lets rank 0 write it
+        wait for training: a job whose data fails validation never gets them, and the first child
+        appears after two writes, not six.
         """
         return [self.config_map, self.service_account]
 
@@ -160,11 +170,15 @@ def _spec(ftj: dict[str, Any]) -> FineTuneJobSpec:
     return FineTuneJobSpec.model_validate(ftj["spec"])
 
 
-def build_training_config(ftj: dict[str, Any], spec: FineTuneJobSpec | None = None) -> TrainingConfig:
-    """The typed config the trainer parses from CONFIG_DIR/config.json (`spec`: `ftj`'s, parsed)."""
+def build_training_config(
+    ftj: dict[str, Any], spec: FineTuneJobSpec | None = None, init: InitSource | None = None
+) -> TrainingConfig:
+    """The typed config the trainer parses from CONFIG_DIR/config.json (`spec`: `ftj`'s, parsed;
+    `init`: its spec.initFrom, resolved)."""
     name, namespace = _meta(ftj)
     spec = spec or _spec(ftj)
-    paths = storage_layout(spec).paths
+    layout = storage_layout(spec, init)
+    paths = layout.paths
     if spec.deepspeed is not None:
         paths = paths.model_copy(update={"deepspeed_config": f"{CONFIG_DIR}/{DEEPSPEED_FILE}"})
     return TrainingConfig(
@@ -173,8 +187,23 @@ def build_training_config(ftj: dict[str, Any], spec: FineTuneJobSpec | None = No
         namespace=namespace,
         spec=spec,
         paths=paths,
-        progress=ProgressTarget(namespace=namespace, name=name),
+        progress=ProgressTarget(namespace=namespace, name=name, report=child_names(name).report),
         output_uri=spec.output.uri,
+        init_from=_init_from_config(init, layout.init_dir),
+    )
+
+
+def _init_from_config(init: InitSource | None, init_dir: str | None) -> InitFromConfig | None:
+    if init is None or init_dir is None:
+        return None
+    return InitFromConfig(
+        finetune_job=init.finetune_job,
+        output_uri=init.output_uri,
+        adapter_uri=init.adapter_uri,
+        adapter_path=f"{init_dir}/{ADAPTER_DIR}",
+        replay_records_path=f"{init_dir}/{TRAIN_RECORDS_FILE}" if init.replay_fraction > 0 else None,
+        replay_fraction=init.replay_fraction,
+        learning_rate_scale=init.learning_rate_scale,
     )
 
 
@@ -243,6 +272,7 @@ def build_children(
     trainer_image: str = DEFAULT_TRAINER_IMAGE,
     spec: FineTuneJobSpec | None = None,
     image_pull_secrets: Sequence[str] = (),
+    init: InitSource | None = None,
 ) -> FineTuneJobChildren:
     """All children of a FineTuneJob.
 
@@ -253,6 +283,7 @@ def build_children(
     deepspeed_from_ref: the content of the ConfigMap key named by spec.deepspeed.configRef.
     spec: `ftj`'s spec, already parsed (parsed here when not given).
     image_pull_secrets: Secrets both Jobs' pods pull with (the chart's `imagePullSecrets`).
+    init: spec.initFrom resolved against the earlier job (required when the spec sets initFrom).
     Raises ValueError when a referenced DeepSpeed config is missing or malformed.
     """
     name, namespace = _meta(ftj)
@@ -264,7 +295,7 @@ def build_children(
         namespace=namespace,
         spec=spec,
         names=child_names(name),
-        layout=storage_layout(spec),
+        layout=storage_layout(spec, init),
         digest=spec_hash(spec, deepspeed),
         image=(spec.image.image if spec.image else None) or trainer_image,
         pull_policy=spec.image.pull_policy if spec.image else None,
@@ -273,7 +304,8 @@ def build_children(
     # trees so a caller editing one manifest cannot change another.
     return FineTuneJobChildren(
         names=b.names,
-        config_map=_tree(_config_map(b, build_training_config(ftj, spec), deepspeed)),
+        config_map=_tree(_config_map(b, build_training_config(ftj, spec, init), deepspeed)),
+        report=_tree(_report_config_map(b)),
         service=_tree(_rendezvous_service(b)),
         service_account=_tree(_service_account(b)),
         role=_tree(_role(b)),
@@ -309,6 +341,16 @@ def _config_map(b: _Build, config: TrainingConfig, deepspeed: dict[str, Any] | N
     }
 
 
+def _report_config_map(b: _Build) -> Manifest:
+    """Created empty: REPORT_KEY is rank 0's to write. It carries no `data`, so the operator's apply
+    never owns, rewrites or removes the report (server-side apply touches only the fields it sets)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": b.metadata(b.names.report, _labels(b.name, "progress")),
+    }
+
+
 def _rendezvous_service(b: _Build) -> Manifest:
     return {
         "apiVersion": "v1",
@@ -340,20 +382,14 @@ def _service_account(b: _Build) -> Manifest:
 
 
 def _role(b: _Build) -> Manifest:
-    """Rank 0 may write this FineTuneJob's status (progress), nothing else: a PATCH, no read (the operator
-    must hold every permission it grants, and it does not read status subresources)."""
+    """Rank 0 may patch its report ConfigMap, nothing else: no status, no read, no other ConfigMap. The
+    operator validates the report before anything of it reaches status (status.trainer_report); and it
+    can only grant what it holds itself (RBAC escalation prevention), so `patch`, not `update`."""
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
         "metadata": b.metadata(b.names.role, _labels(b.name, "rbac")),
-        "rules": [
-            {
-                "apiGroups": [GROUP],
-                "resources": [f"{PLURAL}/status"],
-                "resourceNames": [b.name],
-                "verbs": ["patch"],
-            }
-        ],
+        "rules": [{**rule.to_manifest(), "resourceNames": [b.names.report]} for rule in TRAINER_RULES],
     }
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from kubetune.api.common import API_VERSION, GROUP
 from kubetune.api.finetunejob import KIND as FINETUNEJOB
+from kubetune.api.finetunejob import Evaluation, InitFrom
 from kubetune.api.finetuneschedule import FineTuneScheduleSpec, RunTrigger
 from kubetune.api.uris import join
 from kubetune.builders.common import MANAGED_BY, child_name, owner_reference, stable_hash
@@ -54,12 +55,21 @@ def run_manifest(
     scheduled_time: datetime,
     trigger: RunTrigger,
     dataset_digest: str | None,
+    evaluation: Evaluation | None = None,
+    init_from: InitFrom | None = None,
 ) -> Manifest:
+    """`evaluation`: the run's own (frozen set and champion: the schedule's gate), else the template's;
+    `init_from`: the run's spec.initFrom under spec.incremental (the template's own otherwise)."""
     meta = schedule["metadata"]
     template = spec.job_template
-    job_spec = template.spec.model_copy(
-        update={"output": template.spec.output.model_copy(update={"uri": run_output_uri(spec, name)})}
-    )
+    update: dict[str, Any] = {
+        "output": template.spec.output.model_copy(update={"uri": run_output_uri(spec, name)})
+    }
+    if evaluation is not None:
+        update["evaluation"] = evaluation
+    if init_from is not None:
+        update["init_from"] = init_from
+    job_spec = template.spec.model_copy(update=update)
     labels = {
         **template.metadata.labels,
         LABEL_SCHEDULE: schedule_label_value(meta["name"]),

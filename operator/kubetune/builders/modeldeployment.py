@@ -35,7 +35,10 @@ from kubetune.builders.vllm import (
     VLLM_COMMAND,
     VLLM_PORT,
     adapter_path,
+    followed_root_path,
+    followed_root_problem,
     vllm_args,
+    vllm_env,
 )
 from kubetune.builders.writable import (
     VLLM_CACHE_ENV,
@@ -158,6 +161,14 @@ class _Storage:
         assert resolution.model_uri is not None
         targets = [("model", resolution.model_uri, BASE_MODEL_PATH)]
         targets += [(f"adapter-{m.name}", m.uri, adapter_path(m.name)) for m in resolution.lora_modules]
+        for followed in resolution.followed_adapters:
+            # Mounted whole (same claim volume as the static adapters): runs written after the pod
+            # started appear under it, ready for /v1/load_lora_adapter.
+            problem = followed_root_problem(followed.root_uri)
+            if problem is not None:
+                raise ValueError(f"adapter {followed.name}: {problem}")
+            root = followed_root_path(followed.name)
+            targets.append((f"followed-{followed.name}", followed.root_uri, root))
         self.volumes: list[dict[str, Any]] = []
         self.mounts: list[dict[str, Any]] = []
         self.init_containers: list[dict[str, Any]] = []
@@ -230,7 +241,7 @@ def _resources(variant: Variant) -> dict[str, Any]:
     return {"limits": dict(sorted(amounts.items())), "requests": dict(sorted(amounts.items()))}
 
 
-def _serving_env() -> list[dict[str, Any]]:
+def _serving_env(resolution: Resolution) -> list[dict[str, Any]]:
     # No credentials here: only the staging init container downloads.
     env: list[dict[str, Any]] = [
         # Models are mounted or staged: vLLM must never reach for the hub at start-up.
@@ -239,6 +250,7 @@ def _serving_env() -> list[dict[str, Any]]:
         {"name": "DO_NOT_TRACK", "value": "1"},
         # The root filesystem is read-only: HOME and every cache point into emptyDirs.
         *cache_env(VLLM_CACHE_ENV),
+        *vllm_env(resolution),
     ]
     return env
 
@@ -246,13 +258,17 @@ def _serving_env() -> list[dict[str, Any]]:
 def pod_spec_hash(variant: Variant, resolution: Resolution) -> str:
     """Changes when the served artifacts or their lineage change, even at an unchanged URI
     (a re-run FineTuneJob writing to the same output folder), so the pods roll."""
-    return stable_hash(
-        {
-            "model": resolution.model_uri,
-            "adapters": [(m.name, m.uri) for m in resolution.lora_modules],
-            "lineage": dict(resolution.lineage),
-        }
-    )
+    pod: dict[str, Any] = {
+        "model": resolution.model_uri,
+        "adapters": [(m.name, m.uri) for m in resolution.lora_modules],
+        "lineage": dict(resolution.lineage),
+    }
+    if resolution.followed_adapters:
+        # Where revisions come from and how big they may be, never which revision serves: a new
+        # revision is loaded into the running pods, not rolled out as new pods. (Absent when there are
+        # none, so that the hash of every other variant stays what it was.)
+        pod["followed"] = [(f.name, f.root_uri, f.rank) for f in resolution.followed_adapters]
+    return stable_hash(pod)
 
 
 def build_deployment(
@@ -309,7 +325,7 @@ def _vllm_container(
         "image": (spec.image.image if spec.image else None) or default_image,
         "command": list(VLLM_COMMAND),
         "args": vllm_args(variant, resolution),
-        "env": _serving_env(),
+        "env": _serving_env(resolution),
         "ports": [{"name": PORT_NAME, "containerPort": VLLM_PORT, "protocol": "TCP"}],
         "resources": _resources(variant),
         "volumeMounts": [

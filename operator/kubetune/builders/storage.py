@@ -8,6 +8,7 @@ container into a per-pod emptyDir. Credentials reach containers only as secretKe
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,20 @@ S3_OPTIONAL_SECRET_KEYS = ("AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_DEFAULT
 
 
 @dataclass(frozen=True)
+class InitSource:
+    """spec.initFrom resolved against the earlier FineTuneJob (kubetune.planning.init_from)."""
+
+    finetune_job: str
+    output_uri: str
+    """The earlier job's output folder: its adapter and training records live under it."""
+    adapter_uri: str
+    secret_ref: SecretKeyRef | None
+    """The earlier job's output credentials (an s3:// output)."""
+    replay_fraction: float
+    learning_rate_scale: float
+
+
+@dataclass(frozen=True)
 class _Mount:
     volume: str
     mount_path: str
@@ -47,6 +62,7 @@ class StorageLayout:
     needs_staging: bool = False
     staging_env: list[dict[str, Any]] = field(default_factory=list)  # credentials of staged inputs
     output_env: list[dict[str, Any]] = field(default_factory=list)  # credentials of an s3:// output
+    init_dir: str | None = None  # the earlier job's output folder (spec.initFrom), mounted or staged
 
 
 def credential_env(uri: StorageUri, ref: SecretKeyRef | None) -> list[dict[str, Any]]:
@@ -88,7 +104,8 @@ def _mount_manifest(m: _Mount) -> dict[str, Any]:
     return out
 
 
-def storage_layout(spec: FineTuneJobSpec) -> StorageLayout:
+def storage_layout(spec: FineTuneJobSpec, init: InitSource | None = None) -> StorageLayout:
+    """`init`: the resolved spec.initFrom, whose output folder is an input too (read-only)."""
     model = parse_uri(spec.base_model.uri)
     dataset = parse_uri(spec.dataset.uri)
     output = parse_uri(spec.output.uri)
@@ -121,6 +138,15 @@ def storage_layout(spec: FineTuneJobSpec) -> StorageLayout:
         dataset_dir = f"{staging_root}/dataset"
     dataset_path = f"{dataset_dir}/{dataset_file}"
 
+    frozen_set_path, champion_path = _evaluation_inputs(spec, claim_volume, inputs)
+    init_uri = parse_uri(init.output_uri) if init is not None else None
+    init_dir: str | None = None
+    if init_uri is not None and init_uri.scheme is Scheme.PVC:
+        init_dir = f"{MOUNT_ROOT}/init"
+        inputs.append(_Mount(claim_volume(init_uri.authority), init_dir, init_uri.path, True))
+    elif init_uri is not None:
+        init_dir = f"{staging_root}/init"
+
     output_dir = f"{MOUNT_ROOT}/output"
     if output.scheme is Scheme.PVC:
         outputs.append(_Mount(claim_volume(output.authority), output_dir, output.path, False))
@@ -150,7 +176,9 @@ def storage_layout(spec: FineTuneJobSpec) -> StorageLayout:
                 },
             }
         )
-    needs_staging = model.needs_staging or dataset.needs_staging
+    needs_staging = (
+        model.needs_staging or dataset.needs_staging or (init_uri is not None and init_uri.needs_staging)
+    )
     if needs_staging:
         volumes.append({"name": STAGING_VOLUME, "emptyDir": {}})
     if output.scheme is not Scheme.PVC:
@@ -161,7 +189,13 @@ def storage_layout(spec: FineTuneJobSpec) -> StorageLayout:
         input_mounts.append({"name": STAGING_VOLUME, "mountPath": staging_root})
 
     return StorageLayout(
-        paths=TrainingPaths(base_model=model_path, dataset=dataset_path, output_dir=output_dir),
+        paths=TrainingPaths(
+            base_model=model_path,
+            dataset=dataset_path,
+            output_dir=output_dir,
+            frozen_set=frozen_set_path,
+            champion=champion_path,
+        ),
         volumes=volumes,
         input_mounts=input_mounts,
         output_mounts=[_mount_manifest(m) for m in outputs],
@@ -169,6 +203,27 @@ def storage_layout(spec: FineTuneJobSpec) -> StorageLayout:
         staging_env=_merge_env(
             credential_env(model, spec.base_model.secret_ref),
             credential_env(dataset, spec.dataset.secret_ref),
+            credential_env(init_uri, init.secret_ref) if init is not None and init_uri is not None else [],
         ),
         output_env=credential_env(output, spec.output.secret_ref),
+        init_dir=init_dir,
     )
+
+
+def _evaluation_inputs(
+    spec: FineTuneJobSpec, claim_volume: Callable[[str], str], inputs: list[_Mount]
+) -> tuple[str | None, str | None]:
+    """Mount the frozen evaluation set and the champion (both pvc://, admission says so) read-only."""
+    evaluation = spec.evaluation
+    frozen_set_path = champion_path = None
+    if evaluation.frozen_set is not None:
+        uri = parse_uri(evaluation.frozen_set.uri)
+        directory = f"{MOUNT_ROOT}/frozen-set"
+        inputs.append(_Mount(claim_volume(uri.authority), directory, posixpath.dirname(uri.path), True))
+        frozen_set_path = f"{directory}/{posixpath.basename(uri.path)}"
+    champion = evaluation.champion
+    if champion is not None:
+        uri = parse_uri(champion.adapter_uri or champion.model_uri or "")
+        champion_path = f"{MOUNT_ROOT}/champion"
+        inputs.append(_Mount(claim_volume(uri.authority), champion_path, uri.path, True))
+    return frozen_set_path, champion_path

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from kubetune.api.common import GROUP
 from kubetune.api.finetunejob import FineTuneJobSpec
+from kubetune.api.trainerreport import ATTEMPT_ENV
 from kubetune.api.trainingconfig import CONFIG_DIR, CONFIG_FILE, FATAL_EXIT_CODES
 from kubetune.builders.common import GPU_PRODUCT_LABEL, RESTRICTED_CONTAINER_SECURITY
 from kubetune.builders.storage import StorageLayout
@@ -247,7 +249,18 @@ def training_pod_spec(
         "name": "PET_NODE_RANK",
         "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']"}},
     }
-    trainer_env = [*_env(_common_env() | pet), rank_env, *_env(NCCL_ENV), *layout.output_env]
+    # The attempt goes into rank 0's progress reports, so a previous gang's last report is told apart.
+    attempt_env = {
+        "name": ATTEMPT_ENV,
+        "valueFrom": {"fieldRef": {"fieldPath": f"metadata.labels['{GROUP}/attempt']"}},
+    }
+    trainer_env = [
+        *_env(_common_env() | pet),
+        rank_env,
+        attempt_env,
+        *_env(NCCL_ENV),
+        *layout.output_env,
+    ]
     trainer = _container(
         TRAINER_CONTAINER,
         image,

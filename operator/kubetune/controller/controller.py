@@ -20,7 +20,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -89,6 +89,7 @@ class Controller:
         self._handled: dict[Key, tuple[str, int | None]] = {}  # (uid, generation) last reconciled
         self._requeues: dict[Key, asyncio.TimerHandle] = {}
         self._child_status: dict[str, dict[str, Any]] = {}  # by child uid: its last seen status
+        self._followed: dict[str, object] = {}  # by followed object's uid: what its followers read of it
         self._background: set[asyncio.Task[None]] = set()
         self._trigger_gate = asyncio.Semaphore(TRIGGER_CONCURRENCY)
         self._resync: asyncio.Task[None] | None = None
@@ -180,6 +181,38 @@ class Controller:
                 return
         kind, name = parent
         await self.trigger(kind, body["metadata"]["namespace"], name)
+
+    async def on_followed_event(
+        self,
+        event_type: str | None,
+        body: Mapping[str, Any],
+        summary: object,
+        follower_kind: str,
+        follows: Callable[[Mapping[str, Any], str], bool],
+    ) -> None:
+        """An object others follow (a FineTuneSchedule a ModelDeployment serves) changed what they read
+        of it (`summary`), or was deleted: reconcile its followers in the namespace now, from the cache.
+
+        The watch's initial listing (event type None) runs nothing: every follower gets its own initial
+        pass then. A schedule created later (ADDED) does: its followers stop reporting it missing.
+        """
+        meta = body["metadata"]
+        uid = meta["uid"]
+        if event_type == "DELETED":
+            self._followed.pop(uid, None)
+        else:
+            previous = self._followed.get(uid)
+            self._followed[uid] = summary
+            if previous == summary or (previous is None and event_type is None):
+                return
+        namespace, name = meta["namespace"], meta["name"]
+        followers = [
+            key[1]
+            for key, obj in list(self._cache.get(follower_kind, {}).items())
+            if key[0] == namespace and follows(obj, name)
+        ]
+        for follower in followers:
+            await self.trigger(follower_kind, namespace, follower)
 
     def remember(self, kind: str, event_type: str | None, body: Mapping[str, Any]) -> None:
         """Keep the latest body of each watched object (no API calls) for resyncs and triggers."""

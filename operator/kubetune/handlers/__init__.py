@@ -20,6 +20,7 @@ from kubetune.api.modeldeployment import PLURAL as MODELDEPLOYMENTS
 from kubetune.builders.common import MANAGED_BY
 from kubetune.controller.controller import Controller
 from kubetune.kube.config import EXPIRY_SKEW_PREVENTION_DELAY, Credentials
+from kubetune.planning.revisions import follows_schedule, schedule_summary
 from kubetune.reconcile.finetuneschedule import run_summary
 
 MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
@@ -87,6 +88,10 @@ def operator_registry(controller: Controller) -> kopf.OperatorRegistry:
     @kopf.on.event(GROUP, VERSION, FINETUNESCHEDULES, registry=registry)
     async def finetuneschedule_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
         await controller.on_event(FINETUNESCHEDULE, event.get("type"), body)
+        # A new good run (or a verdict) moves the ModelDeployments that follow the schedule at once.
+        await controller.on_followed_event(
+            event.get("type"), body, schedule_summary(body), MODELDEPLOYMENT, follows_schedule
+        )
 
     @kopf.on.event("batch", "v1", "jobs", labels=MANAGED, registry=registry)
     async def job_changed(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:

@@ -11,8 +11,8 @@ from kubetune.kube.client import KubeClient
 def merge_patch(current: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> dict[str, Any] | None:
     """RFC 7386 merge patch turning `current` into `desired`, recursing into objects.
 
-    Only changed leaves are sent, so fields written by others in between (rank 0's
-    progress) are not overwritten with a stale copy. Keys absent from `desired` are
+    Only changed leaves are sent, so a field written by another client in between is not
+    overwritten with a stale copy. Keys absent from `desired` are
     left alone; a key whose desired value is None is removed. None when nothing changed.
     """
     current = current or {}

@@ -17,7 +17,8 @@ from typing import Any, Literal
 from kubetune.api.common import Condition
 from kubetune.api.conditions import ConditionType, Reason
 from kubetune.api.finetunejob import FineTuneJob, FineTuneJobSpec, FineTuneJobStatus, Lineage, Phase
-from kubetune.api.trainingconfig import output_artifacts, trusted_artifacts
+from kubetune.api.trainerreport import REPORT_KEY
+from kubetune.api.trainingconfig import output_artifacts, trusted_artifacts, trusted_frozen_set
 from kubetune.builders.common import ANNOTATION_SPEC_HASH, LABEL_ROLE
 from kubetune.builders.finetunejob import (
     ANNOTATION_RESTARTS,
@@ -42,6 +43,7 @@ from kubetune.preflight import Problem
 from kubetune.status.conditions import find_condition, is_true, set_condition
 from kubetune.status.pods import clip, container_problem
 from kubetune.status.progress import compute_progress
+from kubetune.status.trainer_report import read_report, vet_result
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,8 @@ class _Verdict:
     validated_reason: Reason = Reason.PENDING
     actions: _Actions = _Actions()
     extra_events: list[Event] = field(default_factory=list)
+    report_problems: list[str] | None = None
+    """Fields of the trainer's final result (termination message) that were refused; None: none read."""
 
 
 @dataclass
@@ -185,12 +189,14 @@ def observe(
     *,
     problems: Sequence[Problem] = (),
     desired_spec_hash: str | None = None,
+    report: Mapping[str, str] | None = None,
 ) -> Observation:
     """The FineTuneJob's new status and the reconciler's next steps.
 
     jobs/pods: every Job and pod labelled with this FineTuneJob's `kubetune.io/job-name`.
     problems: preflight errors (warnings are ignored here). desired_spec_hash: the hash of the
     children build_children would render now; a live training Job with another hash is recreated.
+    report: the data of the trainer's report ConfigMap (only validated fields reach status.progress).
     """
     obj = FineTuneJob.model_validate(dict(ftj))
     spec = obj.spec
@@ -205,13 +211,18 @@ def observe(
 
     errors = [p for p in problems if p.severity == "error"]
     names = child_names(str(obj.metadata["name"]))
+    report_problem = None
+    if _training_jobs(jobs):
+        reading = read_report(report, attempt=_current_attempt(jobs), previous=status.progress, now=now)
+        status.progress, report_problem = reading.progress, reading.problem
     verdict = _decide(_Pass(spec, status, jobs, pods, now, desired_spec_hash, names), errors)
     status.conditions = _conditions(previous.conditions, verdict, generation, now, errors)
+    report_events = _report_condition(status, report, report_problem, verdict, generation, now)
     status.phase = _phase_from_conditions(status.conditions)
     if status.phase in (Phase.SUCCEEDED, Phase.FAILED) and status.completion_time is None:
         status.completion_time = now
     if status.phase in (Phase.RUNNING, Phase.EVALUATING):
-        status.progress = compute_progress(previous.progress, status.start_time, now)
+        status.progress = compute_progress(status.progress, status.start_time, now)
     actions = verdict.actions
     decisions = Decisions(
         attempt=_current_attempt(jobs) if actions.attempt is None else actions.attempt,
@@ -219,9 +230,53 @@ def observe(
         create_validation=actions.create_validation,
         create_training=actions.create_training,
         delete_jobs=actions.delete_jobs,
-        events=tuple(_events(verdict, previous.phase, status.phase)),
+        events=tuple([*report_events, *_events(verdict, previous.phase, status.phase)]),
     )
     return Observation(status, decisions)
+
+
+def _report_condition(
+    status: FineTuneJobStatus,
+    report: Mapping[str, str] | None,
+    report_problem: str | None,
+    verdict: _Verdict,
+    generation: int | None,
+    now: datetime,
+) -> list[Event]:
+    """TrainerReportValid (once rank 0 has reported anything), and a Warning Event when a refusal is new.
+
+    The condition's message names the refused field and the rule; the value itself is never echoed.
+    """
+    problems = [f"progress report: {report_problem}"] if report_problem else []
+    problems += [f"final result: {problem}" for problem in verdict.report_problems or ()]
+    before = find_condition(status.conditions, ConditionType.TRAINER_REPORT_VALID)
+    if not problems:
+        reported = report is not None and REPORT_KEY in report
+        if not reported and verdict.report_problems is None and before is None:
+            return []
+        status.conditions = set_condition(
+            status.conditions,
+            ConditionType.TRAINER_REPORT_VALID,
+            "True",
+            Reason.REPORT_VALID,
+            "the trainer's reports passed validation",
+            generation,
+            now,
+        )
+        return []
+    message = clip("; ".join(problems))
+    status.conditions = set_condition(
+        status.conditions,
+        ConditionType.TRAINER_REPORT_VALID,
+        "False",
+        Reason.INVALID_REPORT,
+        message,
+        generation,
+        now,
+    )
+    if before is not None and before.status == "False" and before.message == message:
+        return []
+    return [Event("Warning", str(Reason.INVALID_REPORT), message)]
 
 
 def _after_the_end(jobs: Sequence[Mapping[str, Any]], previous: FineTuneJobStatus) -> Decisions:
@@ -425,9 +480,13 @@ def _succeeded(p: _Pass, current: _Attempt) -> _Verdict:
     term = terminated(rank0, TRAINER_CONTAINER) if rank0 else None
     result = parse_trainer_result(str(term.get("message") or "") if term else None)
     message = "training and evaluation completed"
+    refused: list[str] | None = None
     if result is not None:
+        total = status.progress.total_steps if status.progress is not None else None
+        result, refused = vet_result(result, spec, total)
         status.metrics = result.metrics
         status.artifacts = trusted_artifacts(spec, result.artifacts)
+        status.frozen_set = trusted_frozen_set(spec, result.frozen_set)
         status.lineage = result.lineage or Lineage()
         if result.test_prompts:
             status.test_prompts = list(result.test_prompts[:8])
@@ -437,6 +496,7 @@ def _succeeded(p: _Pass, current: _Attempt) -> _Verdict:
         # The output layout is a contract, so the artifacts' locations are known without the result.
         message += " (rank 0's result was not readable: metrics unknown, artifacts at the output layout)"
         status.artifacts = status.artifacts or output_artifacts(spec)
+        status.frozen_set = status.frozen_set or trusted_frozen_set(spec, None)
         status.lineage = status.lineage or Lineage()
     if status.lineage.config_hash is None:
         status.lineage.config_hash = job["metadata"].get("annotations", {}).get(ANNOTATION_SPEC_HASH)
@@ -447,6 +507,7 @@ def _succeeded(p: _Pass, current: _Attempt) -> _Verdict:
         Reason.COMPLETED,
         message,
         actions=_Actions(attempt=current.number, delete_jobs=current.stale),
+        report_problems=refused,
     )
 
 

@@ -23,15 +23,20 @@ from kubetune.builders.finetunejob import (
     build_children,
     training_job_patch,
 )
+from kubetune.builders.storage import InitSource
 from kubetune.planning.admission import accepted
 from kubetune.planning.finetunejob import Decisions, observe
+from kubetune.planning.init_from import FIELD as INIT_FROM_FIELD
+from kubetune.planning.init_from import WAIT_REQUEUE_SECONDS, InitWait, resolve_init_from
 from kubetune.planning.plan import Delete, Event, Patch, Plan
 from kubetune.preflight import Problem, preflight
-from kubetune.status.conditions import set_condition
+from kubetune.status.conditions import find_condition, set_condition
 from kubetune.status.summary import finetunejob_summary, summary_conditions
 
 FULL_APPLY_SECONDS = 600.0
 """At most this often a resync re-applies shared children that a Job of the current spec vouches for."""
+REPORT_POLL_SECONDS = 10.0
+"""While training runs, look at the trainer's report this often (no watch announces a ConfigMap write)."""
 
 Manifest = dict[str, Any]
 
@@ -53,6 +58,10 @@ class FineTuneJobContext:
     resync: bool = False
     since_full_apply_s: float | None = None
     """Seconds since this process last applied the shared children (None: never)."""
+    init_from_job: Manifest | None = None
+    """The FineTuneJob spec.initFrom names, as read (None: not found, or no initFrom)."""
+    report: dict[str, str] | None = None
+    """The data of the trainer's report ConfigMap (None: absent, or not controlled by this object)."""
 
     @property
     def generation(self) -> int | None:
@@ -65,7 +74,20 @@ def plan_finetunejob(ctx: FineTuneJobContext) -> Plan:
     status.conditions = accepted(status.conditions, ctx.generation, ctx.now, problem=ctx.problem)
     if ctx.spec is None:
         return _invalid(status, ctx.generation, ctx.now, ctx.problem)
-    problems, desired = _desired(ctx, ctx.spec)
+    init: InitSource | Problem | None = None
+    if status.phase not in (Phase.SUCCEEDED, Phase.FAILED):
+        resolved = resolve_init_from(ctx.spec, ctx.obj["metadata"]["name"], ctx.init_from_job)
+        if isinstance(resolved, InitWait):
+            if not ctx.jobs:
+                return _waiting(status, ctx, resolved)
+            # The run already started from it: the earlier job was deleted (or changed) under it.
+            resolved = Problem(
+                "error", INIT_FROM_FIELD, f"no longer usable during the run: {resolved.message}"
+            )
+        init = resolved
+    problems, desired = _desired(ctx, ctx.spec, init if isinstance(init, InitSource) else None)
+    if isinstance(init, Problem):
+        problems.append(init)
     observation = observe(
         dict(ctx.obj, status=status.to_wire()),
         ctx.jobs,
@@ -73,12 +95,15 @@ def plan_finetunejob(ctx: FineTuneJobContext) -> Plan:
         ctx.now,
         problems=problems,
         desired_spec_hash=desired.spec_hash if desired else None,
+        report=ctx.report,
     )
     decisions = observation.decisions
     new_status = observation.status
     new_status.conditions = accepted(new_status.conditions, ctx.generation, ctx.now, problem="")
     new_status.conditions = _summarized(new_status.conditions, ctx.generation, ctx.now)
     plan = Plan(status=new_status.to_wire(), events=list(decisions.events))
+    if new_status.phase in (Phase.RUNNING, Phase.EVALUATING):
+        plan.requeue_after_s = REPORT_POLL_SECONDS
     finished = new_status.phase in (Phase.SUCCEEDED, Phase.FAILED)
     if desired is not None and not finished:
         _stage_children(plan, ctx, desired, decisions)
@@ -97,13 +122,14 @@ def plan_finetunejob(ctx: FineTuneJobContext) -> Plan:
             trainer_image=ctx.trainer_image,
             image_pull_secrets=ctx.image_pull_secrets,
             spec=ctx.spec,
+            init=init if isinstance(init, InitSource) else None,
         )
         plan.replace.append(attempt.training_job)
     return plan
 
 
 def _desired(
-    ctx: FineTuneJobContext, spec: FineTuneJobSpec
+    ctx: FineTuneJobContext, spec: FineTuneJobSpec, init: InitSource | None
 ) -> tuple[list[Problem], FineTuneJobChildren | None]:
     """Preflight problems, and the children of attempt 0 (None when the DeepSpeed config is unusable)."""
     problems = preflight(spec, node_gpu_capacity=ctx.node_gpu_capacity, model_context_length=None)
@@ -115,6 +141,7 @@ def _desired(
             trainer_image=ctx.trainer_image,
             image_pull_secrets=ctx.image_pull_secrets,
             spec=spec,
+            init=init,
         )
     except ValueError as exc:
         problems.append(Problem("error", "spec.deepspeed.configRef", str(exc)))
@@ -179,6 +206,21 @@ def _run_policy_patch(job: Manifest, spec: FineTuneJobSpec) -> dict[str, Any] | 
 
 def _role(job: Manifest) -> str | None:
     return (job["metadata"].get("labels") or {}).get(LABEL_ROLE)
+
+
+def _waiting(status: FineTuneJobStatus, ctx: FineTuneJobContext, wait: InitWait) -> Plan:
+    """Pending on spec.initFrom: no child yet, Running=False with the reason, a look again later."""
+    was = find_condition(status.conditions, ConditionType.RUNNING)
+    events = (
+        [] if was is not None and was.reason == wait.reason else [Event("Normal", wait.reason, wait.message)]
+    )
+    status.phase = Phase.PENDING
+    status.observed_generation = ctx.generation
+    status.conditions = set_condition(
+        status.conditions, ConditionType.RUNNING, "False", wait.reason, wait.message, ctx.generation, ctx.now
+    )
+    status.conditions = _summarized(status.conditions, ctx.generation, ctx.now)
+    return Plan(status=status.to_wire(), events=events, requeue_after_s=WAIT_REQUEUE_SECONDS)
 
 
 def _invalid(status: FineTuneJobStatus, generation: int | None, now: datetime, message: str) -> Plan:

@@ -17,6 +17,7 @@ before the run, which reports the digest (docs/finetuneschedule.md).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,15 +25,26 @@ from typing import Any
 from kubetune.api.common import API_VERSION, Condition
 from kubetune.api.conditions import ConditionType, Reason
 from kubetune.api.finetunejob import KIND as FINETUNEJOB
+from kubetune.api.finetunejob import (
+    Evaluation,
+    FineTuneJobSpec,
+    FineTuneJobStatus,
+    FrozenSet,
+    InitFrom,
+    InitFromJobRef,
+    Phase,
+)
 from kubetune.api.finetuneschedule import (
     ConcurrencyPolicy,
     FineTuneScheduleSpec,
     FineTuneScheduleStatus,
+    PinnedFrozenSet,
     RunPhase,
     RunTrigger,
     ScheduledRun,
     SchedulePhase,
 )
+from kubetune.api.trainingconfig import frozen_set_uri
 from kubetune.builders.common import LABEL_JOB
 from kubetune.builders.finetunejob import DEFAULT_TRAINER_IMAGE, child_names
 from kubetune.builders.finetuneschedule import (
@@ -45,11 +57,13 @@ from kubetune.builders.finetuneschedule import (
 )
 from kubetune.builders.training_pod import VALIDATOR_CONTAINER
 from kubetune.planning.admission import accepted
+from kubetune.planning.champion import choose_champion, gate_verdict, serving_revisions
 from kubetune.planning.cron import Cron, CronError, parse_cron
 from kubetune.planning.job_pods import job_condition, owned_by, parse_trainer_result, terminated
 from kubetune.planning.plan import Delete, Event
 from kubetune.status.conditions import find_condition, set_condition
 from kubetune.status.finetuneschedule import observe_runs, prune
+from kubetune.status.summary import finetuneschedule_summary, summary_conditions
 
 Manifest = dict[str, Any]
 TOO_MANY_MISSED = 100
@@ -73,6 +87,8 @@ class ScheduleContext:
     probe_pods: list[Manifest] = field(default_factory=list)
     trainer_image: str = DEFAULT_TRAINER_IMAGE
     image_pull_secrets: tuple[str, ...] = ()
+    followers: list[Manifest] = field(default_factory=list)
+    """The namespace's ModelDeployments (those following this schedule give the champion)."""
 
     @property
     def generation(self) -> int | None:
@@ -130,6 +146,7 @@ class _Pass:
         if self.spec.concurrency_policy is ConcurrencyPolicy.REPLACE:
             for run in self.active:
                 self._replace(run, name)
+        init_from = run_init_from(self.spec, self.status.latest_good_run)
         self.create.append(
             run_manifest(
                 self.ctx.obj,
@@ -138,6 +155,8 @@ class _Pass:
                 scheduled_time=scheduled,
                 trigger=trigger,
                 dataset_digest=digest,
+                evaluation=self._run_evaluation(name),
+                init_from=init_from,
             )
         )
         self.history.append(
@@ -150,9 +169,28 @@ class _Pass:
                 template_hash=template_hash(self.spec),
             )
         )
+        start = f", starting from run {init_from.finetune_job_ref.name}" if init_from else ""
         self.events.append(
-            Event("Normal", "RunCreated", f"created FineTuneJob {name} ({trigger.value.lower()})")
+            Event("Normal", "RunCreated", f"created FineTuneJob {name} ({trigger.value.lower()}{start})")
         )
+
+    def _run_evaluation(self, name: str) -> Evaluation | None:
+        """The run's frozen set (or the order to export one) and its champion, when the schedule gates."""
+        gate = self.spec.evaluation
+        if gate is None:
+            return None
+        evaluation = self.spec.job_template.spec.evaluation
+        pinned = self.status.frozen_set
+        if gate.frozen_set is not None:
+            evaluation = evaluation.model_copy(update={"frozen_set": gate.frozen_set})
+        elif pinned is not None and pinned.run is not None:
+            evaluation = evaluation.model_copy(update={"frozen_set": FrozenSet(uri=pinned.uri)})
+        else:
+            evaluation = evaluation.model_copy(update={"export_test_split": True})
+        serving = serving_revisions(self.ctx.obj["metadata"]["name"], self.ctx.followers)
+        choice = choose_champion(self.history, self.ctx.jobs, serving, self.status.latest_good_run)
+        self.events.append(Event("Normal", "ChampionChosen", f"run {name}: {choice.why}"))
+        return evaluation.model_copy(update={"champion": choice.champion})
 
     def _replace(self, run: ScheduledRun, by: str) -> None:
         uid = self.uid_of(run.name)
@@ -196,8 +234,14 @@ def plan_schedule(ctx: ScheduleContext) -> SchedulePlan:
     _manual_trigger(p, first_pass=first_pass)
     _scheduled_run(p, cron)
     _clean_probes(p)
+    protect = serving_revisions(ctx.obj["metadata"]["name"], ctx.followers)
+    if p.status.latest_good_run is not None:
+        protect.append(p.status.latest_good_run)
     kept = prune(
-        p.history, successful=p.spec.successful_runs_history_limit, failed=p.spec.failed_runs_history_limit
+        p.history,
+        successful=p.spec.successful_runs_history_limit,
+        failed=p.spec.failed_runs_history_limit,
+        protected={*protect, *init_sources(p.spec, p.status.latest_good_run, p.ctx.jobs, p.create)},
     )
     kept_names = {r.name for r in kept}
     for run in p.history:
@@ -208,11 +252,48 @@ def plan_schedule(ctx: ScheduleContext) -> SchedulePlan:
     return _finish(p, cron)
 
 
+def run_init_from(spec: FineTuneScheduleSpec, latest_good_run: str | None) -> InitFrom | None:
+    """A new run's spec.initFrom: the latest good run under spec.incremental (none before the first)."""
+    incremental = spec.incremental
+    if incremental is None or not incremental.enabled or latest_good_run is None:
+        return None
+    return InitFrom(
+        finetune_job_ref=InitFromJobRef(name=latest_good_run),
+        replay_fraction=incremental.replay_fraction,
+        learning_rate_scale=incremental.learning_rate_scale,
+    )
+
+
+def init_sources(
+    spec: FineTuneScheduleSpec,
+    latest_good_run: str | None,
+    jobs: Sequence[Manifest],
+    created: Sequence[Manifest],
+) -> set[str]:
+    """Runs that history pruning keeps, whatever the limits: those a run may still start from.
+
+    An unfinished run's initFrom must stay readable (the operator resolves it at every pass until the run
+    ends), and under spec.incremental the latest good run is the next run's start. Keeping the job, rather
+    than copying the adapter's location into each run, keeps the operator's checks (succeeded, same base,
+    same LoRA shape) on a live object.
+    """
+    protected: set[str] = set()
+    if spec.incremental is not None and spec.incremental.enabled and latest_good_run is not None:
+        protected.add(latest_good_run)
+    for job in [*jobs, *created]:
+        phase = (job.get("status") or {}).get("phase")
+        ref = ((job.get("spec") or {}).get("initFrom") or {}).get("finetuneJobRef") or {}
+        if phase not in (Phase.SUCCEEDED.value, Phase.FAILED.value) and ref.get("name"):
+            protected.add(str(ref["name"]))
+    return protected
+
+
 def _record_finished(p: _Pass, finished: list[ScheduledRun]) -> None:
     # Forbid and Replace keep runs from overlapping, so runs finish in the order they were scheduled.
     for run in sorted(finished, key=lambda r: r.scheduled_time):
         if run.phase is RunPhase.SUCCEEDED:
             p.events.append(Event("Normal", "RunSucceeded", f"run {run.name} succeeded"))
+            run = _gated(p, run)
             p.status.last_successful_time = run.completion_time or p.ctx.now
             p.status.last_successful_dataset_digest = run.dataset_digest
             p.status.last_successful_template_hash = run.template_hash
@@ -222,6 +303,34 @@ def _record_finished(p: _Pass, finished: list[ScheduledRun]) -> None:
             p.events.append(
                 Event("Warning", "RunFailed", f"run {run.name} failed: {run.reason} {run.message}")
             )
+
+
+def _gated(p: _Pass, run: ScheduledRun) -> ScheduledRun:
+    """The succeeded run with its champion-challenger verdict (recorded in the history, with an Event),
+    and the frozen set pinned when this run exported the first one (fromFirstRun)."""
+    gate = p.spec.evaluation
+    job = next((j for j in p.ctx.jobs if j["metadata"]["name"] == run.name), None)
+    if gate is None or job is None:
+        return run
+    spec = FineTuneJobSpec.model_validate(job["spec"])
+    if frozen_set_uri(spec) is None:
+        return run  # created before the schedule had a gate: it was never asked to be scored
+    scores = FineTuneJobStatus.model_validate(job.get("status") or {}).frozen_set
+    champion = spec.evaluation.champion
+    verdict = gate_verdict(gate.no_worse_than_champion, scores, champion.name if champion else None)
+    run = run.model_copy(update={"gate": verdict})
+    p.history = [run if r.name == run.name else r for r in p.history]
+    if verdict.passed:
+        p.events.append(Event("Normal", "GatePassed", f"run {run.name} passed the gate: {verdict.message}"))
+    else:
+        message = f"run {run.name} failed the gate ({verdict.reason}): {verdict.message}"
+        p.events.append(Event("Warning", "GateFailed", message))
+    pinned = p.status.frozen_set
+    exported = spec.evaluation.export_test_split and scores is not None and scores.metrics is not None
+    if gate.from_first_run and (pinned is None or pinned.run is None) and exported and scores and scores.uri:
+        p.status.frozen_set = PinnedFrozenSet(uri=scores.uri, run=run.name)
+        p.events.append(Event("Normal", "FrozenSetPinned", f"frozen set: {scores.uri} (run {run.name})"))
+    return run
 
 
 def _manual_trigger(p: _Pass, *, first_pass: bool) -> None:
@@ -388,6 +497,11 @@ def _unchanged(p: _Pass, digest: str | None) -> bool:
 
 def _finish(p: _Pass, cron: Cron) -> SchedulePlan:
     status, ctx = p.status, p.ctx
+    gate = p.spec.evaluation
+    if gate is not None and gate.frozen_set is not None:
+        status.frozen_set = PinnedFrozenSet(uri=gate.frozen_set.uri)
+    elif gate is None:
+        status.frozen_set = None
     status.runs = p.history
     status.active = [r.name for r in p.active]
     status.next_schedule_time = None if p.spec.suspend else cron.next_after(ctx.now)
@@ -410,7 +524,9 @@ def _finish(p: _Pass, cron: Cron) -> SchedulePlan:
         )
     conditions = _last_run(conditions, p)
     conditions = _missed(conditions, p)
-    status.conditions = conditions
+    status.conditions = summary_conditions(
+        conditions, finetuneschedule_summary(conditions), ctx.generation, ctx.now
+    )
     status.phase = (
         SchedulePhase.SUSPENDED
         if p.spec.suspend
@@ -455,6 +571,9 @@ def _last_run(conditions: list[Condition], p: _Pass) -> list[Condition]:
     if last.phase is RunPhase.FAILED:
         message = f"run {last.name} failed: {last.message}".strip()
         return _set(conditions, ConditionType.LAST_RUN_SUCCEEDED, "False", last.reason, message, p)
+    if last.gate is not None and not last.gate.passed:
+        message = f"run {last.name} failed the gate: {last.gate.message}"
+        return _set(conditions, ConditionType.LAST_RUN_SUCCEEDED, "False", last.gate.reason, message, p)
     if last.phase is RunPhase.SKIPPED:
         return _set(
             conditions, ConditionType.LAST_RUN_SUCCEEDED, "True", Reason.DATASET_UNCHANGED, last.message, p
@@ -483,6 +602,9 @@ def _invalid(
     events = [] if repeated else [Event("Warning", reason.value, message)]
     status.conditions = set_condition(
         status.conditions, ConditionType.ACCEPTED, "False", reason, message, ctx.generation, ctx.now
+    )
+    status.conditions = summary_conditions(
+        status.conditions, finetuneschedule_summary(status.conditions), ctx.generation, ctx.now
     )
     status.phase = SchedulePhase.INVALID
     status.next_schedule_time = None

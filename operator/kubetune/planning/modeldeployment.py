@@ -29,6 +29,7 @@ from kubetune.builders.modeldeployment import build_pod_monitor, build_variant_c
 from kubetune.planning.canary import CanaryPlan
 from kubetune.planning.canary_report import canary_conditions
 from kubetune.planning.plan import Delete, Event
+from kubetune.planning.revisions import Following, fold_statuses
 from kubetune.planning.smoke import SmokeRequest, base_url, smoke_key, tested_key
 from kubetune.planning.traffic_shift import Capacity, Shift
 from kubetune.serving.gate import GateVerdict, evaluate_gate
@@ -100,6 +101,8 @@ class ModelDeploymentContext:
     pods: Mapping[str | None, list[dict[str, Any]]] = field(default_factory=dict)
     """Serving pods by the variant that owns them (for containers that cannot start)."""
     events: list[Event] = field(default_factory=list)
+    following: Following | None = None
+    """Variants following a FineTuneSchedule: `spec` is then the effective spec (planning/revisions.py)."""
 
     @property
     def name(self) -> str:
@@ -450,6 +453,12 @@ def final_status(
         canary=plan.status if plan is not None else None,
         spec=ctx.spec,
     )
+    if ctx.following is not None:
+        outcome = (plan.outcome, str(plan.reason), plan.message) if plan is not None else None
+        status.variants, events = fold_statuses(
+            ctx.following, status.variants, outcome, settled=shift is None or shift.settled, now=ctx.now
+        )
+        ctx.events.extend(events)
     status.conditions = canary_conditions(status.conditions, plan, ctx.generation, ctx.now)
     status.conditions = shift_condition(status.conditions, shift, ctx.generation, ctx.now)
     if route is None:  # the router provider: no HTTPRoute to report on

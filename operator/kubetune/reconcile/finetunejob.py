@@ -1,10 +1,10 @@
 """FineTuneJob: observe → plan → apply, and the per-object state kept between passes.
 
 `observe` reads what the pass needs (the referenced DeepSpeed ConfigMap, GPU capacity by node type,
-the Jobs and pods labelled with the FineTuneJob) into one context; the pure planner
-(`kubetune.planning.finetunejob_pass`) decides; the generic applier executes. Deletes are guarded by
-uid and applies are server-side with one field manager, so a re-run, an operator restart or a 409
-converges to the same children.
+the Jobs and pods labelled with the FineTuneJob, the trainer's report ConfigMap) into one context;
+the pure planner (`kubetune.planning.finetunejob_pass`) decides; the generic applier executes.
+Deletes are guarded by uid and applies are server-side with one field manager, so a re-run, an
+operator restart or a 409 converges to the same children.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ import time
 from datetime import datetime
 from typing import Any
 
-from kubetune.api.finetunejob import KIND, FineTuneJobSpec
-from kubetune.builders.common import GPU_PRODUCT_LABEL, LABEL_JOB
-from kubetune.builders.finetunejob import job_label_value
+from kubetune.api.common import API_VERSION
+from kubetune.api.finetunejob import KIND, FineTuneJobSpec, Phase
+from kubetune.builders.common import GPU_PRODUCT_LABEL, LABEL_JOB, LABEL_ROLE
+from kubetune.builders.finetunejob import ROLE_TRAIN, child_names, job_label_value
 from kubetune.kube.client import ApiError, KubeClient
 from kubetune.planning.admission import parse_spec
 from kubetune.planning.finetunejob_pass import FineTuneJobContext, plan_finetunejob
@@ -102,7 +103,11 @@ class FineTuneJobReconciler:
         ]
         # Pods only matter through their Jobs (failure reasons, gang state): a job with none has none.
         pods = await client.list("v1", "Pod", meta["namespace"], label_selector=selector) if jobs else []
+        # The report ConfigMap is created with the training Job: a job still validating has none to read.
+        training = any(job["metadata"].get("labels", {}).get(LABEL_ROLE) == ROLE_TRAIN for job in jobs)
+        report = await _report(client, meta) if training else None
         applied_at = self._full_apply_at.get(meta["uid"])
+        init_from_job = await _init_from_job(client, spec, obj)
         return FineTuneJobContext(
             obj,
             spec,
@@ -116,7 +121,29 @@ class FineTuneJobReconciler:
             image_pull_secrets=self.settings.image_pull_secrets,
             resync=resync,
             since_full_apply_s=None if applied_at is None else time.monotonic() - applied_at,
+            init_from_job=init_from_job,
+            report=report,
         )
+
+
+async def _init_from_job(
+    client: KubeClient, spec: FineTuneJobSpec, obj: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The FineTuneJob spec.initFrom names (None: not found), read only while this job may still need it."""
+    phase = (obj.get("status") or {}).get("phase")
+    if spec.init_from is None or phase in (Phase.SUCCEEDED, Phase.FAILED):
+        return None
+    namespace = obj["metadata"]["namespace"]
+    return await client.get(API_VERSION, KIND, namespace, spec.init_from.finetune_job_ref.name)
+
+
+async def _report(client: KubeClient, meta: dict[str, Any]) -> dict[str, str] | None:
+    """The data of the trainer's report ConfigMap, if this object controls it (an impostor is not read)."""
+    report = await client.get("v1", "ConfigMap", meta["namespace"], child_names(meta["name"]).report)
+    if report is None or not controlled_by(report, str(meta["uid"])):
+        return None
+    data = report.get("data") or {}
+    return {str(key): str(value) for key, value in data.items()}
 
 
 async def _deepspeed_from_ref(client: KubeClient, spec: FineTuneJobSpec, namespace: str) -> str | None:

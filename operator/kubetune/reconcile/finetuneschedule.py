@@ -1,8 +1,9 @@
 """FineTuneSchedule: observe → plan → apply.
 
 `observe` reads the schedule's runs (the FineTuneJobs it controls), its dataset probes (validation Jobs
-run before a run, for data the operator cannot read) and, for configMap:// data, the dataset's sha256
-(the same bytes the trainer hashes into `status.lineage.datasetDigest`); the pure planner
+run before a run, for data the operator cannot read), for configMap:// data the dataset's sha256
+(the same bytes the trainer hashes into `status.lineage.datasetDigest`) and, for a gated schedule,
+the namespace's ModelDeployments (those following it name the champion in production); the pure planner
 (`kubetune.planning.finetuneschedule`) decides; probes and deletes go through the generic applier and
 runs are created only when absent (a run's spec is never rewritten: FineTuneJob specs are immutable).
 """
@@ -18,6 +19,7 @@ from typing import Any
 from kubetune.api.common import API_VERSION
 from kubetune.api.finetunejob import KIND as FINETUNEJOB
 from kubetune.api.finetuneschedule import KIND, FineTuneScheduleSpec
+from kubetune.api.modeldeployment import KIND as MODELDEPLOYMENT
 from kubetune.api.uris import Scheme, parse_uri
 from kubetune.builders.finetuneschedule import LABEL_SCHEDULE, schedule_label_value
 from kubetune.kube.client import KubeClient
@@ -97,6 +99,9 @@ class FineTuneScheduleReconciler:
         probe_pods = (
             await client.list("v1", "Pod", meta["namespace"], label_selector=selector) if probe_jobs else []
         )
+        # Only a gated schedule compares with what is in production (its followers' serving revision).
+        gated = spec is not None and spec.evaluation is not None
+        followers = await client.list(API_VERSION, MODELDEPLOYMENT, meta["namespace"]) if gated else []
         return ScheduleContext(
             obj,
             spec,
@@ -108,6 +113,7 @@ class FineTuneScheduleReconciler:
             probe_pods=probe_pods,
             trainer_image=self.settings.trainer_image,
             image_pull_secrets=self.settings.image_pull_secrets,
+            followers=followers,
         )
 
 

@@ -1,10 +1,11 @@
 """ModelDeployment: desired variants vs observed, and the status that follows. Steps are ordered here.
 
-Order per pass: observe (the referenced FineTuneJobs resolve each variant's model and judge its eval
-gate; the optional APIs; the variants' Deployments; the traffic object's rollout) → create the router's
-token Secret if absent and read its token → render the
-variants → plan the canary (replicas and weights; analysis when due) → server-side apply each
-rolled-out variant's children, never below the replicas it has (a deleted or edited child is restored
+Order per pass: observe (a variant following a FineTuneSchedule is replaced by its revisions in play,
+the effective spec of `kubetune.planning.revisions`; the referenced FineTuneJobs resolve each variant's
+model and judge its eval gate; the optional APIs; the variants' Deployments; the traffic object's
+rollout) → create the router's token Secret if absent and read its token → render the variants →
+plan the canary (replicas and weights; analysis when due) → server-side apply each rolled-out variant's
+children, never below the replicas it has (a deleted or edited child is restored
 on the next pass) → smoke-test variants that finished rolling out → apply the traffic split (router or
 HTTPRoute) with only smoke-tested variants with a ready pod in it, a canary's weights capped by ready
 capacity, and read the stored weights back → once the split is the planned one and every router pod
@@ -16,12 +17,17 @@ or an operator restart converges to the same children.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from pydantic import ValidationError
+
 from kubetune.api.conditions import Reason
+from kubetune.api.finetuneschedule import KIND as FINETUNESCHEDULE
+from kubetune.api.finetuneschedule import FineTuneScheduleStatus
 from kubetune.api.modeldeployment import KIND, ModelDeploymentSpec, ModelDeploymentStatus, VariantStatus
 from kubetune.builders.common import LABEL_DEPLOYMENT, LABEL_VARIANT
 from kubetune.builders.httproute import GATEWAY_PROVIDERS
@@ -30,6 +36,7 @@ from kubetune.builders.networkpolicy import Peers
 from kubetune.builders.router import router_config_of
 from kubetune.kube.client import KubeClient
 from kubetune.planning import modeldeployment as planning
+from kubetune.planning import revisions
 from kubetune.planning.admission import accepted, parse_spec
 from kubetune.planning.canary import CanaryPlan
 from kubetune.planning.canary_report import rollout_id
@@ -48,7 +55,12 @@ from kubetune.reconcile.router_token import ensure_router_token
 from kubetune.reconcile.smoke import SmokeTests
 from kubetune.reconcile.synthetic import SyntheticTraffic
 from kubetune.reconcile.traffic import AppliedTraffic, PreviousTraffic, apply_traffic, previous_traffic
-from kubetune.serving.resolution import referenced_finetunejobs, resolve_variants
+from kubetune.serving.resolution import (
+    Resolution,
+    ResolutionState,
+    referenced_finetunejobs,
+    resolve_variants,
+)
 from kubetune.serving.smoke import SmokeVerdict
 from kubetune.settings import OperatorSettings
 from kubetune.status.modeldeployment import previous_smoke_tested, previous_variant_conditions
@@ -103,6 +115,8 @@ class ModelDeploymentReconciler:
         generation = obj["metadata"].get("generation")
         previous_status = ModelDeploymentStatus.model_validate(obj.get("status") or {})
         spec, problem = parse_spec(ModelDeploymentSpec, obj)
+        if spec is not None and (problem := revisions.following_problem(spec)):
+            spec = None
         previous_status.conditions = accepted(previous_status.conditions, generation, now, problem=problem)
         if spec is None:
             self.synthetic.stop(obj["metadata"]["uid"])
@@ -135,9 +149,9 @@ class ModelDeploymentReconciler:
             ctx.uid,
             desired_load(
                 obj,
-                spec,
+                ctx.spec,
                 plan,
-                planning.analysis_prompts(spec, ctx.resolutions),
+                planning.analysis_prompts(ctx.spec, ctx.resolutions),
                 allow_url_override=self.settings.allow_url_overrides,
                 token=token,
             ),
@@ -172,9 +186,15 @@ class ModelDeploymentReconciler:
         now: datetime,
     ) -> ModelDeploymentContext:
         meta = obj["metadata"]
+        following = await self._follow(client, meta["namespace"], spec, previous_status)
+        if following is not None:
+            spec = following.effective.spec
         names = sorted({name for v in spec.variants for name in referenced_finetunejobs(v)})
         jobs = {name: await client.get(FTJ_API, "FineTuneJob", meta["namespace"], name) for name in names}
         resolutions = resolve_variants(spec.variants, jobs)
+        for name, track in (following.tracks if following is not None else {}).items():
+            if track.waiting is not None and name in resolutions:
+                resolutions[name] = Resolution(ResolutionState.WAITING, *track.waiting)
         caps = await self.capabilities.detect(client)
         # By the variant that owns the pods: a servedBy variant is looked up under its host (`pods_of`).
         deployments = {
@@ -206,7 +226,31 @@ class ModelDeploymentReconciler:
             deployments=deployments,
             previous_conditions={v.name: previous_variant_conditions(obj, v.name) for v in spec.variants},
             previous_tested={v.name: previous_smoke_tested(obj, v.name) for v in spec.variants},
+            following=following,
         )
+
+    async def _follow(
+        self,
+        client: KubeClient,
+        namespace: str,
+        spec: ModelDeploymentSpec,
+        previous_status: ModelDeploymentStatus,
+    ) -> revisions.Following | None:
+        """Read the followed FineTuneSchedules; plan which of their runs serve (the effective spec)."""
+        names = sorted(set(revisions.followed_schedules(spec).values()))
+        schedules: dict[str, FineTuneScheduleStatus | None] = {}
+        for name in names:
+            body = await client.get(FTJ_API, FINETUNESCHEDULE, namespace, name)
+            # Only the status matters here (the runs and their verdicts), written by the operator itself.
+            try:
+                schedules[name] = (
+                    FineTuneScheduleStatus.model_validate(body.get("status") or {})
+                    if body is not None
+                    else None
+                )
+            except ValidationError:
+                schedules[name] = FineTuneScheduleStatus()  # unreadable: no good run to follow yet
+        return revisions.follow(spec, schedules, previous_status.variants)
 
     async def _canary(
         self, ctx: ModelDeploymentContext, rendering: Rendering, traffic_before: PreviousTraffic
@@ -215,6 +259,9 @@ class ModelDeploymentReconciler:
             return None
         rollout = rollout_id(ctx.spec, ctx.resolutions)
         inputs = planning.canary_inputs(ctx, rendering.keys, rollout, traffic_before.rollout)
+        effective = ctx.following.effective if ctx.following is not None else None
+        if effective is not None and effective.settled_canary:
+            inputs = dataclasses.replace(inputs, previous=revisions.settled_status(ctx.spec.traffic.canary))
         result = await run_canary(
             ctx.spec,
             inputs,
@@ -224,6 +271,10 @@ class ModelDeploymentReconciler:
             prometheus_allowlist=self.settings.prometheus_allowlist,
         )
         ctx.events.extend(result.events)
+        if effective is not None and effective.share is not None:
+            fixed = {v.name: v.weight for v in ctx.spec.variants}
+            weights = revisions.spread_weights(result.plan.weights, effective, fixed)
+            return dataclasses.replace(result.plan, weights=weights)
         return result.plan
 
     async def _apply_children(

@@ -50,12 +50,24 @@ class LoraModule:
 
 
 @dataclass(frozen=True)
+class FollowedAdapter:
+    """An adapter that follows a FineTuneSchedule. Its revisions are not `--lora-modules`: the operator
+    loads each into the running pods under a versioned name (kubetune.serving.lora_runtime), from a
+    folder under `root_uri`, the schedule's output, which the pods mount whole (builders.vllm)."""
+
+    name: str
+    root_uri: str
+    rank: int | None = None  # the schedule's jobTemplate LoRA rank: sizes --max-lora-rank
+
+
+@dataclass(frozen=True)
 class Resolution:
     state: ResolutionState
     reason: Reason
     message: str
     model_uri: str | None = None
     lora_modules: tuple[LoraModule, ...] = ()
+    followed_adapters: tuple[FollowedAdapter, ...] = ()
     lineage: Mapping[str, str] = field(default_factory=dict)
     metrics: EvalMetrics | None = None
     test_prompts: tuple[str, ...] = ()  # the FineTuneJob's held-out prompts, for the smoke test
@@ -240,6 +252,16 @@ def resolve_variant_model(variant: Variant, finetunejobs: Mapping[str, FineTuneJ
             test_prompts = view.test_prompts
         except _Unresolved as exc:
             problems.append(exc)
+    elif source.finetune_schedule_ref is not None:
+        # A followed schedule's runs reach here as finetuneJobRef revisions (planning/revisions.py);
+        # a variant still naming the schedule has no good run to serve yet.
+        problems.append(
+            _Unresolved(
+                ResolutionState.WAITING,
+                Reason.WAITING_FOR_GOOD_RUN,
+                f"FineTuneSchedule {source.finetune_schedule_ref.name} has no good run to serve yet",
+            )
+        )
     else:
         model_uri = source.uri
 
@@ -248,6 +270,8 @@ def resolve_variant_model(variant: Variant, finetunejobs: Mapping[str, FineTuneJ
         if adapter.uri is not None:
             modules.append(LoraModule(adapter.name, adapter.uri))
             continue
+        if adapter.finetune_schedule_ref is not None:
+            continue  # loaded into the running pods under versioned names, never by --lora-modules
         assert adapter.finetune_job_ref is not None  # the CRD's CEL rule requires exactly one
         try:
             view = _succeeded_job(adapter.finetune_job_ref.name, finetunejobs)

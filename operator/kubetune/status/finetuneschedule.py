@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -111,13 +111,18 @@ def observe_runs(
     return history, finished
 
 
-def prune(history: Sequence[ScheduledRun], *, successful: int, failed: int) -> list[ScheduledRun]:
-    """The history kept by the limits: the newest successful, skipped and failed runs; active ones stay.
+def prune(
+    history: Sequence[ScheduledRun], *, successful: int, failed: int, protected: Collection[str] = ()
+) -> list[ScheduledRun]:
+    """The history kept by the limits: the newest successful, skipped and failed runs; active ones and
+    `protected` ones stay whatever the limits: the latest good run, revisions in production and runs
+    another run starts from (runs that failed their gate count as successful and could otherwise push
+    them out).
 
     Skipped runs are counted apart (under the successful limit) so that weeks without new data never
     push the last trained run, and the FineTuneJob a ModelDeployment may serve, out of the history.
     """
-    keep: set[str] = set()
+    keep: set[str] = set(protected)
     for phase, limit in (
         (RunPhase.SUCCEEDED, successful),
         (RunPhase.SKIPPED, successful),

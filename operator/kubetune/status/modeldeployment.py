@@ -34,6 +34,14 @@ _MODEL_REASON = {
     ResolutionState.FAILED: Reason.FINETUNE_JOB_FAILED,
     ResolutionState.NOT_FOUND: Reason.FINETUNE_JOB_NOT_FOUND,
 }
+# A variant following a FineTuneSchedule waits on the schedule, not on a FineTuneJob: its reason says so.
+_SCHEDULE_REASONS = frozenset({Reason.WAITING_FOR_GOOD_RUN, Reason.FINETUNE_SCHEDULE_NOT_FOUND})
+
+
+def _model_reason(resolution: Resolution) -> Reason:
+    return resolution.reason if resolution.reason in _SCHEDULE_REASONS else _MODEL_REASON[resolution.state]
+
+
 # Reasons that need a change of spec (or of a FineTuneJob) before the variant can serve.
 TERMINAL_REASONS = frozenset({Reason.FINETUNE_JOB_FAILED, Reason.GATE_FAILED, Reason.SMOKE_FAILED})
 
@@ -127,7 +135,7 @@ def variant_status(
     conditions.put(
         ConditionType.MODEL_READY,
         "True" if resolution.ready else "False",
-        _MODEL_REASON[resolution.state],
+        _model_reason(resolution),
         resolution.message,
     )
     conditions.put(ConditionType.EVAL_GATE_PASSED, gate.status, gate.reason, gate.message)
@@ -165,7 +173,7 @@ def _not_rolled_out(conditions: _Conditions, resolution: Resolution, gate: GateV
     blocked_for_good = resolution.state in (ResolutionState.FAILED, ResolutionState.NOT_FOUND) or (
         gate.status == "False"
     )
-    reason = _MODEL_REASON[resolution.state] if not resolution.ready else gate.reason
+    reason = _model_reason(resolution) if not resolution.ready else gate.reason
     conditions.put(
         ConditionType.PROGRESSING, "False" if blocked_for_good else "True", reason, blocker.message
     )

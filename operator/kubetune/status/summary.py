@@ -74,6 +74,29 @@ def finetunejob_summary(conditions: Sequence[Condition]) -> Summary:
     return Summary(State.RECONCILING, Reason.PENDING, "waiting for the operator's first pass")
 
 
+def finetuneschedule_summary(conditions: Sequence[Condition]) -> Summary:
+    """Stalled when the spec is invalid; Suspended by spec.suspend; Reconciling before the first pass;
+    else Ready, a CronJob's "current": the schedule does its job whatever one run did (a failed run or
+    a failed gate is in LastRunSucceeded and the Ready message; the next run is due on its own), and a
+    run training for hours must not hold a GitOps sync that waits for health."""
+    accepted = find_condition(conditions, ConditionType.ACCEPTED)
+    # Only the spec blocks a schedule: a failed run's reason (BackoffLimitExceeded, GateFailed) on
+    # LastRunSucceeded is one run's outcome, not the schedule's.
+    blocked = blocker([accepted] if accepted is not None else [])
+    if blocked is not None:
+        return _stalled(blocked)
+    if accepted is None:
+        return Summary(State.RECONCILING, Reason.PENDING, "waiting for the operator's first pass")
+    suspended = find_condition(conditions, ConditionType.SUSPENDED)
+    if suspended is not None and suspended.status == "True":
+        return Summary(State.SUSPENDED, suspended.reason, suspended.message)
+    parts = [c.message for c in (suspended, find_condition(conditions, ConditionType.RUNNING)) if c]
+    last = find_condition(conditions, ConditionType.LAST_RUN_SUCCEEDED)
+    if last is not None and last.status != "Unknown":
+        parts.append(f"last run: {last.message}" if last.message else f"last run: {last.reason}")
+    return Summary(State.READY, Reason.SCHEDULED, "; ".join(p for p in parts if p))
+
+
 def modeldeployment_summary(status: ModelDeploymentStatus) -> Summary:
     """Stalled when any condition (top level or a variant's) blocks for good; Reconciling while a
     Deployment rolls out, a canary is not finished (weight-only adapter canaries included), a model,

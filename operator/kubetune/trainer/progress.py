@@ -1,7 +1,9 @@
-"""Rank 0's live progress: merge-patches of `status.progress` on its FineTuneJob.
+"""Rank 0's live progress: merge-patches of its job's report ConfigMap (`kubetune.api.trainerreport`).
 
-Reporters are an interface so that tests capture reports without an API server. A failed report is
-logged and dropped: progress is informational and must never stop a training run.
+The pod's token may patch that one ConfigMap and nothing else; the operator validates the report and
+copies what passes into `status.progress`. Reporters are an interface so that tests capture reports
+without an API server. A failed report is logged and dropped: progress is informational and must
+never stop a training run.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import math
 import os
 import ssl
 import tempfile
@@ -24,9 +27,15 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 import yaml
+from pydantic import ValidationError
 
-from kubetune.api.common import API_VERSION
-from kubetune.api.finetunejob import PLURAL, Progress
+from kubetune.api.trainerreport import (
+    ATTEMPT_ENV,
+    MAX_STEPS,
+    REPORT_KEY,
+    ReportedProgress,
+    TrainerReport,
+)
 from kubetune.api.trainingconfig import ProgressTarget
 
 log = logging.getLogger(__name__)
@@ -48,20 +57,33 @@ class ProgressUpdate:
     mfu: float | None = None
     updated_at: datetime | None = None
 
-    def to_status(self) -> dict[str, Any]:
-        """The `status.progress` object, camelCase, validated by the API model; eta is the operator's."""
-        progress = Progress(
-            step=self.step,
-            total_steps=self.total_steps,
-            epoch=self.epoch,
-            loss=self.loss,
-            eval_loss=self.eval_loss,
-            learning_rate=self.learning_rate,
-            tokens_per_second=self.tokens_per_second,
-            mfu=self.mfu,
-            updated_at=self.updated_at,
-        )
-        return progress.model_dump(by_alias=True, exclude_none=True, mode="json", exclude={"percent", "eta"})
+    def progress(self) -> ReportedProgress:
+        """The report's progress. A value the operator would refuse (a NaN loss after a divergence, a
+        figure out of range) is left out rather than costing the whole report."""
+        fields: dict[str, Any] = {
+            "step": self.step,
+            "total_steps": self.total_steps,
+            "epoch": self.epoch,
+            "loss": self.loss,
+            "eval_loss": self.eval_loss,
+            "learning_rate": self.learning_rate,
+            "tokens_per_second": self.tokens_per_second,
+            "mfu": self.mfu,
+            "updated_at": self.updated_at,
+        }
+        fields = {k: v for k, v in fields.items() if not (isinstance(v, float) and not math.isfinite(v))}
+        try:
+            return ReportedProgress.model_validate(fields)
+        except ValidationError as exc:
+            refused = {str(error["loc"][0]) for error in exc.errors()}
+            log.warning("progress fields out of range, not reported: %s", ", ".join(sorted(refused)))
+            kept = {k: v for k, v in fields.items() if k not in refused or k == "step"}
+            kept["step"] = max(0, min(int(kept["step"]), MAX_STEPS))
+            return ReportedProgress.model_validate(kept)
+
+    def to_report(self) -> dict[str, Any]:
+        """The report's `progress` object, camelCase; percent and eta are the operator's."""
+        return self.progress().to_wire()
 
 
 class ProgressReporter(Protocol):
@@ -100,7 +122,7 @@ class FileReporter:
 
     def report(self, update: ProgressUpdate) -> None:
         with self._path.open("a", encoding="utf-8") as stream:
-            stream.write(json.dumps({"rank": self._rank, **update.to_status()}) + "\n")
+            stream.write(json.dumps({"rank": self._rank, **update.to_report()}) + "\n")
 
     def close(self) -> None:
         pass
@@ -255,23 +277,27 @@ def discover_credentials() -> KubeCredentials | None:
     return kubeconfig_credentials(path) if path.exists() else None
 
 
-class KubeStatusReporter:
-    """Merge-patches `status.progress` of one FineTuneJob through its status subresource."""
+class KubeReportReporter:
+    """Merge-patches REPORT_KEY of the job's report ConfigMap (the newest report replaces the last)."""
 
-    def __init__(self, credentials: KubeCredentials, namespace: str, name: str) -> None:
+    def __init__(self, credentials: KubeCredentials, namespace: str, config_map: str, attempt: int) -> None:
         self._credentials = credentials
         self._url = (
-            f"{credentials.server.rstrip('/')}/apis/{API_VERSION}/namespaces/{quote(namespace)}/"
-            f"{PLURAL}/{quote(name)}/status"
+            f"{credentials.server.rstrip('/')}/api/v1/namespaces/{quote(namespace)}/"
+            f"configmaps/{quote(config_map)}"
         )
+        self._attempt = attempt
         self._lock = threading.Lock()
 
     def report(self, update: ProgressUpdate) -> None:
-        body = json.dumps({"status": {"progress": update.to_status()}}).encode()
+        report = TrainerReport(attempt=self._attempt, progress=update.progress())
+        body = json.dumps({"data": {REPORT_KEY: report.model_dump_json(by_alias=True, exclude_none=True)}})
         headers = {"Content-Type": "application/merge-patch+json", "Accept": "application/json"}
         if self._credentials.token:
             headers["Authorization"] = f"Bearer {self._credentials.token}"
-        request = urllib.request.Request(self._url, data=body, method="PATCH", headers=headers)  # noqa: S310
+        request = urllib.request.Request(  # noqa: S310 -- the URL is the API server's
+            self._url, data=body.encode(), method="PATCH", headers=headers
+        )
         try:
             with (
                 self._lock,
@@ -287,6 +313,12 @@ class KubeStatusReporter:
         pass
 
 
+def _attempt_from_env() -> int:
+    """The training Job's attempt (downward API); 0 outside a training Job."""
+    value = os.environ.get(ATTEMPT_ENV, "0")
+    return int(value) if value.isdigit() else 0
+
+
 def build_reporter(target: ProgressTarget, rank: int) -> ProgressReporter:
     """Rank 0 only; a no-op elsewhere, when disabled, or when no credentials can be found."""
     if rank != 0 or not target.enabled:
@@ -296,13 +328,17 @@ def build_reporter(target: ProgressTarget, rank: int) -> ProgressReporter:
     if file_path:
         inner = FileReporter(Path(file_path), rank)
     else:
+        if target.report is None:
+            log.warning("progress reporting enabled but the config names no report ConfigMap; not reporting")
+            return NoopReporter()
         credentials = discover_credentials()
         if credentials is None:
             log.warning(
                 "progress reporting enabled but no service account or kubeconfig found; not reporting"
             )
             return NoopReporter()
-        inner = BackgroundReporter(KubeStatusReporter(credentials, target.namespace, target.name))
+        reporter = KubeReportReporter(credentials, target.namespace, target.report, _attempt_from_env())
+        inner = BackgroundReporter(reporter)
     return ThrottledReporter(inner, target.min_interval_seconds)
 
 

@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 from kubetune.api.trainingconfig import TrainingConfig
-from kubetune.api.uris import Scheme, StorageUri, parse_uri
+from kubetune.api.uris import Scheme, StorageUri, join, parse_uri
 from kubetune.staging import download_hf, download_s3_object, download_s3_prefix, s3_client
 from kubetune.trainer.errors import ConfigError
 
@@ -78,6 +78,25 @@ def stage_dataset(config: TrainingConfig) -> None:
     log.info("staged %s into %s", config.spec.dataset.uri, target)
 
 
+def stage_init(config: TrainingConfig) -> None:
+    """The earlier job's adapter (and training records, to replay) of spec.initFrom."""
+    init = config.init_from
+    if init is None:
+        return
+    adapter = Path(init.adapter_path)
+    uri = parse_uri(init.output_uri)
+    if uri.scheme is not Scheme.S3:
+        if not adapter.is_dir():
+            raise ConfigError(f"spec.initFrom: adapter {init.adapter_uri} is not mounted at {adapter}")
+        return
+    _download_s3(parse_uri(init.adapter_uri), adapter, directory=True)
+    if init.replay_records_path is not None:
+        records = Path(init.replay_records_path)
+        _download_s3(parse_uri(join(init.output_uri, records.name)), records, directory=False)
+    log.info("staged %s into %s", init.output_uri, adapter.parent)
+
+
 def stage(config: TrainingConfig) -> None:
     stage_model(config)
     stage_dataset(config)
+    stage_init(config)

@@ -12,12 +12,14 @@ import torch
 from transformers import AutoModelForCausalLM, EarlyStoppingCallback, Trainer, TrainingArguments
 
 from kubetune.api.finetunejob import Artifacts, EvalMetrics, Lineage, Method
-from kubetune.api.trainingconfig import MANIFEST_FILE, TrainerResult, TrainingConfig
+from kubetune.api.trainingconfig import MANIFEST_FILE, TRAIN_RECORDS_FILE, TrainerResult, TrainingConfig
+from kubetune.trainer import incremental
 from kubetune.trainer.callbacks import ProgressCallback, Throughput
 from kubetune.trainer.checkpoints import latest_checkpoint
 from kubetune.trainer.config import Topology, config_hash, load_deepspeed_config
-from kubetune.trainer.data import DataReport
+from kubetune.trainer.data import Conversation, DataReport
 from kubetune.trainer.data.prompts import held_out_prompts
+from kubetune.trainer.data.split import Splits
 from kubetune.trainer.dataset import PaddingCollator, build_dataset
 from kubetune.trainer.errors import ConfigError
 from kubetune.trainer.evaluation import evaluation_metrics, generate_answers
@@ -30,6 +32,7 @@ from kubetune.trainer.export import (
     merge_adapter,
     write_json,
 )
+from kubetune.trainer.frozen import Scoring, score_frozen_set
 from kubetune.trainer.kernels import KernelChoice, choose_kernels
 from kubetune.trainer.ownership import CheckpointOwnerCallback, Owner, claim_output, resumable_checkpoint
 from kubetune.trainer.precision import Precision, resolve_precision
@@ -120,6 +123,10 @@ def load_model(
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=spec.hyperparameters.gradient_checkpointing
         )
+    if config.init_from is not None:
+        from kubetune.trainer.incremental import load_trainable_adapter
+
+        return load_trainable_adapter(model, config.init_from, lora), shape
     targets: list[str] | str = "all-linear" if lora.target_modules == ["all-linear"] else lora.target_modules
     peft_config = LoraConfig(
         r=lora.r,
@@ -164,7 +171,7 @@ def training_arguments(
     return TrainingArguments(
         output_dir=str(layout.checkpoints),
         num_train_epochs=hp.epochs,
-        learning_rate=hp.learning_rate,
+        learning_rate=hp.learning_rate * (config.init_from.learning_rate_scale if config.init_from else 1.0),
         per_device_train_batch_size=hp.per_device_batch_size,
         per_device_eval_batch_size=hp.per_device_batch_size,
         gradient_accumulation_steps=hp.gradient_accumulation_steps,
@@ -273,7 +280,8 @@ def run_training(config: TrainingConfig, config_path: Path, reporter: ProgressRe
     if hp.gradient_checkpointing and spec.effective_lora() is not None:
         model.enable_input_require_grads()
 
-    train_dataset, eval_dataset = _datasets(config, tokenizer, splits.train, splits.validation)
+    train_records, replayed = _with_replay(config, tokenizer, splits)
+    train_dataset, eval_dataset = _datasets(config, tokenizer, train_records, splits.validation)
     throughput = throughput_model(
         shape,
         sequence_length=train_dataset.mean_length(),
@@ -332,16 +340,27 @@ def run_training(config: TrainingConfig, config_path: Path, reporter: ProgressRe
         )
     artifacts = artifacts_for(config, adapter=is_lora, merged=merged, full=not is_lora)
     lineage = _lineage(config, config_path, prepared.report.sha256, layout)
+    if config.init_from is not None:
+        lineage.init_from = incremental.lineage(config.init_from, replayed)
+    incremental.write_train_records(layout.root / TRAIN_RECORDS_FILE, train_records)
     training = _training_record(
         trainer, train_output, train_seconds, resume_from, precision, progress, topology
     )
     _write_reports(config, layout, prepared.report, metrics, pairs, training, artifacts, lineage)
+    frozen = score_frozen_set(
+        config,
+        layout.root,
+        splits.test,
+        tokenizer,
+        Scoring.for_hardware(cuda=hardware.cuda, bf16_supported=hardware.bf16_supported),
+    )
     return TrainerResult(
         outcome="Succeeded",
         message=prepared.report.summary(),
         metrics=metrics if metrics.to_wire() else EvalMetrics(),
         artifacts=artifacts,
         lineage=lineage,
+        frozen_set=frozen,
         final_step=trainer.state.global_step,
         test_prompts=held_out_prompts(splits.test) or None,
     )
@@ -367,6 +386,30 @@ def _write_reports(
         config, report=report, metrics=metrics, artifacts=artifacts, lineage=lineage, training=training
     )
     write_json(layout.root / MANIFEST_FILE, record)
+
+
+def _with_replay(config: TrainingConfig, tokenizer: Any, splits: Splits) -> tuple[list[Conversation], int]:
+    """The training records: the new split plus the replayed sample of the earlier job's (spec.initFrom)."""
+    init = config.init_from
+    if init is None or init.replay_fraction <= 0:
+        return list(splits.train), 0
+    from kubetune.trainer.chat import count_tokens
+
+    earlier = incremental.load_replay_records(
+        init,
+        max_seq_length=config.spec.dataset.max_seq_length,
+        token_counter=lambda c: count_tokens(tokenizer, c),
+    )
+    sample = incremental.replay_sample(
+        earlier,
+        count=incremental.replay_count(init.replay_fraction, len(splits.train)),
+        exclude=[*splits.train, *splits.validation, *splits.test],
+        seed=config.spec.dataset.seed,
+    )
+    log.info(
+        "replay: %d of %d earlier records join %d new ones", len(sample), len(earlier), len(splits.train)
+    )
+    return [*splits.train, *sample], len(sample)
 
 
 def _datasets(

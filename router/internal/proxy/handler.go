@@ -127,13 +127,21 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// adminPaths: vLLM's runtime LoRA API, on in pods that serve adapters following a FineTuneSchedule. Only the
+// operator may load and unload adapters (it calls the pods directly); through the router a client could unload
+// the adapter a variant serves, or load any folder the pod can read.
+var adminPaths = map[string]bool{"/v1/load_lora_adapter": true, "/v1/unload_lora_adapter": true}
+
 // forwardable: the OpenAI API, /v1 and below, in canonical form (no dot segments or doubled slashes that an
-// upstream would resolve to a path outside /v1).
+// upstream would resolve to a path outside /v1), except vLLM's admin paths.
 func forwardable(p string) bool {
 	if p != "/v1" && !strings.HasPrefix(p, "/v1/") {
 		return false
 	}
 	clean := path.Clean(p)
+	if adminPaths[clean] {
+		return false
+	}
 	return clean == p || clean+"/" == p
 }
 
