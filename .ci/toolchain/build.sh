@@ -115,7 +115,7 @@ go_install() { # <binary> <version> <package@version>
   GOBIN="$BIN" go install -trimpath -ldflags "-s -w" "$pkg"
 }
 
-want="${*:-kubernetes etcd kwok helm crds coredns crictl}"
+want="${*:-kubernetes etcd kwok helm crds coredns crictl kube-router}"
 for what in $want; do
   case "$what" in
     kubernetes) build_kubernetes ;;
@@ -145,7 +145,10 @@ for what in $want; do
           "sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION"
       fi ;;
     kube-router)
-      if has_version kube-router "$KUBE_ROUTER_VERSION" --version; then log "kube-router $KUBE_ROUTER_VERSION: cached"; else
+      # It prints its version on stderr.
+      if [ -x "$BIN/kube-router" ] && "$BIN/kube-router" --version 2>&1 | grep -q -- "version $KUBE_ROUTER_VERSION,"; then
+        log "kube-router $KUBE_ROUTER_VERSION: cached"
+      else
         log "building kube-router $KUBE_ROUTER_VERSION"
         GOBIN="$BIN" go install -trimpath \
           -ldflags "-s -w -X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=$KUBE_ROUTER_VERSION" \

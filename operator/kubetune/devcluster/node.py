@@ -308,6 +308,8 @@ class LocalNode:
                 [str(find_binary("kube-proxy")), f"--config={self.config / 'kube-proxy.json'}", "--v=1"],
             )
             if self.network_policies:
+                # kube-router reads its node (name, InternalIP) once at start and exits without it.
+                self._wait_registered()
                 self._start_policy_controller()
             self._spawn(
                 "nodeagent",
@@ -415,6 +417,24 @@ class LocalNode:
             if proc.poll() is not None:
                 tail = self._log(name).read_text(errors="replace")[-3000:]
                 raise NodeError(f"{name} exited with {proc.returncode}:\n{tail}")
+
+    def _wait_registered(self, timeout: float = 60.0) -> None:
+        """Until the kubelet has registered the node with its InternalIP."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._check_alive()
+            proc = run_kubectl(
+                self.plane.kubeconfig,
+                "get",
+                "node",
+                self.layout.name,
+                "-o",
+                "jsonpath={.status.addresses[?(@.type=='InternalIP')].address}",
+            )
+            if proc.returncode == 0 and proc.stdout.strip():
+                return
+            time.sleep(0.3)
+        raise NodeError(f"the kubelet did not register node {self.layout.name} within {timeout}s")
 
     def node_ready(self) -> bool:
         proc = run_kubectl(
