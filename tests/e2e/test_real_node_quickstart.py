@@ -10,68 +10,20 @@ fault), is rolled back by its error rate.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import re
-import subprocess
-import tempfile
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import pytest
 from tests.support.cluster import Kube
 from tests.support.polling import eventually
-from tests.support.realnode import answers, describe_all, real_node_cluster
+from tests.support.realnode import answers
+from tests.support.realstack import RealStack, rejected, router_counts
 
 from kubetune.devcluster import quickstart, stack
-from kubetune.devcluster.node import LocalNode
-from kubetune.devcluster.quickstart import DevImages
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 NS = quickstart.NAMESPACE
-
-
-@dataclass
-class Stack:
-    kube: Kube
-    node: LocalNode
-    images: DevImages
-
-    def status(self, kind: str, name: str) -> dict[str, Any]:
-        return dict(self.kube.get(kind, name, NS).get("status") or {})
-
-    def condition(self, kind: str, name: str, type_: str) -> dict[str, Any] | None:
-        return next((c for c in self.status(kind, name).get("conditions", []) if c["type"] == type_), None)
-
-    @contextlib.contextmanager
-    def explained(self) -> Iterator[None]:
-        """On failure, print what an engineer would look at: describe, Events, logs of both namespaces."""
-        try:
-            yield
-        except BaseException:
-            for namespace in (NS, stack.RELEASE_NAMESPACE):
-                print(describe_all(self.kube, namespace))
-            print(self.kube.kubectl("get", "kubetune", "-A", "-o", "yaml", check=False).stdout)
-            raise
-
-
-@pytest.fixture(scope="module")
-def real() -> Iterator[Stack]:
-    with real_node_cluster(Path(tempfile.mkdtemp(prefix="kubetune-e2e-node-"))) as (kube, node):
-        node.start_prometheus()
-        images = stack.local_images(node)
-        result = Stack(kube, node, images)
-        with result.explained():
-            stack.install_operator(kube.kubeconfig, images, prometheus_url=node.prometheus_url)
-        yield result
-
-
-def apply(kube: Kube, documents: list[dict[str, Any]]) -> None:
-    stack.apply(kube.kubeconfig, documents)
 
 
 def pause_canary(kube: Kube, *, paused: bool) -> None:
@@ -82,22 +34,7 @@ def pause_canary(kube: Kube, *, paused: bool) -> None:
     )
 
 
-def router_counts(router: str) -> dict[tuple[str, str], float]:
-    """`kubetune_router_requests_total` by (variant, source), read from the router pod itself."""
-    text = subprocess.run(
-        ["curl", "-sf", "--max-time", "10", f"{router}/metrics"], capture_output=True, text=True, check=True
-    ).stdout
-    counts: dict[tuple[str, str], float] = {}
-    for line in text.splitlines():
-        if not line.startswith("kubetune_router_requests_total{"):
-            continue
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
-        key = (labels.get("variant", ""), labels.get("source", ""))
-        counts[key] = counts.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
-    return counts
-
-
-def test_quickstart_trains_serves_splits_and_promotes(real: Stack) -> None:
+def test_quickstart_trains_serves_splits_and_promotes(real: RealStack) -> None:
     kube = real.kube
     with real.explained():
         operator_pods = json.loads(
@@ -107,7 +44,7 @@ def test_quickstart_trains_serves_splits_and_promotes(real: Stack) -> None:
 
         stack.seed_base_model(kube.kubeconfig, real.images)
 
-        apply(kube, [quickstart.finetune_job()])
+        real.apply([quickstart.finetune_job()])
         # The loss as users see it: rank 0's reports in status.progress while the pod trains.
         losses: list[float] = []
 
@@ -127,7 +64,7 @@ def test_quickstart_trains_serves_splits_and_promotes(real: Stack) -> None:
         assert status["artifacts"]["mergedModelUri"].startswith(f"pvc://{quickstart.CLAIM}/{quickstart.JOB}")
 
         deployment = quickstart.model_deployment(real.node.prometheus_url)
-        apply(kube, [deployment])
+        real.apply([deployment])
         eventually(
             lambda: (
                 (real.status("modeldeployment", quickstart.DEPLOYMENT).get("canary") or {}).get("weight")
@@ -170,8 +107,7 @@ def test_quickstart_trains_serves_splits_and_promotes(real: Stack) -> None:
         assert stack.answer_of(stack.chat(router, quickstart.QUESTION))
 
 
-def test_a_canary_cut_off_from_the_router_is_rolled_back(real: Stack) -> None:
-    kube = real.kube
+def test_a_canary_cut_off_from_the_router_is_rolled_back(real: RealStack) -> None:
     name = "faulty"
     deployment = quickstart.model_deployment(real.node.prometheus_url)
     deployment["metadata"]["name"] = name
@@ -182,36 +118,16 @@ def test_a_canary_cut_off_from_the_router_is_rolled_back(real: Stack) -> None:
     with real.explained():
         if real.status("finetunejob", quickstart.JOB).get("phase") != "Succeeded":
             pytest.fail("needs the quickstart FineTuneJob of the previous test")
-        apply(kube, [deployment])
+        real.apply([deployment])
         eventually(
             lambda: (real.status("modeldeployment", name).get("canary") or {}).get("weight") == 25,
             timeout=600,
             interval=1,
             message="canary at 25%",
         )
-        canary_ips = [
-            pod["status"]["podIP"]
-            for pod in json.loads(
-                kube.kubectl(
-                    "get",
-                    "pods",
-                    "-n",
-                    NS,
-                    "-l",
-                    f"kubetune.io/deployment={name},kubetune.io/variant=tuned",
-                    "-o",
-                    "json",
-                ).stdout
-            )["items"]
-        ]
+        canary_ips = real.pod_ips(f"kubetune.io/deployment={name},kubetune.io/variant=tuned")
         assert canary_ips
-        rules = [
-            ["FORWARD", "-d", ip, "-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset"]
-            for ip in canary_ips
-        ]
-        for rule in rules:
-            subprocess.run(["iptables", "-I", *rule], check=True)
-        try:
+        with rejected(canary_ips):
             eventually(
                 lambda: (
                     (real.condition("modeldeployment", name, "CanaryRolledBack") or {}).get("status")
@@ -221,8 +137,5 @@ def test_a_canary_cut_off_from_the_router_is_rolled_back(real: Stack) -> None:
                 interval=2,
                 message="canary rolled back",
             )
-        finally:
-            for rule in rules:
-                subprocess.run(["iptables", "-D", *rule], check=False)
         status = real.status("modeldeployment", name)
         assert (status.get("canary") or {}).get("weight", 0) == 0, status

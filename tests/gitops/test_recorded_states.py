@@ -66,7 +66,7 @@ def _indented(text: str, spaces: int) -> str:
 def test_docs_carry_the_charts_scripts_verbatim() -> None:
     docs = (ROOT / "docs" / "gitops.md").read_text()
     script = _indented(ARGOCD_SCRIPT.read_text(), 4)
-    for kind in ("FineTuneJob", "ModelDeployment"):
+    for kind in ("FineTuneJob", "ModelDeployment", "FineTuneSchedule"):
         assert f"  resource.customizations.health.kubetune.io_{kind}: |\n{script}\n" in docs, kind
     exprs = "\n".join(line for line in FLUX_EXPRS.read_text().splitlines() if not line.startswith("#"))
     assert _indented(exprs, 4) in docs
@@ -86,6 +86,9 @@ DOC_ROWS = {
     "ModelDeployment weight-only adapter canary at 50%": "modeldeployment-adapter-canary",
     "ModelDeployment canary aborted": "modeldeployment-canary-aborted",
     "ModelDeployment promoted": "modeldeployment-promoted",
+    "FineTuneSchedule scheduled": "finetuneschedule-scheduled",
+    "FineTuneSchedule suspended": "finetuneschedule-suspended",
+    "FineTuneSchedule invalid schedule": "finetuneschedule-invalid-schedule",
 }
 
 

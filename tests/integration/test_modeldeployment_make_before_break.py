@@ -25,6 +25,7 @@ from tests.integration.test_modeldeployment_traffic import (
     with_smoke_urls,
 )
 from tests.support.cluster import Kube
+from tests.support.fake_prometheus import serve_prometheus
 from tests.support.operator import running_operator
 from tests.support.polling import eventually
 
@@ -161,3 +162,61 @@ def test_promotion_and_abort_wait_for_ready_pods_and_every_router(
         )
         routers_reload(kube, "mb", namespace)
         eventually(lambda: replicas("canary") == 0, message="canary scaled to zero once the routers serve it")
+
+
+def test_a_canary_step_is_analysed_only_once_every_router_serves_it(
+    kube: Kube, namespace: str, gpu_nodes: str, openai_servers: dict[str, str], router_config_url: str
+) -> None:
+    def bad_canary(query: str) -> str:
+        """20% errors over 120 requests: any analysis that runs rolls the canary back."""
+        return "0.2" if 'code=~"5.."' in query else "120" if query.startswith("sum(increase(") else "50"
+
+    def canary_status() -> dict[str, Any]:
+        return dict(
+            ((get(kube, "modeldeployment", "lag", namespace) or {}).get("status") or {}).get("canary") or {}
+        )
+
+    with serve_prometheus(bad_canary) as prometheus:
+        obj = md(
+            "lag",
+            [on_test_node("stable"), on_test_node("canary", uri="hf://Qwen/Qwen2.5-0.5B-Instruct")],
+            traffic={
+                "canary": {
+                    "stableVariant": "stable",
+                    "canaryVariant": "canary",
+                    "steps": [50, 100],
+                    "interval": "2s",
+                    "failureLimit": 1,
+                    "analysis": {"prometheusUrl": prometheus, "maxErrorRate": 0.01, "minRequests": 10},
+                }
+            },
+        )
+        good = openai_servers["good"]
+        with_smoke_urls(obj, {"stable": good, "canary": good})
+        obj["metadata"]["annotations"]["kubetune.io/router-config-url"] = router_config_url
+        kube.apply(obj, namespace)
+        env = {**ENV, "KUBETUNE_ROUTER_CONFIRM_SECONDS": "600"}
+        with running_operator(kube, namespace, extra_env=env):
+            eventually(lambda: canary_status().get("weight") == 50, timeout=120, message="canary at 50%")
+            # The routers serve the split from before the step (a kubelet has not synced the ConfigMap
+            # volume yet): several intervals pass, nothing is analysed.
+            holds(
+                lambda: (
+                    canary_status().get("weight") == 50
+                    and "stepServedAt" not in canary_status()
+                    and not canary_status().get("lastAnalysis")
+                ),
+                8,
+                "the step was analysed before the routers served it",
+            )
+
+            def served() -> bool:
+                routers_reload(kube, "lag", namespace)
+                return "stepServedAt" in canary_status()
+
+            eventually(served, timeout=60, message="the step served by every router")
+            eventually(
+                lambda: canary_status().get("weight") == 0 and bool(canary_status().get("lastAnalysis")),
+                timeout=60,
+                message="analysed once served, and rolled back",
+            )

@@ -10,11 +10,8 @@ base variant, run 2 replaces it, run 3 is rolled back and run 2 keeps serving. N
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs
 
 import pytest
 from tests.integration.test_modeldeployment_reconcile import events, ftj, get, md, set_job_status
@@ -25,6 +22,7 @@ from tests.integration.test_modeldeployment_traffic import (
     simulated_gpu_node,
 )
 from tests.support.cluster import Kube
+from tests.support.fake_prometheus import serve_prometheus
 from tests.support.operator import running_operator
 from tests.support.polling import eventually
 
@@ -35,41 +33,16 @@ pytestmark = pytest.mark.cluster
 R = {n: revision_variant_name("tuned", f"weekly-{n}") for n in (1, 2, 3)}
 
 
-class _Prometheus(BaseHTTPRequestHandler):
+def _answer(query: str) -> str:
     """Instant queries: 20% errors for run 3's revision, none for the others; 120 requests each."""
-
-    def do_POST(self) -> None:
-        form = parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode())
-        query = form["query"][0]
-        bad = f'variant="{R[3]}"' in query
-        errors = "0.2" if bad else "0"
-        value = errors if 'code=~"5.."' in query else "120" if query.startswith("sum(increase(") else "50"
-        payload = json.dumps(
-            {
-                "status": "success",
-                "data": {"resultType": "vector", "result": [{"metric": {}, "value": [0, value]}]},
-            }
-        ).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+    errors = "0.2" if f'variant="{R[3]}"' in query else "0"
+    return errors if 'code=~"5.."' in query else "120" if query.startswith("sum(increase(") else "50"
 
 
 @pytest.fixture
 def prometheus() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Prometheus)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_prometheus(_answer) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
 
 import pytest
 from tests.integration.test_modeldeployment_reconcile import (
@@ -30,6 +29,7 @@ from tests.integration.test_modeldeployment_reconcile import (
     variant_condition,
 )
 from tests.support.cluster import Kube
+from tests.support.fake_prometheus import serve_prometheus
 from tests.support.operator import running_operator
 from tests.support.polling import eventually
 
@@ -466,29 +466,6 @@ def test_gateway_api_provider_renders_a_weighted_httproute(
     assert mdep["status"]["phase"] == "Available"
 
 
-class _Prometheus(BaseHTTPRequestHandler):
-    """Prometheus' instant-query API answering like a canary with 20% errors over 120 requests."""
-
-    def do_POST(self) -> None:
-        form = parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode())
-        query = form["query"][0]
-        value = "0.2" if 'code=~"5.."' in query else "120" if query.startswith("sum(increase(") else "50"
-        payload = json.dumps(
-            {
-                "status": "success",
-                "data": {"resultType": "vector", "result": [{"metric": {}, "value": [0, value]}]},
-            }
-        ).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 Seen = tuple[str | None, str | None, str | None]
 """Override, synthetic and token headers of one request."""
 
@@ -525,14 +502,11 @@ def recording_router() -> Iterator[tuple[str, list[Seen]]]:
 
 @pytest.fixture
 def failing_canary_metrics() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Prometheus)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    """A canary with 20% errors over 120 requests."""
+    with serve_prometheus(
+        lambda q: "0.2" if 'code=~"5.."' in q else "120" if q.startswith("sum(increase(") else "50"
+    ) as url:
+        yield url
 
 
 def test_failed_analysis_rolls_the_canary_back(

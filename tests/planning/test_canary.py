@@ -70,7 +70,16 @@ def step(
     plan = plan_canary(spec, stable, cand, status, **args)  # type: ignore[arg-type]
     if plan.analysis_due and verdict is not None:
         plan = plan_canary(spec, stable, cand, status, analysis=outcome(verdict), **args)  # type: ignore[arg-type]
+    if _moved(plan):
+        # The routers serve a new step at once here (their lag has tests of its own below).
+        plan = plan_canary(spec, stable, cand, plan.status, **args)  # type: ignore[arg-type]
     return plan
+
+
+def _moved(plan: CanaryPlan) -> bool:
+    """The plan applies a step's weight that no router serves yet."""
+    st = plan.status
+    return plan.outcome is CanaryOutcome.PROGRESSING and st.weight > 0 and st.step_served_at is None
 
 
 @pytest.mark.parametrize(
@@ -261,7 +270,7 @@ def _no_verdict_run(sequence: list[str | Verdict], limit: int = 3) -> list[Canar
     """At 10%, one analysis per interval: an error text (Prometheus away) or a verdict, in order."""
     spec = canary(analysis=ANALYSIS.model_copy(update={"no_verdict_limit": limit}))
     stable, cand = variant("stable", 4), variant("canary", 4)
-    status = CanaryStatus(step=1, weight=10, step_started_at=T0)
+    status = CanaryStatus(step=1, weight=10, step_started_at=T0, step_served_at=T0)
     plans = []
     for i, item in enumerate(sequence, start=1):
         now = T0 + timedelta(minutes=i)
@@ -360,3 +369,40 @@ def test_stalled_canary_warns_with_an_event() -> None:
     warnings = [e for e in canary_events(second, first.status, "canary") if e.type == "Warning"]
     assert [e.reason for e in warnings] == [Reason.ANALYSIS_STALLED]
     assert ERR in warnings[0].message
+
+
+def _routers(
+    status: CanaryStatus | None, now: datetime, serving: bool, verdict: Verdict | None = None
+) -> CanaryPlan:
+    """One pass with the routers' answer: do they all serve the step's split yet?"""
+    spec, stable, cand = canary(), variant("stable", 4), variant("canary", 4)
+    args: dict[str, object] = {"now": now, "canary_ready_replicas": 4, "routers_serving": serving}
+    plan = plan_canary(spec, stable, cand, status, **args)  # type: ignore[arg-type]
+    if plan.analysis_due and verdict is not None:
+        plan = plan_canary(spec, stable, cand, status, analysis=outcome(verdict), **args)  # type: ignore[arg-type]
+    return plan
+
+
+def test_the_interval_starts_once_every_router_serves_the_step() -> None:
+    moved = _routers(None, T0, serving=False)
+    assert (moved.status.weight, moved.status.step_served_at) == (10, None)
+    assert moved.requeue_after_s == 3.0
+    # Two intervals later the routers still answer from the previous split: nothing is judged, however
+    # bad the numbers (they are the previous split's).
+    held = _routers(moved.status, T0 + timedelta(minutes=2), serving=False, verdict=Verdict.FAILED)
+    assert not held.analysis_due
+    assert (held.status.failures, held.status.step_served_at) == (0, None)
+    assert "once every router serves it" in held.message
+    assert held.requeue_after_s == 3.0
+    served_at = T0 + timedelta(minutes=2, seconds=30)
+    served = _routers(held.status, served_at, serving=True)
+    assert served.status.step_served_at == served_at
+    assert not served.analysis_due
+    assert served.requeue_after_s == 60
+    # From then on the routers' answer no longer matters: the step's split is served.
+    due = _routers(served.status, served_at + timedelta(seconds=61), serving=False)
+    assert due.analysis_due
+    assert due.analysis_window_s == 61
+    # A passed analysis moves to the next step, which waits for the routers again.
+    nxt = _routers(served.status, served_at + timedelta(seconds=61), serving=True, verdict=Verdict.PASSED)
+    assert (nxt.status.step, nxt.status.weight, nxt.status.step_served_at) == (2, 25, None)

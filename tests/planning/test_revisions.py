@@ -279,19 +279,3 @@ def test_fold_adds_the_public_entry_with_the_serving_revisions_state() -> None:
     assert [r.revision for r in public.revisions] == ["weekly-1", "weekly-2"]
     assert {s.name for s in folded} == {"tuned", R1, R2}
     assert [e.reason for e in events] == ["RevisionCanary"]
-
-
-def test_an_adapter_following_a_schedule_is_refused_naming_the_field() -> None:
-    followed = ModelDeploymentSpec.model_validate(
-        {
-            "variants": [
-                {
-                    "name": "base",
-                    "model": {"uri": "pvc://m/b"},
-                    "weight": 100,
-                    "adapters": [{"name": "support", "finetuneScheduleRef": {"name": "weekly"}}],
-                }
-            ]
-        }
-    )
-    assert following_problem(followed).startswith("spec.variants[0].adapters[0].finetuneScheduleRef:")

@@ -8,6 +8,7 @@ RolledBack while run 2 keeps serving, and is not tried again; run 4 is.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -103,11 +104,14 @@ def history(status: dict[str, Any]) -> list[tuple[str, str]]:
     return [(r["revision"], r["outcome"]) for r in tuned(status).get("revisions", [])]
 
 
+MdBuilder = Callable[[str, "dict[str, Any] | None", "dict[str, Any] | None"], dict[str, Any]]
+
+
 class Passes:
     """Whole passes, each on the status the previous one wrote, the clock moving on."""
 
-    def __init__(self, kube: FakeKube, url: str) -> None:
-        self.kube, self.url = kube, url
+    def __init__(self, kube: FakeKube, url: str, build: MdBuilder = md) -> None:
+        self.kube, self.url, self.build = kube, url, build
         self.reconciler = ModelDeploymentReconciler(OperatorSettings(allow_url_overrides=True))
         self.status: dict[str, Any] | None = None
         self.now = T0
@@ -118,7 +122,7 @@ class Passes:
         self.now += timedelta(seconds=5)
         outcome = await self.reconciler.reconcile(
             self.kube,  # type: ignore[arg-type]
-            md(self.url, self.status, self.canary),
+            self.build(self.url, self.status, self.canary),
             self.now,
             resync=False,
         )

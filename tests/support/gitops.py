@@ -113,6 +113,9 @@ EXPECTED: dict[str, Expected] = {
     "modeldeployment-promoted": DONE,
     "modeldeployment-adapter-canary": WORKING,
     "modeldeployment-canary-aborted": BLOCKED,
+    "finetuneschedule-scheduled": DONE,
+    "finetuneschedule-suspended": SUSPENDED,
+    "finetuneschedule-invalid-schedule": BLOCKED,
 }
 """Every state the real-apiserver tests record, and what each tool must conclude from it."""
 

@@ -97,6 +97,7 @@ class Reason(StrEnum):
     REVISION_SERVING = "RevisionServing"
     REVISION_SUPERSEDED = "RevisionSuperseded"
     REVISION_ROLLED_BACK = "RevisionRolledBack"
+    ADAPTER_NOT_LOADED = "AdapterNotLoaded"
     GATE_PASSED = "GatePassed"
     GATE_FAILED = "GateFailed"
     SMOKE_PASSED = "SmokeTestPassed"

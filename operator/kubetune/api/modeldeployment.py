@@ -637,6 +637,13 @@ class CanaryStatus(KubeModel):
     weight: int = Field(default=0, ge=0, le=100, description="Canary weight applied now.")
     failures: int = Field(default=0, ge=0, description="Failed analyses at this step.")
     step_started_at: datetime | None = Field(default=None, description="When the current step began.")
+    step_served_at: datetime | None = Field(
+        default=None,
+        description=(
+            "When every router pod first served the current step's split; the analysis interval counts "
+            "from here (a ConfigMap reaches the routers a minute or more after it is written)."
+        ),
+    )
     last_analysis: list[AnalysisResult] = Field(
         default_factory=list, max_length=16, description="Checks of the last analysis."
     )

@@ -155,27 +155,9 @@ def storage_layout(spec: FineTuneJobSpec, init: InitSource | None = None) -> Sto
         # only through what it uploaded.
         outputs.append(_Mount(OUTPUT_SCRATCH_VOLUME, output_dir, "", False))
 
-    written_claims = {m.volume for m in outputs}
-    volumes: list[dict[str, Any]] = [
-        {
-            "name": volume,
-            "persistentVolumeClaim": {
-                "claimName": claim,
-                **({} if volume in written_claims else {"readOnly": True}),
-            },
-        }
-        for claim, volume in claims.items()
-    ]
+    volumes = _claim_volumes(claims, {m.volume for m in outputs})
     if dataset.scheme is Scheme.CONFIGMAP:
-        volumes.append(
-            {
-                "name": DATASET_CONFIGMAP_VOLUME,
-                "configMap": {
-                    "name": dataset.authority,
-                    "items": [{"key": dataset.path, "path": dataset_file}],
-                },
-            }
-        )
+        volumes.append(_dataset_config_map_volume(dataset, dataset_file))
     needs_staging = (
         model.needs_staging or dataset.needs_staging or (init_uri is not None and init_uri.needs_staging)
     )
@@ -208,6 +190,27 @@ def storage_layout(spec: FineTuneJobSpec, init: InitSource | None = None) -> Sto
         output_env=credential_env(output, spec.output.secret_ref),
         init_dir=init_dir,
     )
+
+
+def _claim_volumes(claims: dict[str, str], written: set[str]) -> list[dict[str, Any]]:
+    """One volume per claim, in order of first use; read-only unless an output is written to it."""
+    return [
+        {
+            "name": volume,
+            "persistentVolumeClaim": {
+                "claimName": claim,
+                **({} if volume in written else {"readOnly": True}),
+            },
+        }
+        for claim, volume in claims.items()
+    ]
+
+
+def _dataset_config_map_volume(dataset: StorageUri, dataset_file: str) -> dict[str, Any]:
+    return {
+        "name": DATASET_CONFIGMAP_VOLUME,
+        "configMap": {"name": dataset.authority, "items": [{"key": dataset.path, "path": dataset_file}]},
+    }
 
 
 def _evaluation_inputs(

@@ -26,6 +26,8 @@ _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 CAPACITY_RECHECK_S = 10.0
 """How soon to look again while waiting for canary pods to become ready."""
+ROUTER_RECHECK_S = 3.0
+"""How soon to ask the routers again while they have not loaded a step's split (a kubelet volume sync)."""
 
 
 def duration_seconds(text: str) -> float:
@@ -104,6 +106,7 @@ class _Rollout:
     now: datetime
     ready: int
     shared_base: bool
+    routers_serving: bool
 
     @property
     def steps(self) -> list[int]:
@@ -157,6 +160,7 @@ def plan_canary(
     shared_base: bool = False,
     analysis: AnalysisOutcome | None = None,
     analysis_error: str | None = None,
+    routers_serving: bool = True,
 ) -> CanaryPlan:
     """Decide the next canary state. `candidate` is the canary variant; `status` is None before the start.
 
@@ -165,8 +169,14 @@ def plan_canary(
     An analysis that passes (or fails for the last time) moves the state on, and the decision is taken
     again from there: at most a few rounds, each step of the state machine below.
     `analysis_error`: the due analysis could not run (Prometheus unreachable, not Prometheus): no verdict.
+    `routers_serving`: every router pod serves the split applied for the current step (or the caller
+    gave up asking). Until then the step's analysis interval does not start: requests the routers
+    answer from the previous split (a pinned request to a variant they do not yet know as ready is a
+    503) would be judged as the canary's.
     """
-    rollout = _Rollout(canary_spec, stable, candidate, now, canary_ready_replicas, shared_base)
+    rollout = _Rollout(
+        canary_spec, stable, candidate, now, canary_ready_replicas, shared_base, routers_serving
+    )
     st = status if status is not None and status.step > 0 else CanaryStatus(step=1, weight=0)
     while True:
         decided = _decide(rollout, st, analysis, analysis_error)
@@ -242,6 +252,7 @@ def _move_weight(r: _Rollout, st: CanaryStatus, step: int, target: int) -> Canar
             "no_verdict": 0,
             "no_verdict_cause": None,
             "step_started_at": r.now,
+            "step_served_at": None,
         }
     )
     if target == 100:
@@ -251,7 +262,8 @@ def _move_weight(r: _Rollout, st: CanaryStatus, step: int, target: int) -> Canar
         CanaryOutcome.PROGRESSING,
         Reason.CANARY_STEP,
         f"step {step}/{total}: {target}% to {candidate}",
-        requeue_after_s=duration_seconds(r.spec.interval),
+        # Soon: the interval starts once the routers serve the step (`_check`), not now.
+        requeue_after_s=ROUTER_RECHECK_S,
     )
 
 
@@ -261,7 +273,18 @@ def _check(
     """At the step's weight: wait for the interval, then ask for an analysis, then judge it."""
     candidate, total = r.candidate.name, len(r.steps)
     interval = timedelta(seconds=duration_seconds(r.spec.interval))
-    started = st.step_started_at or r.now
+    if st.step_served_at is None:
+        if not r.routers_serving:
+            return r.plan(
+                st,
+                CanaryOutcome.PROGRESSING,
+                Reason.CANARY_STEP,
+                f"step {step}/{total}: {st.weight}% to {candidate} applied; the analysis interval starts "
+                "once every router serves it",
+                requeue_after_s=ROUTER_RECHECK_S,
+            )
+        st = st.model_copy(update={"step_served_at": r.now})
+    started = st.step_served_at or r.now
     since = max(started, st.analyzed_at) if st.analyzed_at is not None else started
     due_at = since + interval
     if r.now < due_at:

@@ -29,7 +29,7 @@ from kubetune.builders.modeldeployment import build_pod_monitor, build_variant_c
 from kubetune.planning.canary import CanaryPlan
 from kubetune.planning.canary_report import canary_conditions
 from kubetune.planning.plan import Delete, Event
-from kubetune.planning.revisions import Following, fold_statuses
+from kubetune.planning.revisions import AdapterDesire, Following, fold_statuses
 from kubetune.planning.smoke import SmokeRequest, base_url, smoke_key, tested_key
 from kubetune.planning.traffic_shift import Capacity, Shift
 from kubetune.serving.gate import GateVerdict, evaluate_gate
@@ -45,6 +45,7 @@ from kubetune.status.modeldeployment import (
 from kubetune.status.pods import container_problem
 from kubetune.status.route import RouteVerdict
 from kubetune.status.summary import modeldeployment_summary, summary_conditions
+from kubetune.status.wire import with_removals
 from kubetune.urlpolicy import url_allowed
 
 _EVENT_CONDITIONS = (
@@ -103,6 +104,8 @@ class ModelDeploymentContext:
     events: list[Event] = field(default_factory=list)
     following: Following | None = None
     """Variants following a FineTuneSchedule: `spec` is then the effective spec (planning/revisions.py)."""
+    adapter_desires: tuple[AdapterDesire, ...] = ()
+    """Revisions of followed adapters the hosts' pods must have loaded (planning/revisions.py)."""
 
     @property
     def name(self) -> str:
@@ -279,6 +282,8 @@ class CanaryInputs:
     previous: CanaryStatus | None
     ready_replicas: int
     shared_base: bool
+    routers_serving: bool = True
+    """Every router serves the split of the step in progress (see `plan_canary`)."""
 
 
 def canary_inputs(
@@ -347,6 +352,37 @@ def smoke_request(
         prompts=smoke_prompts(spec.smoke_test, ctx.resolutions[variant.name].test_prompts),
         spec=spec.smoke_test,
     )
+
+
+def pod_ready_ip(pod: Mapping[str, Any]) -> str | None:
+    """The IP of a Ready pod (not terminating), else None."""
+    if pod.get("metadata", {}).get("deletionTimestamp"):
+        return None
+    status = pod.get("status") or {}
+    ready = any(
+        c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
+    )
+    ip = status.get("podIP")
+    return str(ip) if ready and ip else None
+
+
+def adapter_not_loaded(
+    ctx: ModelDeploymentContext, status: VariantStatus, problem: str | None
+) -> VariantStatus:
+    """A revision of a followed adapter not yet loaded in every ready pod of its host takes no traffic:
+    no ready capacity, and ModelReady says which adapter and why."""
+    if problem is None:
+        return status
+    conditions = set_condition(
+        status.conditions,
+        ConditionType.MODEL_READY,
+        "False",
+        Reason.ADAPTER_NOT_LOADED,
+        problem,
+        ctx.generation,
+        ctx.now,
+    )
+    return status.model_copy(update={"ready_replicas": 0, "conditions": conditions})
 
 
 def one_variant_status(
@@ -478,11 +514,8 @@ def final_status(
     )
     if plan is None:
         status.canary = None
-    wire = status.to_wire()
-    # Fields that no longer apply (a canary removed from the spec) are deleted by the merge patch.
-    for key in (ctx.obj.get("status") or {}).keys() - wire.keys():
-        wire[key] = None
-    return wire
+    # Fields that no longer apply (a canary removed from the spec, a step's stepServedAt) are deleted.
+    return with_removals(ctx.obj.get("status") or {}, status.to_wire())
 
 
 def shift_condition(

@@ -9,6 +9,11 @@ so the one canary machinery (`plan_canary`, the analysis, make-before-break in `
 smoke tests, the pruning of what the spec no longer renders) moves the weight, exactly as between two
 variants a user wrote. The user's spec is never written.
 
+A variant `H` whose *adapter* follows a schedule keeps its pods; each revision in play is an internal
+`servedBy` variant (same name rule) served by `H`'s pods under the adapter's versioned name `<A>-<run>`,
+loaded into them at runtime (the reconciler syncs the pods before a revision may take weight), and the
+revision canary between two of them moves weight only. The history is `H`'s, with `adapter: A`.
+
 The state of the rollout lives in the status: `status.variants[V].revisions` (the history, the run in
 flight with outcome Canary) and `servingRevision`; the canary's step in `status.canary` as for any
 canary. A pass restarted at any point reads them back and resumes.
@@ -30,12 +35,14 @@ Rules (docs/continuous.md):
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from kubetune.api.conditions import Reason
-from kubetune.api.finetunejob import EvalMetrics
+from kubetune.api.finetunejob import EvalMetrics, LoraConfig
 from kubetune.api.finetuneschedule import FineTuneScheduleStatus, ScheduledRun
 from kubetune.api.modeldeployment import (
     Canary,
@@ -45,12 +52,15 @@ from kubetune.api.modeldeployment import (
     ModelSource,
     Revision,
     RevisionOutcome,
+    ServedBy,
     Variant,
     VariantStatus,
 )
 from kubetune.builders.common import stable_hash
 from kubetune.planning.canary import CanaryOutcome
 from kubetune.planning.plan import Event
+from kubetune.serving.lora_runtime import revision_adapters, versioned_adapter_name
+from kubetune.serving.resolution import FollowedAdapter, Resolution, ResolutionState
 
 HISTORY_LIMIT = 20
 """Revisions kept per variant (the newest, oldest first): the status' maxItems."""
@@ -72,18 +82,44 @@ def followed_schedules(spec: ModelDeploymentSpec) -> dict[str, str]:
     }
 
 
+def followed_adapters(spec: ModelDeploymentSpec) -> dict[str, tuple[str, str]]:
+    """Host variant -> (its adapter that follows a FineTuneSchedule, that schedule)."""
+    return {
+        v.name: (a.name, a.finetune_schedule_ref.name)
+        for v in spec.variants
+        for a in v.adapters
+        if a.finetune_schedule_ref is not None
+    }
+
+
+def _adapter_problem(spec: ModelDeploymentSpec) -> str:
+    hosts = followed_adapters(spec)
+    for i, variant in enumerate(spec.variants):
+        followed = [j for j, a in enumerate(variant.adapters) if a.finetune_schedule_ref is not None]
+        field = f"spec.variants[{i}].adapters[{followed[-1]}].finetuneScheduleRef" if followed else ""
+        if len(followed) > 1:
+            return f"{field}: a variant may have one adapter that follows a FineTuneSchedule"
+        if followed and variant.model is not None and variant.model.finetune_schedule_ref is not None:
+            return (
+                f"{field}: a variant whose model follows a FineTuneSchedule cannot also follow one "
+                "with an adapter"
+            )
+        if followed and spec.traffic.provider != "router":
+            return f"{field}: adapters that follow a FineTuneSchedule need traffic.provider router"
+        served = variant.served_by
+        if served is not None and hosts.get(served.variant, ("", ""))[0] == served.adapter:
+            return (
+                f"spec.variants[{i}].servedBy: adapter {served.adapter} follows a FineTuneSchedule; its "
+                f"revisions take variant {served.variant}'s weight on their own"
+            )
+    return ""
+
+
 def following_problem(spec: ModelDeploymentSpec) -> str:
     """What the schema cannot say about followed variants ("" when fine)."""
-    for i, variant in enumerate(spec.variants):
-        for j, adapter in enumerate(variant.adapters):
-            if adapter.finetune_schedule_ref is not None:
-                # Refused rather than ignored: the runtime LoRA loading it needs is not wired yet.
-                return (
-                    f"spec.variants[{i}].adapters[{j}].finetuneScheduleRef: adapters that follow a "
-                    "FineTuneSchedule are not supported by this operator version yet; use "
-                    "model.finetuneScheduleRef (a variant with its own pods) or finetuneJobRef"
-                )
-    followed = followed_schedules(spec)
+    if problem := _adapter_problem(spec):
+        return problem
+    followed = followed_schedules(spec) | {h: s for h, (_, s) in followed_adapters(spec).items()}
     canary = spec.traffic.canary
     if not followed or canary is None:
         return ""
@@ -120,6 +156,8 @@ class Track:
     runs: Mapping[str, ScheduledRun] = field(default_factory=dict)
     waiting: tuple[Reason, str] | None = None
     """Why nothing serves V yet (no good run, no schedule)."""
+    adapter: str | None = None
+    """The followed adapter of V (its revisions are loaded into V's pods), or None: V's model."""
 
     @property
     def in_play(self) -> tuple[str, ...]:
@@ -196,7 +234,9 @@ def plan_tracks(
 ) -> dict[str, Track]:
     """Every followed variant's track; the one revision canary goes to a variant already canarying,
     else to the first (in spec order) with a new good run."""
-    followed = followed_schedules(spec)
+    adapters = followed_adapters(spec)
+    followed = followed_schedules(spec) | {host: schedule for host, (_, schedule) in adapters.items()}
+    followed = {v.name: followed[v.name] for v in spec.variants if v.name in followed}
     canary = spec.traffic.canary
     user_stable = canary.stable_variant if canary is not None else None
     in_flight = [
@@ -217,7 +257,7 @@ def plan_tracks(
         )
         if track.candidate is not None and not track.first:
             slot_free = False
-        tracks[name] = track
+        tracks[name] = dataclasses.replace(track, adapter=adapters[name][0]) if name in adapters else track
     return {name: tracks[name] for name in followed}
 
 
@@ -252,6 +292,22 @@ def _revision_variant(variant: Variant, run: str, weight: int) -> Variant:
     )
 
 
+def _adapter_revision(host: Variant, adapter: str, run: str, weight: int) -> Variant:
+    """The internal variant serving `run` of the host's followed adapter: in the host's pods, under the
+    versioned name the router rewrites `model` to (clients keep sending one name)."""
+    return Variant(
+        name=revision_variant_name(host.name, run),
+        served_by=ServedBy(variant=host.name, adapter=versioned_adapter_name(adapter, run)),
+        weight=weight,
+    )
+
+
+def _revision_of(variant: Variant, track: Track, run: str, weight: int) -> Variant:
+    if track.adapter is not None:
+        return _adapter_revision(variant, track.adapter, run, weight)
+    return _revision_variant(variant, run, weight)
+
+
 def effective_spec(spec: ModelDeploymentSpec, tracks: Mapping[str, Track]) -> Effective:
     """Replace each followed variant by its revisions in play; add the revision canary, if any."""
     public: dict[str, str] = {}
@@ -269,13 +325,16 @@ def effective_spec(spec: ModelDeploymentSpec, tracks: Mapping[str, Track]) -> Ef
         if not track.in_play:
             variants.append(variant)  # resolves to WaitingForGoodRun: no pods
             continue
+        if track.adapter is not None:
+            # The host keeps its pods; its share of the traffic goes to its adapter's revisions.
+            variants.append(variant.model_copy(update={"weight": 0}))
         serving_run = track.candidate if track.first else track.serving
         if serving_run is not None:
-            variants.append(_revision_variant(variant, serving_run, variant.weight))
+            variants.append(_revision_of(variant, track, serving_run, variant.weight))
             public[variants[-1].name] = variant.name
         user = canary is not None and canary.canary_variant == variant.name
         if track.candidate is not None and not track.first:
-            candidate = _revision_variant(variant, track.candidate, 0)
+            candidate = _revision_of(variant, track, track.candidate, 0)
             variants.append(candidate)
             public[candidate.name] = variant.name
             stable = (
@@ -364,10 +423,16 @@ class Recorded:
 
 def _entry(track: Track, run: str, now: datetime) -> Revision:
     record = track.runs.get(run)
+    adapter = track.adapter
     return Revision(
         revision=run,
-        served_model_name=revision_variant_name(track.variant, run),
-        artifact_uri=_artifact(record),
+        adapter=adapter,
+        served_model_name=(
+            versioned_adapter_name(adapter, run) if adapter else revision_variant_name(track.variant, run)
+        ),
+        artifact_uri=(record.artifacts.adapter_uri if record and record.artifacts else None)
+        if adapter
+        else _artifact(record),
         metrics=_metrics(record),
         outcome=RevisionOutcome.CANARY,
         started_at=now,
@@ -454,18 +519,137 @@ class Following:
     user_spec: ModelDeploymentSpec
     tracks: Mapping[str, Track]
     effective: Effective
+    outputs: Mapping[str, FollowedOutput] = field(default_factory=dict)
+    """By schedule: where its runs write (a followed adapter's pods mount it whole)."""
+
+
+@dataclass(frozen=True)
+class FollowedOutput:
+    """A schedule's `jobTemplate.spec.output.uri` and LoRA rank (None when not set or unreadable)."""
+
+    uri: str | None = None
+    rank: int | None = None
+
+
+def followed_output(body: Mapping[str, Any]) -> FollowedOutput:
+    """A FineTuneSchedule's output root and LoRA rank, as read from the API (not validated)."""
+    spec = body.get("spec")
+    template = spec.get("jobTemplate") if isinstance(spec, Mapping) else None
+    job = template.get("spec") if isinstance(template, Mapping) else None
+    if not isinstance(job, Mapping):
+        return FollowedOutput()
+    output, lora = job.get("output"), job.get("lora")
+    uri = output.get("uri") if isinstance(output, Mapping) else None
+    rank = lora.get("r", LoraConfig().r) if isinstance(lora, Mapping) else LoraConfig().r
+    return FollowedOutput(
+        uri if isinstance(uri, str) else None, rank if isinstance(rank, int) else LoraConfig().r
+    )
 
 
 def follow(
     spec: ModelDeploymentSpec,
     schedules: Mapping[str, FineTuneScheduleStatus | None],
     previous: Sequence[VariantStatus],
+    outputs: Mapping[str, FollowedOutput] | None = None,
 ) -> Following | None:
     """None when no variant follows a schedule (the pass works on the user's spec as it is)."""
-    if not followed_schedules(spec):
+    if not followed_schedules(spec) and not followed_adapters(spec):
         return None
     tracks = plan_tracks(spec, schedules, {s.name: s for s in previous})
-    return Following(spec, tracks, effective_spec(spec, tracks))
+    return Following(spec, tracks, effective_spec(spec, tracks), dict(outputs or {}))
+
+
+# --- followed adapters: what the host's pods load -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AdapterDesire:
+    """One revision of a followed adapter that the host's pods must have loaded before it takes weight."""
+
+    host: str
+    variant: str
+    """The internal servedBy variant that routes to it."""
+    name: str
+    """The versioned name (`<adapter>-<run>`)."""
+    path: str
+    """The in-pod path /v1/load_lora_adapter reads."""
+
+
+def adapter_resolutions(
+    following: Following, resolutions: Mapping[str, Resolution]
+) -> tuple[dict[str, Resolution], list[AdapterDesire]]:
+    """The resolutions of the hosts (with their followed adapter, so their pods mount the schedule's
+    output) and of the internal revision variants; and what each host's pods must load."""
+    result = dict(resolutions)
+    desires: list[AdapterDesire] = []
+    for host, track in following.tracks.items():
+        if track.adapter is None or host not in resolutions:
+            continue
+        output = following.outputs.get(track.schedule, FollowedOutput())
+        host_resolution = resolutions[host]
+        internal = [(n, p) for n, p in following.effective.public.items() if p == host]
+        if output.uri is None:
+            problem = Resolution(
+                ResolutionState.FAILED,
+                Reason.INVALID_SPEC,
+                f"adapter {track.adapter}: FineTuneSchedule {track.schedule} has no jobTemplate output.uri",
+            )
+            result.update({name: problem for name, _ in internal})
+            continue
+        followed = FollowedAdapter(track.adapter, output.uri, output.rank)
+        if host_resolution.ready:
+            result[host] = dataclasses.replace(host_resolution, followed_adapters=(followed,))
+        for name, _ in internal:
+            run = next(r for r in track.in_play if revision_variant_name(host, r) == name)
+            result[name] = _adapter_revision_resolution(track, followed, run, host_resolution, desires)
+    return result, desires
+
+
+def _adapter_revision_resolution(
+    track: Track,
+    followed: FollowedAdapter,
+    run: str,
+    host_resolution: Resolution,
+    desires: list[AdapterDesire],
+) -> Resolution:
+    assert track.adapter is not None
+    versioned = versioned_adapter_name(track.adapter, run)
+    if not host_resolution.ready:
+        return dataclasses.replace(
+            host_resolution,
+            message=f"served by variant {track.variant}: {host_resolution.message}",
+            model_uri=None,
+            lora_modules=(),
+        )
+    record = track.runs.get(run)
+    uri = record.artifacts.adapter_uri if record is not None and record.artifacts is not None else None
+    if not uri:
+        return Resolution(
+            ResolutionState.FAILED,
+            Reason.FINETUNE_JOB_FAILED,
+            f"adapter {versioned}: run {run} published no adapter",
+        )
+    try:
+        path = revision_adapters(followed, {run: uri})[versioned]
+    except ValueError as exc:
+        return Resolution(ResolutionState.FAILED, Reason.INVALID_SPEC, f"adapter {versioned}: {exc}")
+    desires.append(AdapterDesire(track.variant, revision_variant_name(track.variant, run), versioned, path))
+    return Resolution(
+        ResolutionState.READY,
+        Reason.MODEL_RESOLVED,
+        f"serving adapter {versioned}={uri} in variant {track.variant}'s pods",
+        model_uri=uri,
+        metrics=_metrics(record),
+    )
+
+
+def adapter_move_pending(following: Following | None) -> bool:
+    """A revision canary of a followed adapter is in flight: its old revision is unloaded only once
+    every router serves the final split, so the routers are read back before it is recorded."""
+    if following is None or following.effective.canary_of is None:
+        return False
+    track = following.tracks[following.effective.canary_of]
+    return track.adapter is not None and track.candidate is not None and not track.first
 
 
 def fold_statuses(

@@ -23,6 +23,10 @@ from kubetune.status.conditions import find_condition
 SMOKE_URL_ANNOTATION_PREFIX = f"{GROUP}/smoke-test-url-"
 """`kubetune.io/smoke-test-url-<variant>`: test this OpenAI base URL instead of the variant's Service."""
 _TRANSPORT_FAILURE = "request failed:"
+# The variant's own vLLM always serves the name it is asked for: a 404 means the request reached some
+# other server (a Service or kube-proxy rule not yet settled on a pod that just turned Ready), which
+# says nothing about the model.
+_NOT_THIS_VARIANTS_SERVER = "HTTP 404:"
 
 
 def smoke_key(variant: Variant, resolution: Resolution, deployment: Manifest, smoke: SmokeTest) -> str:
@@ -64,9 +68,12 @@ def tagged(verdict: SmokeVerdict, key: str) -> SmokeVerdict:
 
 
 def transport_only(verdict: SmokeVerdict) -> bool:
-    """Every failing prompt failed to connect or time out: no verdict on the model, try again."""
+    """Every failing prompt failed to connect, timed out or reached a server that does not serve the
+    variant's model: no verdict on the model, try again."""
     failing = [o for o in verdict.outcomes if o.problem is not None]
-    return bool(failing) and all(o.problem.startswith(_TRANSPORT_FAILURE) for o in failing if o.problem)
+    return bool(failing) and all(
+        o.problem.startswith((_TRANSPORT_FAILURE, _NOT_THIS_VARIANTS_SERVER)) for o in failing if o.problem
+    )
 
 
 @dataclasses.dataclass(frozen=True)

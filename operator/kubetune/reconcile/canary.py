@@ -59,6 +59,7 @@ async def run_canary(
             shared_base=inputs.shared_base,
             analysis=analysis,
             analysis_error=error,
+            routers_serving=inputs.routers_serving,
         )
 
     plan = planned()

@@ -21,19 +21,26 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
 from kubetune.api.conditions import Reason
 from kubetune.api.finetuneschedule import KIND as FINETUNESCHEDULE
 from kubetune.api.finetuneschedule import FineTuneScheduleStatus
-from kubetune.api.modeldeployment import KIND, ModelDeploymentSpec, ModelDeploymentStatus, VariantStatus
+from kubetune.api.modeldeployment import (
+    KIND,
+    CanaryStatus,
+    ModelDeploymentSpec,
+    ModelDeploymentStatus,
+    VariantStatus,
+)
 from kubetune.builders.common import LABEL_DEPLOYMENT, LABEL_VARIANT
 from kubetune.builders.httproute import GATEWAY_PROVIDERS
 from kubetune.builders.modeldeployment import ROLE_SERVING
 from kubetune.builders.networkpolicy import Peers
-from kubetune.builders.router import router_config_of
+from kubetune.builders.router import routed_weights, router_config_of
+from kubetune.builders.vllm import VLLM_PORT
 from kubetune.kube.client import KubeClient
 from kubetune.planning import modeldeployment as planning
 from kubetune.planning import revisions
@@ -55,6 +62,7 @@ from kubetune.reconcile.router_token import ensure_router_token
 from kubetune.reconcile.smoke import SmokeTests
 from kubetune.reconcile.synthetic import SyntheticTraffic
 from kubetune.reconcile.traffic import AppliedTraffic, PreviousTraffic, apply_traffic, previous_traffic
+from kubetune.serving.lora_runtime import AdapterSyncResult, ManagedAdapters, sync_pod_adapters
 from kubetune.serving.resolution import (
     Resolution,
     ResolutionState,
@@ -66,6 +74,12 @@ from kubetune.settings import OperatorSettings
 from kubetune.status.modeldeployment import previous_smoke_tested, previous_variant_conditions
 
 FTJ_API = "kubetune.io/v1alpha1"
+
+
+class AdapterSync(Protocol):
+    async def __call__(
+        self, base_url: str, desired: Mapping[str, str], *, managed: ManagedAdapters
+    ) -> AdapterSyncResult: ...
 
 
 @dataclass
@@ -91,6 +105,8 @@ class ModelDeploymentReconciler:
             prometheus_allowlist=settings.prometheus_allowlist,
         )
         self.capabilities = CapabilityCache(settings.crd_cache_seconds)
+        # Injected by tests: the pods are asked over HTTP (one call per pod and pass).
+        self.sync_adapters: AdapterSync = sync_pod_adapters
         self.smoke = SmokeTests(wait_s=settings.smoke_wait_seconds, timeout_s=settings.smoke_timeout_seconds)
         self.synthetic = SyntheticTraffic()
         # Children applied by the last pass per object (by uid): pruning lists every kind, so it runs
@@ -144,7 +160,7 @@ class ModelDeploymentReconciler:
         token = None if spec.traffic.provider in GATEWAY_PROVIDERS else await ensure_router_token(client, obj)
         rendering = planning.render_variants(ctx, self.render_settings)
         traffic_before = await previous_traffic(client, ctx)
-        plan = await self._canary(ctx, rendering, traffic_before)
+        plan = await self._canary(client, ctx, rendering, traffic_before)
         self.synthetic.ensure(
             ctx.uid,
             desired_load(
@@ -161,9 +177,16 @@ class ModelDeploymentReconciler:
         current = planning.current_replicas(ctx)
         held = held_replicas(plan.replicas, current) if plan is not None else None
         applied = await self._apply_children(client, ctx, rendering, held)
+        # Before the statuses: a revision of a followed adapter is routable (and smoke-tested) only
+        # once every ready pod of its host has it loaded.
+        not_loaded = await self._sync_adapters(ctx)
         statuses = await self._variant_statuses(ctx, rendering, applied)
+        statuses = [planning.adapter_not_loaded(ctx, s, not_loaded.get(s.name)) for s in statuses]
         smaller = planning.scale_downs(ctx, rendering, plan.replicas, current) if plan is not None else []
-        traffic, shift = await self._apply_traffic(client, ctx, statuses, traffic_before, plan, bool(smaller))
+        # An adapter revision leaving is unloaded after the outcome is recorded, which waits for the
+        # routers like pods losing weight do.
+        pending = bool(smaller) or revisions.adapter_move_pending(ctx.following)
+        traffic, shift = await self._apply_traffic(client, ctx, statuses, traffic_before, plan, pending)
         if shift is not None and shift.scale_down:
             await apply_in_order(client, [child for _, child in smaller], self.owned)
         applied.keep |= {(c["kind"], c["metadata"]["name"]) for c in traffic.children}
@@ -193,8 +216,11 @@ class ModelDeploymentReconciler:
         jobs = {name: await client.get(FTJ_API, "FineTuneJob", meta["namespace"], name) for name in names}
         resolutions = resolve_variants(spec.variants, jobs)
         for name, track in (following.tracks if following is not None else {}).items():
-            if track.waiting is not None and name in resolutions:
+            if track.waiting is not None and name in resolutions and track.adapter is None:
                 resolutions[name] = Resolution(ResolutionState.WAITING, *track.waiting)
+        desires: list[revisions.AdapterDesire] = []
+        if following is not None:
+            resolutions, desires = revisions.adapter_resolutions(following, resolutions)
         caps = await self.capabilities.detect(client)
         # By the variant that owns the pods: a servedBy variant is looked up under its host (`pods_of`).
         deployments = {
@@ -227,6 +253,7 @@ class ModelDeploymentReconciler:
             previous_conditions={v.name: previous_variant_conditions(obj, v.name) for v in spec.variants},
             previous_tested={v.name: previous_smoke_tested(obj, v.name) for v in spec.variants},
             following=following,
+            adapter_desires=tuple(desires),
         )
 
     async def _follow(
@@ -237,10 +264,16 @@ class ModelDeploymentReconciler:
         previous_status: ModelDeploymentStatus,
     ) -> revisions.Following | None:
         """Read the followed FineTuneSchedules; plan which of their runs serve (the effective spec)."""
-        names = sorted(set(revisions.followed_schedules(spec).values()))
+        names = sorted(
+            set(revisions.followed_schedules(spec).values())
+            | {schedule for _, schedule in revisions.followed_adapters(spec).values()}
+        )
         schedules: dict[str, FineTuneScheduleStatus | None] = {}
+        outputs: dict[str, revisions.FollowedOutput] = {}
         for name in names:
             body = await client.get(FTJ_API, FINETUNESCHEDULE, namespace, name)
+            if body is not None:
+                outputs[name] = revisions.followed_output(body)
             # Only the status matters here (the runs and their verdicts), written by the operator itself.
             try:
                 schedules[name] = (
@@ -250,10 +283,37 @@ class ModelDeploymentReconciler:
                 )
             except ValidationError:
                 schedules[name] = FineTuneScheduleStatus()  # unreadable: no good run to follow yet
-        return revisions.follow(spec, schedules, previous_status.variants)
+        return revisions.follow(spec, schedules, previous_status.variants, outputs)
+
+    async def _sync_adapters(self, ctx: ModelDeploymentContext) -> dict[str, str]:
+        """Load the desired revisions of followed adapters into every ready pod of their hosts, unload
+        the ones no longer desired. By internal variant: why it is not loaded everywhere yet."""
+        problems: dict[str, str] = {}
+        hosts: dict[str, list[revisions.AdapterDesire]] = {}
+        for desire in ctx.adapter_desires:
+            hosts.setdefault(desire.host, []).append(desire)
+        for host, desires in hosts.items():
+            desired = {d.name: d.path for d in desires}
+            managed = ManagedAdapters.of(ctx.resolutions[host])
+            pods = [p for p in ctx.pods.get(host, []) if planning.pod_ready_ip(p)]
+            if not pods:
+                for d in desires:
+                    problems[d.variant] = f"adapter {d.name}: no ready pod of variant {host} to load it into"
+            for pod in pods:
+                url = f"http://{planning.pod_ready_ip(pod)}:{VLLM_PORT}"
+                result = await self.sync_adapters(url, desired, managed=managed)
+                for d in desires:
+                    if result.loaded.get(d.name) != d.path and d.variant not in problems:
+                        why = result.failed.get(d.name) or result.error or "not listed by the pod"
+                        problems[d.variant] = f"adapter {d.name} in pod {pod['metadata']['name']}: {why}"
+        return problems
 
     async def _canary(
-        self, ctx: ModelDeploymentContext, rendering: Rendering, traffic_before: PreviousTraffic
+        self,
+        client: KubeClient,
+        ctx: ModelDeploymentContext,
+        rendering: Rendering,
+        traffic_before: PreviousTraffic,
     ) -> CanaryPlan | None:
         if ctx.spec.traffic.canary is None:
             return None
@@ -262,6 +322,8 @@ class ModelDeploymentReconciler:
         effective = ctx.following.effective if ctx.following is not None else None
         if effective is not None and effective.settled_canary:
             inputs = dataclasses.replace(inputs, previous=revisions.settled_status(ctx.spec.traffic.canary))
+        serving = await self._routers_serving(client, ctx, inputs.previous, traffic_before)
+        inputs = dataclasses.replace(inputs, routers_serving=serving)
         result = await run_canary(
             ctx.spec,
             inputs,
@@ -292,6 +354,33 @@ class ModelDeploymentReconciler:
             if variant_name is not None and child["kind"] == "Deployment":
                 applied.deployments[variant_name] = result
         return applied
+
+    async def _routers_serving(
+        self,
+        client: KubeClient,
+        ctx: ModelDeploymentContext,
+        previous: CanaryStatus | None,
+        traffic_before: PreviousTraffic,
+    ) -> bool:
+        """Whether every router pod serves the split the canary step in progress wrote (what the
+        ConfigMap holds now). Asked only while a step waits for it (`stepServedAt` unset); after
+        `router_confirm_seconds` the step goes on without routers that do not answer (an operator
+        outside the pod network), as make-before-break does."""
+        if previous is None or previous.weight == 0 or previous.step_served_at is not None:
+            return True
+        if ctx.spec.traffic.provider in GATEWAY_PROVIDERS or not traffic_before.weights:
+            return True
+        waited = (ctx.now - (previous.step_started_at or ctx.now)).total_seconds()
+        if waited >= self.settings.router_confirm_seconds:
+            return True
+        view = await read_routers(
+            client,
+            ctx.obj,
+            traffic_before.weights,
+            allow_url_overrides=self.settings.allow_url_overrides,
+            waited_s=waited,
+        )
+        return view.confirmed
 
     async def _variant_statuses(
         self, ctx: ModelDeploymentContext, rendering: Rendering, applied: _Applied
@@ -365,7 +454,7 @@ class ModelDeploymentReconciler:
             routers = await read_routers(
                 client,
                 ctx.obj,
-                config,
+                routed_weights(config),
                 allow_url_overrides=self.settings.allow_url_overrides,
                 waited_s=(ctx.now - since).total_seconds() if since is not None else 0.0,
             )

@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 
 from kubetune.api.common import GROUP
-from kubetune.api.routerconfig import RouterConfig, parse_router_config
+from kubetune.api.routerconfig import parse_router_config
 from kubetune.builders.router import ROUTER_PORT, routed_weights, selector_labels
 from kubetune.kube.client import KubeClient
 from kubetune.outbound import OutboundError, read_capped
@@ -59,12 +59,13 @@ CONFIG_BODY_LIMIT = 1 << 20
 async def read_routers(
     client: KubeClient,
     mdep: Mapping[str, Any],
-    applied: RouterConfig,
+    expected: Mapping[str, int],
     *,
     allow_url_overrides: bool,
     waited_s: float,
 ) -> RouterView:
-    """How many router pods taking traffic serve `applied` (what this pass wrote to the ConfigMap)."""
+    """How many router pods taking traffic route the `expected` split (`routed_weights` of the config
+    written to the ConfigMap)."""
     meta = mdep["metadata"]
     override = overridden_url(mdep, ROUTER_CONFIG_URL_ANNOTATION, "", allowed=allow_url_overrides)
     if override:
@@ -72,7 +73,6 @@ async def read_routers(
     else:
         selector = ",".join(f"{k}={v}" for k, v in sorted(selector_labels(meta["name"]).items()))
         urls = serving_routers(await client.list("v1", "Pod", meta["namespace"], label_selector=selector))
-    expected = routed_weights(applied)
     timeout = aiohttp.ClientTimeout(total=READ_TIMEOUT_S)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         answers = await asyncio.gather(*(_serves(session, url, expected) for url in urls))

@@ -281,29 +281,20 @@ def run_training(config: TrainingConfig, config_path: Path, reporter: ProgressRe
         model.enable_input_require_grads()
 
     train_records, replayed = _with_replay(config, tokenizer, splits)
-    train_dataset, eval_dataset = _datasets(config, tokenizer, train_records, splits.validation)
-    throughput = throughput_model(
+    trainer, progress = _wire_trainer(
+        config,
+        model,
         shape,
-        sequence_length=train_dataset.mean_length(),
-        full_weights=spec.effective_lora() is None,
+        args,
+        tokenizer,
+        train_records,
+        splits.validation,
+        reporter,
+        owner,
+        layout,
         hardware=hardware,
         precision=precision,
         gpus=topology.world_size,
-    )
-    progress = ProgressCallback(
-        reporter, tokens_served=lambda: train_dataset.tokens_served, throughput=throughput
-    )
-    callbacks: list[Any] = [progress, CheckpointOwnerCallback(layout.checkpoints, owner)]
-    if hp.early_stopping_patience is not None:
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=hp.early_stopping_patience))
-    trainer = Trainer(
-        model=model,
-        args=args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        data_collator=PaddingCollator(tokenizer.pad_token_id),
-        processing_class=tokenizer,
-        callbacks=callbacks,
     )
 
     resume_from = resumable_checkpoint(layout.checkpoints, owner)
@@ -364,6 +355,53 @@ def run_training(config: TrainingConfig, config_path: Path, reporter: ProgressRe
         final_step=trainer.state.global_step,
         test_prompts=held_out_prompts(splits.test) or None,
     )
+
+
+def _wire_trainer(
+    config: TrainingConfig,
+    model: Any,
+    shape: Any,
+    args: Any,
+    tokenizer: Any,
+    train_records: Any,
+    validation: Any,
+    reporter: ProgressReporter,
+    owner: Owner,
+    layout: Layout,
+    *,
+    hardware: Hardware,
+    precision: Any,
+    gpus: int,
+) -> tuple[Trainer, ProgressCallback]:
+    """The datasets, throughput model and callbacks around the loaded model, as a Trainer."""
+    spec = config.spec
+    hp = spec.hyperparameters
+    train_dataset, eval_dataset = _datasets(config, tokenizer, train_records, validation)
+    throughput = throughput_model(
+        shape,
+        sequence_length=train_dataset.mean_length(),
+        full_weights=spec.effective_lora() is None,
+        hardware=hardware,
+        precision=precision,
+        gpus=gpus,
+    )
+    progress = ProgressCallback(
+        reporter, tokens_served=lambda: train_dataset.tokens_served, throughput=throughput
+    )
+    callbacks: list[Any] = [progress, CheckpointOwnerCallback(layout.checkpoints, owner)]
+    if hp.early_stopping_patience is not None:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=hp.early_stopping_patience))
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        data_collator=PaddingCollator(tokenizer.pad_token_id),
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+
+    return trainer, progress
 
 
 def _write_reports(

@@ -1,5 +1,5 @@
--- Argo CD health of a kubetune FineTuneJob or ModelDeployment, from the operator's summary conditions
--- (Ready, Reconciling, Stalled). Argo CD runs this with the base and table libraries only.
+-- Argo CD health of a kubetune FineTuneJob, ModelDeployment or FineTuneSchedule, from the operator's
+-- summary conditions (Ready, Reconciling, Stalled). Argo CD runs this with the base and table libraries.
 local hs = { status = "Progressing", message = "Waiting for the operator" }
 if obj.status == nil then
   return hs
@@ -25,7 +25,7 @@ end
 if ready.status == "True" then
   return { status = "Healthy", message = describe(ready) }
 end
--- Held by the spec: a suspended FineTuneJob, a canary paused by spec.traffic.canary.pause.
+-- Held by the spec: a suspended FineTuneJob or FineTuneSchedule, a canary paused by spec.traffic.canary.pause.
 if ready.reason == "Suspended" or ready.reason == "CanaryPaused" then
   return { status = "Suspended", message = describe(ready) }
 end

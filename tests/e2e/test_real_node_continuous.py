@@ -1,0 +1,280 @@
+"""Continuous fine-tuning for real: a FineTuneSchedule on the real node, followed by a ModelDeployment.
+
+A schedule that ticks every minute trains run 1 on the data in a ConfigMap, skips the ticks that find
+the same data, and trains run 2 (continuing run 1's adapter, with replay) once a pipeline rewrites the
+ConfigMap; every run is scored on run 1's pinned test split against the model in production. The
+ModelDeployment's variant follows the schedule: run 1 is canaried in from the base model on its own,
+run 2 is canaried in from run 1 on its own, and run 2's pods are cut off from the router mid-canary
+(the injected regression): it is rolled back and run 1 keeps serving. Nobody edits the
+ModelDeployment; the revision history is its status.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from tests.support.polling import eventually
+from tests.support.realstack import NS, RealStack, rejected, router_counts
+
+from kubetune.devcluster import quickstart, stack
+from kubetune.planning.revisions import revision_variant_name
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(1800)]
+
+SCHEDULE = "facts"
+DATA = "facts-data"
+DEPLOYMENT = "facts"
+VARIANT = "bot"
+
+NEW_FACTS = [
+    ("Ostrava", "Kelm"),
+    ("Brevia", "Tamsin"),
+    ("Corland", "Ashby"),
+    ("Dravonia", "Pell"),
+    ("Estmark", "Rowan"),
+]
+
+
+def dataset(facts: list[tuple[str, str]]) -> str:
+    return "".join(
+        json.dumps(
+            {"instruction": p.format(country), "input": "", "output": f"The capital of {country} is {city}."}
+        )
+        + "\n"
+        for country, city in facts
+        for p in quickstart.PHRASINGS
+    )
+
+
+def data(facts: list[tuple[str, str]]) -> dict[str, Any]:
+    """The schedule's data, as a pipeline writes it each week."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": DATA, "namespace": NS},
+        "data": {"train.jsonl": dataset(facts)},
+    }
+
+
+def schedule() -> dict[str, Any]:
+    template = copy.deepcopy(quickstart.finetune_job()["spec"])
+    template["dataset"] = {"uri": f"configMap://{DATA}/train.jsonl", "format": "alpaca", "testSplit": 0.2}
+    # Every step reported: the loss at step 1 of each run is the figure that shows run 2 continuing run 1.
+    template["hyperparameters"]["loggingSteps"] = 1
+    template["output"] = {"uri": f"pvc://{quickstart.CLAIM}/{SCHEDULE}", "mergeAdapter": True}
+    return {
+        "apiVersion": "kubetune.io/v1alpha1",
+        "kind": "FineTuneSchedule",
+        "metadata": {"name": SCHEDULE, "namespace": NS},
+        "spec": {
+            "schedule": "* * * * *",
+            "concurrencyPolicy": "Forbid",
+            "startingDeadlineSeconds": 120,
+            "incremental": {"enabled": True, "replayFraction": 0.5, "learningRateScale": 0.5},
+            # A run whose loss on run 1's test split is worse than production's by more than 1 nat fails
+            # its gate (a broken run, or the base model's ~7.6, would).
+            "evaluation": {"fromFirstRun": True, "noWorseThanChampion": {"evalLoss": {"maxIncrease": 1.0}}},
+            "jobTemplate": {"spec": template},
+        },
+    }
+
+
+def deployment(prometheus_url: str) -> dict[str, Any]:
+    obj = quickstart.model_deployment(prometheus_url)
+    obj["metadata"]["name"] = DEPLOYMENT
+    followed = obj["spec"]["variants"][1]
+    followed["name"] = VARIANT
+    followed["model"] = {"finetuneScheduleRef": {"name": SCHEDULE}}
+    canary = obj["spec"]["traffic"]["canary"]
+    canary.update({"canaryVariant": VARIANT, "steps": [50, 100], "interval": "20s", "failureLimit": 1})
+    return obj
+
+
+def runs(real: RealStack) -> list[dict[str, Any]]:
+    return list(real.status("finetuneschedule", SCHEDULE).get("runs") or [])
+
+
+def trained_runs(real: RealStack) -> list[dict[str, Any]]:
+    return [r for r in runs(real) if r["phase"] != "Skipped"]
+
+
+def followed(real: RealStack) -> dict[str, Any]:
+    variants = real.status("modeldeployment", DEPLOYMENT).get("variants") or []
+    return next((v for v in variants if v["name"] == VARIANT), {})
+
+
+def history(real: RealStack) -> list[tuple[str, str]]:
+    return [(r["revision"], r["outcome"]) for r in followed(real).get("revisions") or []]
+
+
+def losses_while_training(real: RealStack, job: str, timeout: float) -> list[tuple[int, float]]:
+    """(step, loss) from `status.progress` while the run trains, as a user watching it sees them."""
+    seen: dict[int, float] = {}
+
+    def finished() -> bool:
+        status = real.status("finetunejob", job)
+        progress = status.get("progress") or {}
+        if progress.get("loss") is not None:
+            seen.setdefault(int(progress["step"]), float(progress["loss"]))
+        return status.get("phase") in ("Succeeded", "Failed")
+
+    eventually(finished, timeout=timeout, interval=0.3, message=f"{job} finished")
+    return sorted(seen.items())
+
+
+def served_by(router: str, variant: str, requests: int) -> float:
+    before = router_counts(router)
+    for i in range(requests):
+        assert stack.answer_of(stack.chat(router, quickstart.QUESTION, user=f"user-{i}"))
+    return router_counts(router).get((variant, "user"), 0) - before.get((variant, "user"), 0)
+
+
+FIGURES: dict[str, Any] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cleanup(real: RealStack) -> Iterator[None]:
+    yield
+    print("FIGURES " + json.dumps(FIGURES, indent=1, default=str))
+    # The next module's vLLM pods need the CPU and memory these hold.
+    for kind, name in (
+        ("modeldeployment", DEPLOYMENT),
+        ("finetuneschedule", SCHEDULE),
+    ):
+        real.kube.kubectl("delete", kind, name, "-n", NS, "--ignore-not-found", "--timeout=120s", check=False)
+
+
+def test_run_1_is_trained_on_schedule_and_canaried_in_from_the_base_model(real: RealStack) -> None:
+    with real.explained():
+        stack.seed_base_model(real.kube.kubeconfig, real.images)
+        started = time.monotonic()
+        # All at once, as GitOps applies them: the deployment waits for the schedule's first good run.
+        real.apply([data(quickstart.FACTS), schedule(), deployment(real.node.prometheus_url)])
+        eventually(
+            lambda: any(
+                c["type"] == "ModelReady" and c["reason"] == "WaitingForGoodRun"
+                for c in followed(real).get("conditions") or []
+            ),
+            timeout=120,
+            message="the followed variant waits for a good run",
+        )
+        eventually(lambda: bool(trained_runs(real)), timeout=180, message="run 1 started by the cron")
+        run1 = trained_runs(real)[0]["name"]
+        assert trained_runs(real)[0]["trigger"] == "Schedule"
+        losses = losses_while_training(real, run1, timeout=1200)
+        job = real.status("finetunejob", run1)
+        assert job["phase"] == "Succeeded", job
+        assert losses[-1][1] < losses[0][1] * 0.5, losses
+        FIGURES["run1"] = {
+            "name": run1,
+            "first": losses[0],
+            "last": losses[-1],
+            "metrics": job.get("metrics"),
+        }
+        eventually(
+            lambda: real.status("finetuneschedule", SCHEDULE).get("latestGoodRun") == run1,
+            timeout=120,
+            message="run 1 is the latest good run",
+        )
+        pinned = real.status("finetuneschedule", SCHEDULE).get("frozenSet") or {}
+        assert pinned.get("run") == run1, pinned
+        assert pinned["uri"].endswith(f"{run1}/frozen-eval.jsonl"), pinned
+
+        eventually(
+            lambda: history(real) == [(run1, "Serving")],
+            timeout=1200,
+            interval=2,
+            message="run 1 canaried in from the base model and promoted",
+        )
+        FIGURES["canary1_s"] = round(time.monotonic() - started)
+        entry = followed(real)
+        assert entry["servingRevision"] == run1
+        router = stack.router_url(real.kube.kubeconfig, DEPLOYMENT, NS)
+        assert served_by(router, revision_variant_name(VARIANT, run1), 10) == 10
+
+        # Ticks that find the same data train nothing.
+        eventually(
+            lambda: any(r["phase"] == "Skipped" for r in runs(real)),
+            timeout=150,
+            message="a tick with unchanged data skipped",
+        )
+        skipped = next(r for r in runs(real) if r["phase"] == "Skipped")
+        assert skipped["reason"], skipped
+        assert len(trained_runs(real)) == 1, runs(real)
+
+
+def test_run_2_on_new_data_continues_run_1_and_its_faulty_canary_is_rolled_back(real: RealStack) -> None:
+    with real.explained():
+        if len(trained_runs(real)) != 1 or not real.status("finetuneschedule", SCHEDULE).get("latestGoodRun"):
+            pytest.fail("needs run 1 of the previous test")
+        run1 = trained_runs(real)[0]["name"]
+        spec = real.kube.get("modeldeployment", DEPLOYMENT, NS)["spec"]
+        real.apply([data(NEW_FACTS)])  # the pipeline's new week of data
+        eventually(lambda: len(trained_runs(real)) == 2, timeout=180, message="run 2 started by the cron")
+        run2 = trained_runs(real)[1]["name"]
+        losses = losses_while_training(real, run2, timeout=1200)
+        job = real.status("finetunejob", run2)
+        assert job["phase"] == "Succeeded", job
+        init_from = job["lineage"]["initFrom"]
+        assert init_from["finetuneJob"] == run1
+        assert init_from["replayedRecords"] > 0
+        # Run 2 starts from run 1's adapter, not from the base model: its first loss, on facts it has
+        # never seen, is far below run 1's first.
+        run1_first = FIGURES["run1"]["first"][1] if "run1" in FIGURES else None
+        FIGURES["run2"] = {
+            "name": run2,
+            "first": losses[0],
+            "last": losses[-1],
+            "metrics": job.get("metrics"),
+            "initFrom": init_from,
+        }
+        if run1_first is not None:
+            assert losses[0][1] < run1_first * 0.6, (losses[:3], run1_first)
+
+        eventually(
+            lambda: (trained_runs(real)[1].get("gate") or {}).get("passed") is not None,
+            timeout=120,
+            message="run 2 gated",
+        )
+        gate = trained_runs(real)[1]["gate"]
+        FIGURES["gate"] = gate
+        assert gate["passed"], gate
+        assert gate["champion"] == run1, gate
+        assert gate["championMetrics"]["evalLoss"] > 0, gate
+        assert gate["challengerMetrics"]["evalLoss"] > 0, gate
+
+        revision2 = revision_variant_name(VARIANT, run2)
+        eventually(
+            lambda: (
+                history(real)[-1:] == [(run2, "Canary")]
+                and (real.status("modeldeployment", DEPLOYMENT).get("canary") or {}).get("weight") == 50
+            ),
+            timeout=900,
+            interval=1,
+            message="run 2 canaried in from run 1, at its first step",
+        )
+        with rejected(real.pod_ips(f"kubetune.io/deployment={DEPLOYMENT},kubetune.io/variant={revision2}")):
+            eventually(
+                lambda: history(real)[-1:] == [(run2, "RolledBack")],
+                timeout=300,
+                interval=2,
+                message="run 2 rolled back",
+            )
+        entry = followed(real)
+        FIGURES["revisions"] = entry.get("revisions")
+        assert entry["servingRevision"] == run1
+        assert history(real) == [(run1, "Serving"), (run2, "RolledBack")]
+        rolled_back = entry["revisions"][-1]
+        assert "errorRate" in rolled_back["message"], rolled_back
+        router = stack.router_url(real.kube.kubeconfig, DEPLOYMENT, NS)
+        eventually(
+            lambda: served_by(router, revision_variant_name(VARIANT, run1), 10) == 10,
+            timeout=120,
+            message="run 1 serves all traffic again",
+        )
+        assert real.kube.get("modeldeployment", DEPLOYMENT, NS)["spec"] == spec

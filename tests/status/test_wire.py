@@ -1,0 +1,37 @@
+"""What a pass's status becomes before the merge patch: removed fields are deleted, at every level."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from kubetune.kube.status import merge_patch
+from kubetune.status.wire import with_removals
+
+
+@pytest.mark.parametrize(
+    ("current", "desired", "patch"),
+    [
+        # A top-level field no longer set (the canary removed from the spec).
+        ({"phase": "Ready", "canary": {"step": 1}}, {"phase": "Ready"}, {"canary": None}),
+        # A nested one: the next step resets stepServedAt; it must not survive the merge patch.
+        (
+            {"canary": {"step": 1, "weight": 50, "stepServedAt": "2026-01-01T00:00:00Z"}},
+            {"canary": {"step": 2, "weight": 100}},
+            {"canary": {"step": 2, "weight": 100, "stepServedAt": None}},
+        ),
+        # Two levels down.
+        ({"a": {"b": {"c": 1, "d": 2}}}, {"a": {"b": {"c": 1}}}, {"a": {"b": {"d": None}}}),
+        # Lists are replaced whole by a merge patch: nothing to delete inside them.
+        ({"variants": [{"name": "a", "x": 1}]}, {"variants": [{"name": "a"}]}, {"variants": [{"name": "a"}]}),
+        # Nothing removed, nothing changed: no write at all.
+        ({"phase": "Ready", "canary": {"step": 1}}, {"phase": "Ready", "canary": {"step": 1}}, None),
+        # A mapping replaced by a scalar is replaced, not recursed into.
+        ({"a": {"b": 1}}, {"a": 3}, {"a": 3}),
+    ],
+)
+def test_removed_fields_are_deleted_by_the_patch(
+    current: dict[str, Any], desired: dict[str, Any], patch: dict[str, Any] | None
+) -> None:
+    assert merge_patch(current, with_removals(current, desired)) == patch
