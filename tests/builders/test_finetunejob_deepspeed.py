@@ -23,60 +23,29 @@ def spec(deepspeed: dict[str, Any], method: str = "lora") -> FineTuneJobSpec:
     )
 
 
+# Each ZeRO stage's keys add to the stage below's.
+ZERO_1 = {"stage", "overlap_comm", "contiguous_gradients", "reduce_bucket_size"}
+ZERO_2 = ZERO_1 | {"allgather_bucket_size"}
+ZERO_3 = ZERO_2 | {
+    "stage3_prefetch_bucket_size",
+    "stage3_param_persistence_threshold",
+    "stage3_max_live_parameters",
+    "stage3_max_reuse_distance",
+    "stage3_gather_16bit_weights_on_model_save",
+}
+
+
 @pytest.mark.parametrize(
     ("deepspeed", "zero_keys", "optimizer"),
     [
         ({"zeroStage": 0}, {"stage"}, False),
-        ({"zeroStage": 1}, {"stage", "overlap_comm", "contiguous_gradients", "reduce_bucket_size"}, False),
-        (
-            {"zeroStage": 2},
-            {"stage", "overlap_comm", "contiguous_gradients", "reduce_bucket_size", "allgather_bucket_size"},
-            False,
-        ),
-        (
-            {"zeroStage": 2, "offloadOptimizer": True},
-            {
-                "stage",
-                "overlap_comm",
-                "contiguous_gradients",
-                "reduce_bucket_size",
-                "allgather_bucket_size",
-                "offload_optimizer",
-            },
-            True,
-        ),
-        (
-            {"zeroStage": 3},
-            {
-                "stage",
-                "overlap_comm",
-                "contiguous_gradients",
-                "reduce_bucket_size",
-                "allgather_bucket_size",
-                "stage3_prefetch_bucket_size",
-                "stage3_param_persistence_threshold",
-                "stage3_max_live_parameters",
-                "stage3_max_reuse_distance",
-                "stage3_gather_16bit_weights_on_model_save",
-            },
-            False,
-        ),
+        ({"zeroStage": 1}, ZERO_1, False),
+        ({"zeroStage": 2}, ZERO_2, False),
+        ({"zeroStage": 2, "offloadOptimizer": True}, ZERO_2 | {"offload_optimizer"}, True),
+        ({"zeroStage": 3}, ZERO_3, False),
         (
             {"zeroStage": 3, "offloadOptimizer": True, "offloadParams": True},
-            {
-                "stage",
-                "overlap_comm",
-                "contiguous_gradients",
-                "reduce_bucket_size",
-                "allgather_bucket_size",
-                "stage3_prefetch_bucket_size",
-                "stage3_param_persistence_threshold",
-                "stage3_max_live_parameters",
-                "stage3_max_reuse_distance",
-                "stage3_gather_16bit_weights_on_model_save",
-                "offload_optimizer",
-                "offload_param",
-            },
+            ZERO_3 | {"offload_optimizer", "offload_param"},
             True,
         ),
     ],

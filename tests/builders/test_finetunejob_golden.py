@@ -6,17 +6,16 @@ review the diff.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from tests.support.golden import UPDATE, assert_golden
 
 from kubetune.builders.finetunejob import build_children
 from kubetune.kube.client import KubeClient
 
-UPDATE = "KUBETUNE_UPDATE_GOLDEN"
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "finetunejob"
 CASES = sorted(p.stem for p in (GOLDEN / "inputs").glob("*.yaml"))
 
@@ -46,11 +45,7 @@ def test_the_three_representative_specs_are_present() -> None:
 @pytest.mark.parametrize("case", CASES)
 def test_golden(case: str) -> None:
     rendered = render(case)
-    path = GOLDEN / f"{case}.yaml"
-    if os.environ.get(UPDATE) == "1":
-        path.write_text(rendered)
-    assert path.exists(), f"{path} missing: run with KUBETUNE_UPDATE_GOLDEN=1"
-    assert rendered == path.read_text()
+    assert_golden(GOLDEN / f"{case}.yaml", rendered)
     # The files are real manifests: they load back into exactly what the builder produced.
     ftj = yaml.safe_load((GOLDEN / "inputs" / f"{case}.yaml").read_text())
     assert list(yaml.safe_load_all(rendered)) == build_children(ftj, restart=0).all()

@@ -22,18 +22,24 @@ from kubetune.builders.storage import S3_OPTIONAL_SECRET_KEYS, S3_SECRET_KEYS
 from kubetune.builders.vllm import max_lora_rank, vllm_args
 from kubetune.serving.resolution import LoraModule, Resolution, ResolutionState
 
-BASE_ARGS = [
-    "--model",
-    "/models/base",
-    "--served-model-name",
-    "a",
-    "--tensor-parallel-size",
-    "1",
-    "--gpu-memory-utilization",
-    "0.9",
-    "--dtype",
-    "auto",
-]
+
+def base_args(served: str = "a", tp: str = "1", memory: str = "0.9", dtype: str = "auto") -> list[str]:
+    """vLLM's leading flags: the model, the name it answers to and the engine settings always given."""
+    return [
+        "--model",
+        "/models/base",
+        "--served-model-name",
+        served,
+        "--tensor-parallel-size",
+        tp,
+        "--gpu-memory-utilization",
+        memory,
+        "--dtype",
+        dtype,
+    ]
+
+
+BASE_ARGS = base_args()
 TAIL = ["--host", "0.0.0.0", "--port", "8000"]
 
 
@@ -79,16 +85,7 @@ def container(deployment: dict[str, Any]) -> dict[str, Any]:
             },
             (),
             [
-                "--model",
-                "/models/base",
-                "--served-model-name",
-                "a",
-                "--tensor-parallel-size",
-                "4",
-                "--gpu-memory-utilization",
-                "0.85",
-                "--dtype",
-                "bfloat16",
+                *base_args(tp="4", memory="0.85", dtype="bfloat16"),
                 "--max-model-len",
                 "4096",
                 "--quantization",
@@ -140,16 +137,7 @@ def container(deployment: dict[str, Any]) -> dict[str, Any]:
             {},
             (LoraModule("a", "pvc://out/sft/adapter", 16),),
             [
-                "--model",
-                "/models/base",
-                "--served-model-name",
-                "a-base",
-                "--tensor-parallel-size",
-                "1",
-                "--gpu-memory-utilization",
-                "0.9",
-                "--dtype",
-                "auto",
+                *base_args(served="a-base"),
                 "--enable-lora",
                 "--max-loras",
                 "1",

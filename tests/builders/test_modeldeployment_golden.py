@@ -6,12 +6,12 @@ Each input holds the ModelDeployment followed by the FineTuneJobs it references.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from tests.support.golden import assert_golden
 
 from kubetune.api.modeldeployment import ModelDeploymentSpec
 from kubetune.builders.common import Manifest
@@ -48,11 +48,7 @@ def test_the_three_representative_specs_are_present() -> None:
 @pytest.mark.parametrize("case", CASES)
 def test_golden(case: str) -> None:
     rendered = render(case)
-    path = GOLDEN / f"{case}.yaml"
-    if os.environ.get("KUBETUNE_UPDATE_GOLDEN") == "1":
-        path.write_text(rendered)
-    assert path.exists(), f"{path} missing: run with KUBETUNE_UPDATE_GOLDEN=1"
-    assert rendered == path.read_text()
+    assert_golden(GOLDEN / f"{case}.yaml", rendered)
     # The files are plain manifests (no YAML anchors): they load back into what the builder produced.
     assert "&id" not in rendered
     assert list(yaml.safe_load_all(rendered)) == children(case)

@@ -16,21 +16,13 @@ import pytest
 import yaml
 from tests.chart.helm import render
 from tests.support.cluster import Kube
+from tests.support.manifests import minimal_ftj
 from tests.support.polling import eventually
 
 pytestmark = pytest.mark.cluster
 
 API = "kubetune.io/v1alpha1"
-FTJ: dict[str, Any] = {
-    "apiVersion": API,
-    "kind": "FineTuneJob",
-    "metadata": {"name": "policy"},
-    "spec": {
-        "baseModel": {"uri": "Qwen/Qwen2.5-0.5B"},
-        "dataset": {"uri": "pvc://data/train.jsonl"},
-        "output": {"uri": "pvc://models/out"},
-    },
-}
+FTJ = minimal_ftj("policy")
 MDEP: dict[str, Any] = {
     "apiVersion": API,
     "kind": "ModelDeployment",

@@ -7,21 +7,12 @@ from pathlib import Path
 import pytest
 import yaml
 from tests.chart.helm import CHART
+from tests.chart.rbac import triples
 
 from kubetune import chartgen
 from kubetune.rbac import OPERATOR_RULES, Rule
 
 RULES_FILE = CHART / "files" / "rbac-rules.yaml"
-
-
-def triples(rules: list[dict[str, list[str]]]) -> set[tuple[str, str, str]]:
-    return {
-        (g, r, v)
-        for rule in rules
-        for g in rule["apiGroups"]
-        for r in rule["resources"]
-        for v in rule["verbs"]
-    }
 
 
 def test_chart_rules_file_is_in_sync_with_rbac_py() -> None:

@@ -9,6 +9,7 @@ import pytest
 import yaml
 from tests.chart.helm import CHART, KUBE_VERSION, NAMESPACE, RELEASE, REPO, VALUES, Rendered, helm, render
 from tests.chart.podsecurity import restricted_violations
+from tests.chart.rbac import triples
 
 from kubetune import chartgen
 from kubetune.devcluster import imageplan
@@ -27,19 +28,6 @@ CLUSTER_SCOPED_KINDS = {
     "ValidatingAdmissionPolicy",
     "ValidatingAdmissionPolicyBinding",
 }
-Triple = tuple[str, str, str]
-
-
-def triples(rules: list[dict[str, Any]]) -> set[Triple]:
-    return {
-        (g, r, v)
-        for rule in rules
-        for g in rule["apiGroups"]
-        for r in rule["resources"]
-        for v in rule["verbs"]
-    }
-
-
 OPERATOR_TRIPLES = triples([rule.to_manifest() for rule in OPERATOR_RULES])
 CLUSTER_TRIPLES = {t for t in OPERATOR_TRIPLES if (t[0], t[1]) in chartgen.CLUSTER_SCOPED}
 

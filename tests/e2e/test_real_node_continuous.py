@@ -13,16 +13,19 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from tests.support.polling import eventually
+from tests.support.realnode import answering_json, answers
 from tests.support.realstack import NS, RealStack, rejected, router_counts
 
 from kubetune.devcluster import quickstart, stack
 from kubetune.planning.revisions import revision_variant_name
+from kubetune.serving.lora_runtime import versioned_adapter_name
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(1800)]
 
@@ -128,10 +131,16 @@ def losses_while_training(real: RealStack, job: str, timeout: float) -> list[tup
 
 
 def served_by(router: str, variant: str, requests: int) -> float:
-    before = router_counts(router)
-    for i in range(requests):
-        assert stack.answer_of(stack.chat(router, quickstart.QUESTION, user=f"user-{i}"))
-    return router_counts(router).get((variant, "user"), 0) - before.get((variant, "user"), 0)
+    """How many of `requests` user requests `variant` served (an AssertionError, for `eventually`, when
+    the router fails one)."""
+    try:
+        before = router_counts(router)
+        for i in range(requests):
+            assert stack.answer_of(stack.chat(router, quickstart.QUESTION, user=f"user-{i}"))
+        after = router_counts(router)
+    except (RuntimeError, ValueError, KeyError, subprocess.CalledProcessError) as exc:
+        raise AssertionError(f"the router failed a request: {exc}") from exc
+    return after.get((variant, "user"), 0) - before.get((variant, "user"), 0)
 
 
 FIGURES: dict[str, Any] = {}
@@ -144,6 +153,7 @@ def cleanup(real: RealStack) -> Iterator[None]:
     # The next module's vLLM pods need the CPU and memory these hold.
     for kind, name in (
         ("modeldeployment", DEPLOYMENT),
+        ("modeldeployment", LORA_DEPLOYMENT),
         ("finetuneschedule", SCHEDULE),
     ):
         real.kube.kubectl("delete", kind, name, "-n", NS, "--ignore-not-found", "--timeout=120s", check=False)
@@ -278,3 +288,116 @@ def test_run_2_on_new_data_continues_run_1_and_its_faulty_canary_is_rolled_back(
             message="run 1 serves all traffic again",
         )
         assert real.kube.get("modeldeployment", DEPLOYMENT, NS)["spec"] == spec
+
+
+LORA_DEPLOYMENT = "facts-lora"
+HOST = "base"
+LATER_FACTS = [("Fenwick", "Harlow"), ("Galdor", "Irving"), ("Hestia", "Juno"), ("Ilvaria", "Kestrel")]
+
+
+def lora_deployment() -> dict[str, Any]:
+    """The base model's pods serve the schedule's adapter: each new run is loaded into them at runtime."""
+    obj = quickstart.model_deployment("http://unused")
+    host = obj["spec"]["variants"][0]
+    host.update(
+        {
+            "name": HOST,
+            "weight": 100,
+            "adapters": [{"name": VARIANT, "finetuneScheduleRef": {"name": SCHEDULE}}],
+        }
+    )
+    obj["metadata"]["name"] = LORA_DEPLOYMENT
+    obj["spec"]["variants"] = [host]
+    obj["spec"]["traffic"] = {"provider": "router", "stickyHeader": "x-user-id", "routerReplicas": 1}
+    return obj
+
+
+def host_status(real: RealStack) -> dict[str, Any]:
+    variants = real.status("modeldeployment", LORA_DEPLOYMENT).get("variants") or []
+    return next((v for v in variants if v["name"] == HOST), {})
+
+
+def adapter_history(real: RealStack) -> list[tuple[str, str]]:
+    return [(r["revision"], r["outcome"]) for r in host_status(real).get("revisions") or []]
+
+
+def host_pod(real: RealStack) -> dict[str, Any]:
+    selector = f"kubetune.io/deployment={LORA_DEPLOYMENT},kubetune.io/variant={HOST}"
+    pods = json.loads(real.kube.kubectl("get", "pods", "-n", NS, "-l", selector, "-o", "json").stdout)[
+        "items"
+    ]
+    (pod,) = pods
+    return dict(pod)
+
+
+def loaded_models(pod: dict[str, Any]) -> set[str]:
+    """The models a vLLM pod lists (none while it does not answer yet)."""
+    ip = (pod.get("status") or {}).get("podIP")
+    listing = answering_json(f"http://{ip}:8000/v1/models") if ip else None
+    return {str(m["id"]) for m in listing["data"]} if listing else set()  # type: ignore[union-attr]
+
+
+def test_run_3_is_loaded_into_the_running_pods_of_a_followed_adapter_without_a_restart(
+    real: RealStack,
+) -> None:
+    with real.explained():
+        good = [r for r in trained_runs(real) if r["phase"] == "Succeeded"]
+        if len(good) != 2:
+            pytest.fail("needs runs 1 and 2 of the previous tests")
+        run2 = real.status("finetuneschedule", SCHEDULE)["latestGoodRun"]
+        # One follower at a time: the model-path deployment's pods go, the adapter's host comes.
+        real.kube.kubectl("delete", "modeldeployment", DEPLOYMENT, "-n", NS, "--timeout=180s")
+        real.apply([lora_deployment()])
+        eventually(
+            lambda: adapter_history(real) == [(run2, "Serving")],
+            timeout=900,
+            interval=2,
+            message="the latest good run's adapter served by the base model's pods",
+        )
+        # Recorded at once (nothing to canary from); served once the pod is up and has it loaded.
+        eventually(
+            lambda: versioned_adapter_name(VARIANT, run2) in loaded_models(host_pod(real)),
+            timeout=900,
+            interval=2,
+            message="run 2's adapter loaded into the base model's pod",
+        )
+        pod = host_pod(real)
+        router = stack.router_url(real.kube.kubeconfig, LORA_DEPLOYMENT, NS)
+        eventually(
+            lambda: (
+                answers(f"{router}/readyz") and served_by(router, revision_variant_name(HOST, run2), 5) == 5
+            ),
+            timeout=300,
+            interval=2,
+            message="run 2's adapter serves every request",
+        )
+
+        real.apply([data(LATER_FACTS)])
+        eventually(lambda: len(trained_runs(real)) == 3, timeout=180, message="run 3 started by the cron")
+        run3 = trained_runs(real)[2]["name"]
+        eventually(
+            lambda: adapter_history(real) == [(run2, "Superseded"), (run3, "Serving")],
+            timeout=900,
+            interval=2,
+            message="run 3 loaded into the running pod and given the traffic",
+        )
+        FIGURES["adapterRevisions"] = host_status(real).get("revisions")
+        gate = trained_runs(real)[2]["gate"]
+        assert gate["champion"] == run2, gate
+        after = host_pod(real)
+        # The same pod, never restarted: the adapter was loaded at runtime under a new name.
+        assert after["metadata"]["uid"] == pod["metadata"]["uid"]
+        assert after["status"]["containerStatuses"][0]["restartCount"] == 0
+        eventually(
+            lambda: (
+                versioned_adapter_name(VARIANT, run3) in (names := loaded_models(after))
+                and versioned_adapter_name(VARIANT, run2) not in names
+            ),
+            timeout=120,
+            message="run 3 loaded, run 2 unloaded",
+        )
+        eventually(
+            lambda: served_by(router, revision_variant_name(HOST, run3), 5) == 5,
+            timeout=120,
+            message="run 3 serves all the requests",
+        )

@@ -24,6 +24,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from tests.support.cluster import Kube
+from tests.support.manifests import minimal_ftj
 
 from kubetune.api.finetunejob import FineTuneJobSpec
 from kubetune.api.modeldeployment import ModelDeploymentSpec
@@ -53,16 +54,7 @@ BASE_MDEP: dict[str, Any] = {
         "variants": [{"name": "a", "model": {"uri": "Qwen/Qwen2.5-0.5B"}, "weight": 100, "replicas": 1}],
     },
 }
-BASE_FTJ: dict[str, Any] = {
-    "apiVersion": API,
-    "kind": "FineTuneJob",
-    "metadata": {"name": "prop"},
-    "spec": {
-        "baseModel": {"uri": "Qwen/Qwen2.5-0.5B"},
-        "dataset": {"uri": "pvc://data/train.jsonl"},
-        "output": {"uri": "pvc://models/out"},
-    },
-}
+BASE_FTJ = minimal_ftj("prop")
 # Leaves that reference other objects or variants: they are checked by the reconciler, not rendering.
 SKIP = ("model", "servedBy", "adapters", "gate", "canary", "finetuneJobRef", "configRef", "secretRef")
 

@@ -7,6 +7,7 @@ import copy
 import json
 import ssl
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -79,14 +80,20 @@ def dataset_config_map(data: str) -> dict[str, Any]:
     }
 
 
-@pytest.fixture(scope="module")
-def kubelet(kube: Kube) -> Iterator[FakeKubelet]:
+@contextmanager
+def two_gpu_nodes(kube: Kube, prefix: str = "") -> Iterator[FakeKubelet]:
     """Two 8-GPU nodes for the scheduler to bind pods to; their kubelet is the test."""
     with FakeKubelet(str(kube.kubeconfig)) as fake:
-        fake.add_node("gpu-a", gpus=8, product=GPU_TYPE)
-        fake.add_node("gpu-b", gpus=8, product=GPU_TYPE)
+        fake.add_node(f"{prefix}gpu-a", gpus=8, product=GPU_TYPE)
+        fake.add_node(f"{prefix}gpu-b", gpus=8, product=GPU_TYPE)
         yield fake
     assert not fake.errors, fake.errors
+
+
+@pytest.fixture(scope="module")
+def kubelet(kube: Kube) -> Iterator[FakeKubelet]:
+    with two_gpu_nodes(kube) as fake:
+        yield fake
 
 
 def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
@@ -148,6 +155,16 @@ async def validate_for_real(client: KubeClient, namespace: str, ftj_name: str, r
 async def pass_validation(client: KubeClient, namespace: str, ftj_name: str) -> None:
     [pod] = await start_gang(client, namespace, f"{ftj_name}-validate", 1)
     await finish_pod(client, pod, 0, '{"outcome":"Succeeded","message":"20 records valid"}')
+
+
+async def train_to_running(
+    client: KubeClient, namespace: str, name: str
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Validation passes and attempt 0's two pods start: the FineTuneJob `name` once Running, and the pods."""
+    await pass_validation(client, namespace, name)
+    await wait_job(client, namespace, f"{name}-train-r0")
+    pods = await start_gang(client, namespace, f"{name}-train-r0", 2)
+    return await wait_phase(client, namespace, name, "Running"), pods
 
 
 async def events(client: KubeClient, namespace: str, name: str) -> list[dict[str, Any]]:
@@ -548,10 +565,7 @@ async def test_fatal_exit_code_fails_without_restart(
     kube.apply(dataset_config_map(GOOD_DATA), namespace)
     kube.apply(ftj_manifest("fatal"), namespace)
     with running_operator(kube, namespace, resync_seconds=1.0):
-        await pass_validation(client, namespace, "fatal")
-        await wait_job(client, namespace, "fatal-train-r0")
-        pods = await start_gang(client, namespace, "fatal-train-r0", 2)
-        await wait_phase(client, namespace, "fatal", "Running")
+        _, pods = await train_to_running(client, namespace, "fatal")
         result = TrainerResult(outcome="Failed", reason=reason, message=message)
         await finish_pod(client, pods[0], exit_code, encode_result(result))
 
@@ -571,10 +585,7 @@ async def test_suspend_and_resume(
     kube.apply(dataset_config_map(GOOD_DATA), namespace)
     kube.apply(manifest, namespace)
     with running_operator(kube, namespace, resync_seconds=1.0):
-        await pass_validation(client, namespace, "pause")
-        await wait_job(client, namespace, "pause-train-r0")
-        await start_gang(client, namespace, "pause-train-r0", 2)
-        await wait_phase(client, namespace, "pause", "Running")
+        await train_to_running(client, namespace, "pause")
 
         kube.apply(with_run_policy(manifest, suspend=True), namespace)
         suspended = await wait_phase(client, namespace, "pause", "Suspended")
@@ -604,8 +615,5 @@ async def test_child_status_changes_reconcile_the_parent_without_waiting_for_res
     kube.apply(dataset_config_map(GOOD_DATA), namespace)
     kube.apply(ftj_manifest("prompt"), namespace)
     with running_operator(kube, namespace, resync_seconds=600.0):
-        await pass_validation(client, namespace, "prompt")
-        await wait_job(client, namespace, "prompt-train-r0")
-        await start_gang(client, namespace, "prompt-train-r0", 2)
-        running = await wait_phase(client, namespace, "prompt", "Running")
+        running, _ = await train_to_running(client, namespace, "prompt")
         assert condition(running, "DataValidated")["status"] == "True"

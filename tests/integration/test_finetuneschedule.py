@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -111,11 +111,23 @@ async def status_when(
     return result
 
 
+def running_says(text: str) -> Callable[[dict[str, Any]], bool]:
+    """A check of the status: its Running condition's message holds `text`."""
+    return lambda status: text in next(c["message"] for c in status["conditions"] if c["type"] == "Running")
+
+
 async def next_fire(client: KubeClient, namespace: str, name: str) -> datetime:
     status = await status_when(
         client, namespace, name, lambda s: s.get("nextScheduleTime"), "nextScheduleTime"
     )
     return datetime.fromisoformat(status["nextScheduleTime"].replace("Z", "+00:00"))
+
+
+async def first_fire(client: KubeClient, namespace: str, clock: FakeClock, name: str) -> tuple[datetime, str]:
+    """The clock moved just past the schedule's first start time: that time, and the run it names."""
+    first = await next_fire(client, namespace, name)
+    clock.set(first + timedelta(seconds=5))
+    return first, run_name(name, first)
 
 
 async def run_job(
@@ -168,9 +180,7 @@ async def test_runs_follow_the_cron_and_forbid_waits_for_the_active_run(
     client: KubeClient, namespace: str, operator: None, clock: FakeClock, kube: Kube
 ) -> None:
     kube.apply(fts_manifest("hourly", successfulRunsHistoryLimit=1, skipUnchangedData=False), namespace)
-    first = await next_fire(client, namespace, "hourly")
-    clock.set(first + timedelta(seconds=5))
-    run1 = run_name("hourly", first)
+    first, run1 = await first_fire(client, namespace, clock, "hourly")
     job = await run_job(client, namespace, run1)
     assert job is not None
     fts = await get(client, namespace, "hourly")
@@ -181,13 +191,7 @@ async def test_runs_follow_the_cron_and_forbid_waits_for_the_active_run(
     # Forbid: the next hour's run waits while run 1 trains.
     second = first + timedelta(hours=1)
     clock.set(second + timedelta(seconds=5))
-    await status_when(
-        client,
-        namespace,
-        "hourly",
-        lambda s: "waits" in next(c["message"] for c in s["conditions"] if c["type"] == "Running"),
-        "the second run waiting",
-    )
+    await status_when(client, namespace, "hourly", running_says("waits"), "the second run waiting")
     assert await client.get(API, "FineTuneJob", namespace, run_name("hourly", second)) is None
 
     await finish(client, namespace, run1, "Succeeded", metrics={"evalLoss": 0.42})
@@ -215,13 +219,12 @@ async def test_replace_deletes_the_active_run(
     client: KubeClient, namespace: str, operator: None, clock: FakeClock, kube: Kube
 ) -> None:
     kube.apply(fts_manifest("replacing", concurrencyPolicy="Replace", skipUnchangedData=False), namespace)
-    first = await next_fire(client, namespace, "replacing")
-    clock.set(first + timedelta(seconds=5))
-    await run_job(client, namespace, run_name("replacing", first))
+    first, run1 = await first_fire(client, namespace, clock, "replacing")
+    await run_job(client, namespace, run1)
     second = first + timedelta(hours=1)
     clock.set(second + timedelta(seconds=5))
     await run_job(client, namespace, run_name("replacing", second))
-    await run_job(client, namespace, run_name("replacing", first), present=False)
+    await run_job(client, namespace, run1, present=False)
     status = await status_when(
         client,
         namespace,
@@ -229,7 +232,7 @@ async def test_replace_deletes_the_active_run(
         lambda s: s.get("active") == [run_name("replacing", second)],
         "replaced",
     )
-    old = next(r for r in status["runs"] if r["name"] == run_name("replacing", first))
+    old = next(r for r in status["runs"] if r["name"] == run1)
     assert (old["phase"], old["reason"]) == ("Failed", "Replaced")
 
 
@@ -243,11 +246,7 @@ async def test_suspended_schedule_runs_only_when_triggered(
     assert status["lastTrigger"] == 1  # adopted at creation: creating a schedule does not run it
     clock.set(clock() + timedelta(hours=2))
     await status_when(
-        client,
-        namespace,
-        "manual",
-        lambda s: "spec.suspend" in next(c["message"] for c in s["conditions"] if c["type"] == "Running"),
-        "the due run held by suspend",
+        client, namespace, "manual", running_says("spec.suspend"), "the due run held by suspend"
     )
     assert await client.list(API, "FineTuneJob", namespace) == []
 
@@ -265,9 +264,7 @@ async def test_a_run_without_new_data_is_skipped(
     client: KubeClient, namespace: str, operator: None, clock: FakeClock, kube: Kube
 ) -> None:
     kube.apply(fts_manifest("skipper"), namespace)
-    first = await next_fire(client, namespace, "skipper")
-    clock.set(first + timedelta(seconds=5))
-    run1 = run_name("skipper", first)
+    first, run1 = await first_fire(client, namespace, clock, "skipper")
     job = await run_job(client, namespace, run1)
     assert job is not None
     assert job["metadata"]["annotations"]["kubetune.io/dataset-digest"] == digest(DATA)
@@ -329,9 +326,7 @@ async def test_data_the_operator_cannot_read_is_probed_before_a_run(
     manifest = fts_manifest("probed")
     manifest["spec"]["jobTemplate"]["spec"]["dataset"] = {"uri": "s3://data/train.jsonl", "format": "alpaca"}
     kube.apply(manifest, namespace)
-    first = await next_fire(client, namespace, "probed")
-    clock.set(first + timedelta(seconds=5))
-    run1 = run_name("probed", first)
+    first, run1 = await first_fire(client, namespace, clock, "probed")
     # Nothing to compare with yet: the first run starts without a probe.
     await run_job(client, namespace, run1)
     await finish(client, namespace, run1, "Succeeded", lineage={"datasetDigest": "sha256:" + "a" * 64})
@@ -394,9 +389,7 @@ async def test_a_run_that_regresses_on_the_frozen_set_fails_the_gate_and_is_not_
     )
     manifest["spec"]["jobTemplate"]["spec"]["output"] = {"uri": "pvc://models/gated"}
     kube.apply(manifest, namespace)
-    first = await next_fire(client, namespace, "gated")
-    clock.set(first + timedelta(seconds=5))
-    run1 = run_name("gated", first)
+    first, run1 = await first_fire(client, namespace, clock, "gated")
     job1 = await run_job(client, namespace, run1)
     assert job1 is not None
     # The first run exports its test split (the frozen set from now on) and has no champion to meet.
@@ -482,9 +475,7 @@ async def test_an_incremental_schedule_starts_run_2_from_run_1(
         "incr", incremental=incremental, skipUnchangedData=False, successfulRunsHistoryLimit=0
     )
     kube.apply(manifest, namespace)
-    first = await next_fire(client, namespace, "incr")
-    clock.set(first + timedelta(seconds=5))
-    run1 = run_name("incr", first)
+    first, run1 = await first_fire(client, namespace, clock, "incr")
     job1 = await run_job(client, namespace, run1)
     assert job1 is not None
     assert "initFrom" not in job1["spec"]  # nothing good to start from yet: a fresh adapter

@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 import yaml
+from tests.integration.test_admission import assert_rejected_naming
 from tests.support.cluster import Kube
+from tests.support.manifests import minimal_ftj
 
 pytestmark = pytest.mark.cluster
 
@@ -18,13 +20,7 @@ VALID: dict[str, Any] = {
     "spec": {
         "schedule": "30 3 * * MON-FRI",
         "timeZone": "Europe/Berlin",
-        "jobTemplate": {
-            "spec": {
-                "baseModel": {"uri": "Qwen/Qwen2.5-0.5B"},
-                "dataset": {"uri": "pvc://data/train.jsonl"},
-                "output": {"uri": "pvc://models/out"},
-            }
-        },
+        "jobTemplate": {"spec": minimal_ftj("run")["spec"]},
     },
 }
 
@@ -158,11 +154,7 @@ INVALID = [
 def test_invalid_schedules_are_rejected_naming_the_field(
     kube: Kube, namespace: str, manifest: dict[str, Any], field: str
 ) -> None:
-    proc = kube.kubectl(
-        "create", "--dry-run=server", "-n", namespace, "-f", "-", input=yaml.safe_dump(manifest), check=False
-    )
-    assert proc.returncode != 0, f"accepted an invalid manifest:\n{yaml.safe_dump(manifest)}"
-    assert field in proc.stderr, proc.stderr
+    assert_rejected_naming(kube, namespace, manifest, field)
 
 
 @pytest.mark.parametrize(
@@ -240,8 +232,4 @@ def test_finetunejob_frozen_set_and_champion_are_validated(
 ) -> None:
     manifest = copy.deepcopy(FTJ)
     manifest["spec"]["evaluation"] = evaluation
-    proc = kube.kubectl(
-        "create", "--dry-run=server", "-n", namespace, "-f", "-", input=yaml.safe_dump(manifest), check=False
-    )
-    assert proc.returncode != 0, f"accepted an invalid manifest:\n{yaml.safe_dump(manifest)}"
-    assert field in proc.stderr, proc.stderr
+    assert_rejected_naming(kube, namespace, manifest, field)

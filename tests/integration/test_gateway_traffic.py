@@ -12,11 +12,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from tests.integration.test_modeldeployment_reconcile import GOMOD, established, get, md
+from tests.integration.test_modeldeployment_reconcile import GOMOD, established, get
 from tests.integration.test_modeldeployment_traffic import (
     GATEWAY_API,
-    on_test_node,
     openai_servers,
+    paused_canary,
     simulated_gpu_node,
     with_smoke_urls,
 )
@@ -115,23 +115,15 @@ def route_condition(kube: Kube, namespace: str) -> dict[str, Any] | None:
 def test_inference_pools_weighted_by_the_canary_and_the_route_status_read_back(
     kube: Kube, namespace: str, pool_node: str, openai_servers: dict[str, str], gateway_crds: None
 ) -> None:
-    obj = md(
+    # The canary is held until the stable variant is routable (as the router's canary test does).
+    obj = paused_canary(
         "pool",
-        [on_test_node("stable"), on_test_node("canary", uri="hf://Qwen/Qwen2.5-0.5B-Instruct")],
-        traffic={
-            "provider": "inference-pool",
-            "gatewayParentRefs": [{"name": "public"}],
-            "hostnames": ["llm.example.com"],
-            "endpointPicker": {"port": 9002},
-            # Held until the stable variant is routable (as the router's canary test does).
-            "canary": {
-                "stableVariant": "stable",
-                "canaryVariant": "canary",
-                "steps": [50, 100],
-                "interval": "4s",
-                "pause": True,
-            },
-        },
+        [50, 100],
+        "4s",
+        provider="inference-pool",
+        gatewayParentRefs=[{"name": "public"}],
+        hostnames=["llm.example.com"],
+        endpointPicker={"port": 9002},
     )
     kube.apply(
         with_smoke_urls(obj, {"stable": openai_servers["good"], "canary": openai_servers["good"]}), namespace

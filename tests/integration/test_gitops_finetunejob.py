@@ -13,9 +13,9 @@ from tests.integration.test_finetunejob_lifecycle import (
     GOOD_DATA,
     dataset_config_map,
     ftj_manifest,
-    pass_validation,
     start_gang,
-    wait_job,
+    train_to_running,
+    two_gpu_nodes,
     wait_phase,
     with_run_policy,
 )
@@ -30,16 +30,12 @@ from kubetune.kube.client import KubeClient
 from kubetune.trainer.result import encode_result
 
 pytestmark = pytest.mark.cluster
-GPU_TYPE = "NVIDIA-H100-80GB-HBM3"
 
 
 @pytest.fixture(scope="module")
 def kubelet(kube: Kube) -> Iterator[FakeKubelet]:
-    with FakeKubelet(str(kube.kubeconfig)) as fake:
-        fake.add_node("gitops-gpu-a", gpus=8, product=GPU_TYPE)
-        fake.add_node("gitops-gpu-b", gpus=8, product=GPU_TYPE)
+    with two_gpu_nodes(kube, "gitops-") as fake:
         yield fake
-    assert not fake.errors, fake.errors
 
 
 async def test_training_suspended_succeeded(
@@ -50,10 +46,7 @@ async def test_training_suspended_succeeded(
     kube.apply(manifest, namespace)
     recorded = []
     with running_operator(kube, namespace, resync_seconds=1.0):
-        await pass_validation(client, namespace, "run")
-        await wait_job(client, namespace, "run-train-r0")
-        await start_gang(client, namespace, "run-train-r0", 2)
-        training = await wait_phase(client, namespace, "run", "Running")
+        training, _ = await train_to_running(client, namespace, "run")
         recorded.append(record("finetunejob-training", training, tmp_path))
 
         kube.apply(with_run_policy(manifest, suspend=True), namespace)
@@ -91,10 +84,7 @@ async def test_backoff_exhausted_and_invalid_spec_settle_as_stalled(
     kube.apply(ftj_manifest("toobig", nodes=1, gpus=16), namespace)
     with running_operator(kube, namespace, resync_seconds=1.0):
         invalid = await wait_phase(client, namespace, "toobig", "Failed")
-        await pass_validation(client, namespace, "crash")
-        await wait_job(client, namespace, "crash-train-r0")
-        pods = await start_gang(client, namespace, "crash-train-r0", 2)
-        await wait_phase(client, namespace, "crash", "Running")
+        _, pods = await train_to_running(client, namespace, "crash")
         await finish_pod(client, pods[1], 1, "RuntimeError: NCCL error: unhandled system error")
         crashed = await wait_phase(client, namespace, "crash", "Failed")
     stalled = condition(crashed, "Stalled")

@@ -7,19 +7,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from http.server import ThreadingHTTPServer
 from pathlib import Path
-from threading import Thread
 from typing import Any
 
 import pytest
 from tests.integration.test_modeldeployment_reconcile import ftj, get, md, set_job_status
 from tests.integration.test_modeldeployment_traffic import (
     ENV,
-    _Chat,
-    _NeverStops,
-    on_test_node,
+    apply_b_never_stops,
+    openai_apis,
+    paused_canary,
     router_variants,
+    shared_base,
     simulated_gpu_node,
     with_smoke_urls,
 )
@@ -34,16 +33,8 @@ GPU_PRODUCT = "KWOK-TEST-GPU"
 
 @pytest.fixture(scope="module")
 def openai_servers() -> Iterator[dict[str, str]]:
-    servers = {"good": ThreadingHTTPServer(("127.0.0.1", 0), _Chat)}
-    servers["runaway"] = ThreadingHTTPServer(("127.0.0.1", 0), _NeverStops)
-    for server in servers.values():
-        Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield {name: f"http://127.0.0.1:{s.server_address[1]}/v1" for name, s in servers.items()}
-    finally:
-        for server in servers.values():
-            server.shutdown()
-            server.server_close()
+    with openai_apis() as urls:
+        yield urls
 
 
 @pytest.fixture(scope="module")
@@ -83,19 +74,7 @@ def canary_weight(obj: dict[str, Any]) -> int:
 def test_canary_paused_at_10_percent_then_promoted(
     kube: Kube, namespace: str, gpu_nodes: str, openai_servers: dict[str, str], tmp_path: Path
 ) -> None:
-    obj = md(
-        "cn",
-        [on_test_node("stable"), on_test_node("canary", uri="hf://Qwen/Qwen2.5-0.5B-Instruct")],
-        traffic={
-            "canary": {
-                "stableVariant": "stable",
-                "canaryVariant": "canary",
-                "steps": [10, 100],
-                "interval": "1h",
-                "pause": True,
-            }
-        },
-    )
+    obj = paused_canary("cn", [10, 100], "1h")
     good = openai_servers["good"]
     kube.apply(with_smoke_urls(obj, {"stable": good, "canary": good}), namespace)
     recorded = []
@@ -133,22 +112,7 @@ def test_canary_paused_at_10_percent_then_promoted(
 def test_weight_only_adapter_canary_then_aborted(
     kube: Kube, namespace: str, gpu_nodes: str, openai_servers: dict[str, str], tmp_path: Path
 ) -> None:
-    base = on_test_node("base")
-    base["adapters"] = [
-        {"name": "a1", "uri": "hf://org/adapter-1"},
-        {"name": "a2", "uri": "hf://org/adapter-2"},
-    ]
-    obj = md(
-        "sb",
-        [
-            base,
-            {"name": "v1", "servedBy": {"variant": "base", "adapter": "a1"}},
-            {"name": "v2", "servedBy": {"variant": "base", "adapter": "a2"}},
-        ],
-        traffic={
-            "canary": {"stableVariant": "v1", "canaryVariant": "v2", "steps": [50, 100], "interval": "1h"}
-        },
-    )
+    obj = shared_base(interval="1h")
     good = openai_servers["good"]
     kube.apply(with_smoke_urls(obj, {"base": good, "v1": good, "v2": good}), namespace)
     with running_operator(kube, namespace, extra_env=ENV):
@@ -169,12 +133,7 @@ def test_weight_only_adapter_canary_then_aborted(
 def test_failed_smoke_test_stalls(
     kube: Kube, namespace: str, gpu_nodes: str, openai_servers: dict[str, str], tmp_path: Path
 ) -> None:
-    obj = md(
-        "ab",
-        [on_test_node("a", weight=60), on_test_node("b", weight=40)],
-        smokeTest={"prompts": ["Capital of France?"]},
-    )
-    kube.apply(with_smoke_urls(obj, {"a": openai_servers["good"], "b": openai_servers["runaway"]}), namespace)
+    apply_b_never_stops(kube, namespace, openai_servers)
     with running_operator(kube, namespace, extra_env=ENV):
         failed = summary_reaches(kube, "ab", namespace, "Stalled", "SmokeTestFailed", lambda o: True)
     assert condition(failed, "Stalled")["message"].startswith("SmokeTestPassed: b: "), failed["status"]

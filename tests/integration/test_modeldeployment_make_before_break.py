@@ -8,10 +8,9 @@ which serves the split the test says the routers have loaded.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, ClassVar
 
 import pytest
@@ -26,6 +25,7 @@ from tests.integration.test_modeldeployment_traffic import (
 )
 from tests.support.cluster import Kube
 from tests.support.fake_prometheus import serve_prometheus
+from tests.support.local_http import send_json, threaded
 from tests.support.operator import running_operator
 from tests.support.polling import eventually
 
@@ -42,12 +42,7 @@ class _RouterConfig(BaseHTTPRequestHandler):
             self.send_response(503)
             self.end_headers()
             return
-        body = json.dumps({"config": _RouterConfig.loaded, "routable": {}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        send_json(self, {"config": _RouterConfig.loaded, "routable": {}})
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -56,14 +51,8 @@ class _RouterConfig(BaseHTTPRequestHandler):
 @pytest.fixture
 def router_config_url() -> Iterator[str]:
     _RouterConfig.loaded = None
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _RouterConfig)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/kubetune/config"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with threaded(_RouterConfig) as url:
+        yield f"{url}/kubetune/config"
 
 
 def routers_reload(kube: Kube, name: str, namespace: str) -> None:

@@ -11,11 +11,10 @@ from __future__ import annotations
 import base64
 import json
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from tests.integration.test_modeldeployment_reconcile import (
 )
 from tests.support.cluster import Kube
 from tests.support.fake_prometheus import serve_prometheus
+from tests.support.local_http import send_json, threaded
 from tests.support.operator import running_operator
 from tests.support.polling import eventually
 
@@ -60,7 +60,8 @@ class _Chat(BaseHTTPRequestHandler):
         text, finish, tokens = (
             ("and then " * budget, "length", budget) if self.never_stop else ("Paris.", "stop", 3)
         )
-        payload = json.dumps(
+        send_json(
+            self,
             {
                 "id": "chatcmpl-test",
                 "object": "chat.completion",
@@ -70,13 +71,8 @@ class _Chat(BaseHTTPRequestHandler):
                     {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
                 ],
                 "usage": {"prompt_tokens": 5, "completion_tokens": tokens, "total_tokens": tokens + 5},
-            }
-        ).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+            },
+        )
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -86,20 +82,17 @@ class _NeverStops(_Chat):
     never_stop = True
 
 
+@contextmanager
+def openai_apis() -> Iterator[dict[str, str]]:
+    """Two loopback OpenAI APIs: "good" answers and stops, "runaway" never emits EOS."""
+    with threaded(_Chat) as good, threaded(_NeverStops) as runaway:
+        yield {"good": f"{good}/v1", "runaway": f"{runaway}/v1"}
+
+
 @pytest.fixture(scope="module")
 def openai_servers() -> Iterator[dict[str, str]]:
-    """Two loopback OpenAI APIs: "good" answers and stops, "runaway" never emits EOS."""
-    servers = {"good": ThreadingHTTPServer(("127.0.0.1", 0), _Chat)}
-    servers["runaway"] = ThreadingHTTPServer(("127.0.0.1", 0), _NeverStops)
-    threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in servers.values()]
-    for thread in threads:
-        thread.start()
-    try:
-        yield {name: f"http://127.0.0.1:{s.server_address[1]}/v1" for name, s in servers.items()}
-    finally:
-        for server in servers.values():
-            server.shutdown()
-            server.server_close()
+    with openai_apis() as urls:
+        yield urls
 
 
 @contextmanager
@@ -165,15 +158,20 @@ def router_variants(kube: Kube, name: str, namespace: str) -> dict[str, tuple[in
     return {v["name"]: (v["weight"], v["ready"]) for v in config["variants"]}
 
 
-def test_smoke_test_gates_traffic_per_variant(
-    kube: Kube, namespace: str, gpu_nodes: str, openai_servers: dict[str, str]
-) -> None:
+def apply_b_never_stops(kube: Kube, namespace: str, openai_servers: dict[str, str]) -> None:
+    """ModelDeployment ab, applied: variant a (60%) passes its smoke test, b (40%) never emits EOS."""
     obj = md(
         "ab",
         [on_test_node("a", weight=60), on_test_node("b", weight=40)],
         smokeTest={"prompts": ["Capital of France?"]},
     )
     kube.apply(with_smoke_urls(obj, {"a": openai_servers["good"], "b": openai_servers["runaway"]}), namespace)
+
+
+def test_smoke_test_gates_traffic_per_variant(
+    kube: Kube, namespace: str, gpu_nodes: str, openai_servers: dict[str, str]
+) -> None:
+    apply_b_never_stops(kube, namespace, openai_servers)
     with running_operator(kube, namespace, extra_env=ENV):
         eventually(
             lambda: router_variants(kube, "ab", namespace) == {"a": (60, True), "b": (40, False)},
@@ -208,24 +206,29 @@ def test_smoke_test_gates_traffic_per_variant(
     assert any(e["reason"] == "SmokeTestFailed" and "variant b" in e["message"] for e in warnings), warnings
 
 
+def paused_canary(name: str, steps: list[int], interval: str, **traffic: Any) -> dict[str, Any]:
+    """ModelDeployment `name`: variants stable and canary (another model) on the test node, the canary's
+    steps paused until the test resumes them; `traffic` adds to spec.traffic."""
+    canary = {
+        "stableVariant": "stable",
+        "canaryVariant": "canary",
+        "steps": steps,
+        "interval": interval,
+        "pause": True,
+    }
+    return md(
+        name,
+        [on_test_node("stable"), on_test_node("canary", uri="hf://Qwen/Qwen2.5-0.5B-Instruct")],
+        traffic={**traffic, "canary": canary},
+    )
+
+
 def test_canary_steps_move_router_weights_and_replicas(
     kube: Kube, namespace: str, gpu_nodes: str, openai_servers: dict[str, str]
 ) -> None:
-    obj = md(
-        "cn",
-        [on_test_node("stable"), on_test_node("canary", uri="hf://Qwen/Qwen2.5-0.5B-Instruct")],
-        traffic={
-            "canary": {
-                "stableVariant": "stable",
-                "canaryVariant": "canary",
-                "steps": [50, 100],
-                "interval": "4s",
-                # Held until the stable variant is routable: its smoke test races the canary's
-                # first step otherwise, and the step would be seen as 50/not-ready.
-                "pause": True,
-            }
-        },
-    )
+    # Held until the stable variant is routable: its smoke test races the canary's first step otherwise,
+    # and the step would be seen as 50/not-ready.
+    obj = paused_canary("cn", [50, 100], "4s")
     kube.apply(
         with_smoke_urls(obj, {"stable": openai_servers["good"], "canary": openai_servers["good"]}), namespace
     )
@@ -313,6 +316,27 @@ def true_condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | N
     return None
 
 
+def shared_base(interval: str, replicas: int = 1) -> dict[str, Any]:
+    """ModelDeployment sb: v1 and v2 are adapters a1 and a2 in variant base's pods; v2 is canaried in
+    (50%, then 100%) a step every `interval`."""
+    base = on_test_node("base", replicas=replicas)
+    base["adapters"] = [
+        {"name": "a1", "uri": "hf://org/adapter-1"},
+        {"name": "a2", "uri": "hf://org/adapter-2"},
+    ]
+    return md(
+        "sb",
+        [
+            base,
+            {"name": "v1", "servedBy": {"variant": "base", "adapter": "a1"}},
+            {"name": "v2", "servedBy": {"variant": "base", "adapter": "a2"}},
+        ],
+        traffic={
+            "canary": {"stableVariant": "v1", "canaryVariant": "v2", "steps": [50, 100], "interval": interval}
+        },
+    )
+
+
 def test_adapter_variants_on_a_shared_base_roll_out_by_weight_alone(
     kube: Kube, namespace: str, gpu_nodes: str, openai_servers: dict[str, str]
 ) -> None:
@@ -321,22 +345,7 @@ def test_adapter_variants_on_a_shared_base_roll_out_by_weight_alone(
     The resync is ten minutes, so only the reconciler's own requeue (the step interval) can move the
     canary from 50% to 100% within the test's timeout.
     """
-    base = on_test_node("base", replicas=2)
-    base["adapters"] = [
-        {"name": "a1", "uri": "hf://org/adapter-1"},
-        {"name": "a2", "uri": "hf://org/adapter-2"},
-    ]
-    obj = md(
-        "sb",
-        [
-            base,
-            {"name": "v1", "servedBy": {"variant": "base", "adapter": "a1"}},
-            {"name": "v2", "servedBy": {"variant": "base", "adapter": "a2"}},
-        ],
-        traffic={
-            "canary": {"stableVariant": "v1", "canaryVariant": "v2", "steps": [50, 100], "interval": "3s"}
-        },
-    )
+    obj = shared_base(interval="3s", replicas=2)
     good = openai_servers["good"]
     kube.apply(with_smoke_urls(obj, {"base": good, "v1": good, "v2": good}), namespace)
     serving = "kubetune.io/deployment=sb,kubetune.io/role=vllm"
@@ -489,15 +498,8 @@ class _RecordingRouter(_Chat):
 @pytest.fixture
 def recording_router() -> Iterator[tuple[str, list[Seen]]]:
     seen: list[Seen] = []
-    handler = type("Recorder", (_RecordingRouter,), {"seen": seen})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1", seen
-    finally:
-        server.shutdown()
-        server.server_close()
+    with threaded(type("Recorder", (_RecordingRouter,), {"seen": seen})) as url:
+        yield f"{url}/v1", seen
 
 
 @pytest.fixture

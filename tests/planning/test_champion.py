@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from _pytest.mark import ParameterSet
 
 from kubetune.api.finetunejob import EvalMetrics, FrozenSetScores
 from kubetune.api.finetuneschedule import NoWorseThanChampion, RunPhase, RunTrigger, ScheduledRun
@@ -33,68 +34,48 @@ ALL = {"evalLoss": {"maxIncrease": 0.05}, "rougeL": {"maxDecrease": 0.02}, "bleu
 CHAMPION = {"evalLoss": 1.0, "rougeL": 0.40, "bleu": 20.0}
 
 
+PASSED, FAILED = (True, "GatePassed"), (False, "GateFailed")
+
+
+def against_w1(
+    id_: str, gate: dict[str, Any], ours: dict[str, float], verdict: tuple[bool, str], in_message: str
+) -> ParameterSet:
+    """The run scored `ours`, champion w-1 scored CHAMPION on the same frozen set."""
+    return pytest.param(gate, scores(ours, CHAMPION), "w-1", *verdict, in_message, id=id_)
+
+
 @pytest.mark.parametrize(
     ("gate", "scored", "champion", "passed", "reason", "in_message"),
     [
         pytest.param(
             LOSS, scores({"evalLoss": 0.9}, None), None, True, "NoChampion", "no champion", id="first"
         ),
-        pytest.param(
-            LOSS,
-            scores({"evalLoss": 0.9}, CHAMPION),
-            "w-1",
-            True,
-            "GatePassed",
-            "evalLoss 0.9 vs 1",
-            id="better",
-        ),
-        pytest.param(
-            LOSS, scores({"evalLoss": 1.05}, CHAMPION), "w-1", True, "GatePassed", "+0.05", id="at-the-limit"
-        ),
-        pytest.param(
-            LOSS,
-            scores({"evalLoss": 1.06}, CHAMPION),
-            "w-1",
-            False,
-            "GateFailed",
-            "worse",
-            id="loss-regressed",
-        ),
-        pytest.param(
+        against_w1("better", LOSS, {"evalLoss": 0.9}, PASSED, "evalLoss 0.9 vs 1"),
+        against_w1("at-the-limit", LOSS, {"evalLoss": 1.05}, PASSED, "+0.05"),
+        against_w1("loss-regressed", LOSS, {"evalLoss": 1.06}, FAILED, "worse"),
+        against_w1(
+            "rouge-regressed-loss-better",
             ALL,
-            scores({"evalLoss": 0.9, "rougeL": 0.37, "bleu": 21.0}, CHAMPION),
-            "w-1",
-            False,
-            "GateFailed",
+            {"evalLoss": 0.9, "rougeL": 0.37, "bleu": 21.0},
+            FAILED,
             "rougeL 0.37 vs 0.4 (-0.03, maxDecrease 0.02): worse",
-            id="rouge-regressed-loss-better",
         ),
-        pytest.param(
+        against_w1(
+            "all-within-tolerance",
             ALL,
-            scores({"evalLoss": 1.02, "rougeL": 0.39, "bleu": 19.5}, CHAMPION),
-            "w-1",
-            True,
-            "GatePassed",
+            {"evalLoss": 1.02, "rougeL": 0.39, "bleu": 19.5},
+            PASSED,
             "bleu 19.5 vs 20 (-0.5, maxDecrease 1): ok",
-            id="all-within-tolerance",
         ),
-        pytest.param(
+        against_w1(
+            "only-gated-metrics-count",
             {"bleu": {"maxDecrease": 0}},
-            scores({"evalLoss": 5.0, "bleu": 20.0}, CHAMPION),
-            "w-1",
-            True,
-            "GatePassed",
+            {"evalLoss": 5.0, "bleu": 20.0},
+            PASSED,
             "bleu",
-            id="only-gated-metrics-count",
         ),
-        pytest.param(
-            ALL,
-            scores({"evalLoss": 0.9}, CHAMPION),
-            "w-1",
-            False,
-            "GateFailed",
-            "rougeL not reported for this run",
-            id="gated-metric-missing",
+        against_w1(
+            "gated-metric-missing", ALL, {"evalLoss": 0.9}, FAILED, "rougeL not reported for this run"
         ),
         pytest.param(
             LOSS,

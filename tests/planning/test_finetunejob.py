@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from tests.support import manifests
 
 from kubetune.api.conditions import ConditionType, Reason
 from kubetune.api.finetunejob import Phase, Progress
@@ -26,21 +27,7 @@ def iso(t: datetime) -> str:
 
 
 def ftj(status: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]:
-    obj: dict[str, Any] = {
-        "apiVersion": "kubetune.io/v1alpha1",
-        "kind": "FineTuneJob",
-        "metadata": {"name": "demo", "namespace": "ns", "uid": "u-1", "generation": 2},
-        "spec": {
-            "baseModel": {"uri": "pvc://m/x"},
-            "dataset": {"uri": "pvc://d/x.jsonl"},
-            "output": {"uri": "pvc://o/x"},
-            "resources": {"nodes": 2, "gpusPerNode": 1},
-            **spec,
-        },
-    }
-    if status is not None:
-        obj["status"] = status
-    return obj
+    return manifests.ftj(generation=2, status=status, **spec)
 
 
 def with_conditions(job: dict[str, Any], *conditions: tuple[str, str, str]) -> dict[str, Any]:
@@ -121,6 +108,11 @@ def result(**fields: Any) -> str:
     return json.dumps(fields)
 
 
+def rank0_succeeded(job: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    """Rank 0's pod, succeeded, with the trainer's result (outcome Succeeded and `fields`) as its message."""
+    return pod(job, 0, "Succeeded", exit_code=0, message=result(outcome="Succeeded", **fields))
+
+
 def cond(status: Any, type_: ConditionType) -> tuple[str, str, str] | None:
     c = find_condition(status.conditions, type_)
     return (c.status, c.reason, c.message) if c else None
@@ -157,40 +149,26 @@ def test_validation_gates_training(
     assert obs.status.observed_generation == 2
 
 
+def validator_ended(exit_code: int, message: str) -> list[dict[str, Any]]:
+    """The validation Job's pod, failed with `exit_code` and `message` as its termination message."""
+    return [pod(validation(None), 0, "Failed", exit_code=exit_code, container="validate", message=message)]
+
+
+BAD_ROLE = "train.jsonl:17: messages[2].role: expected assistant after user"
+
+
 @pytest.mark.parametrize(
     ("job", "pods", "reason", "message"),
     [
         (
             validation("failed-41"),
-            [
-                pod(
-                    validation(None),
-                    0,
-                    "Failed",
-                    exit_code=41,
-                    container="validate",
-                    message=result(
-                        outcome="Failed",
-                        reason="InvalidData",
-                        message="train.jsonl:17: messages[2].role: expected assistant after user",
-                    ),
-                )
-            ],
+            validator_ended(41, result(outcome="Failed", reason="InvalidData", message=BAD_ROLE)),
             Reason.INVALID_DATA,
-            "train.jsonl:17: messages[2].role: expected assistant after user",
+            BAD_ROLE,
         ),
         (
             validation("failed-41"),
-            [
-                pod(
-                    validation(None),
-                    0,
-                    "Failed",
-                    exit_code=41,
-                    container="validate",
-                    message="Traceback...\ntrain.jsonl:3: output: empty\n",
-                )
-            ],
+            validator_ended(41, "Traceback...\ntrain.jsonl:3: output: empty\n"),
             Reason.INVALID_DATA,
             "Traceback...\ntrain.jsonl:3: output: empty",
         ),
@@ -203,7 +181,7 @@ def test_validation_gates_training(
         ),
         (
             validation("failed-retries"),
-            [pod(validation(None), 0, "Failed", exit_code=1, container="validate", message="s3: timeout")],
+            validator_ended(1, "s3: timeout"),
             Reason.BACKOFF_LIMIT_EXCEEDED,
             "data validation failed after retries: exit code 1: s3: timeout",
         ),
@@ -332,22 +310,16 @@ DIGEST = "sha256:" + "ab" * 32
 
 def test_success_records_metrics_artifacts_and_lineage() -> None:
     job = training(state=("Complete", "CompletionsReached", ""))
-    rank0 = pod(
+    rank0 = rank0_succeeded(
         job,
-        0,
-        "Succeeded",
-        exit_code=0,
-        message=result(
-            outcome="Succeeded",
-            metrics={"evalLoss": 1.25, "perplexity": 3.49, "rougeL": 0.41, "bleu": 22.5, "samples": 200},
-            artifacts={"adapterUri": "pvc://o/x/adapter", "manifestUri": "pvc://o/x/kubetune-manifest.json"},
-            lineage={
-                "datasetDigest": DIGEST,
-                "baseModelRevision": "abc123",
-                "checkpoint": "checkpoint-400",
-            },
-            finalStep=400,
-        ),
+        metrics={"evalLoss": 1.25, "perplexity": 3.49, "rougeL": 0.41, "bleu": 22.5, "samples": 200},
+        artifacts={"adapterUri": "pvc://o/x/adapter", "manifestUri": "pvc://o/x/kubetune-manifest.json"},
+        lineage={
+            "datasetDigest": DIGEST,
+            "baseModelRevision": "abc123",
+            "checkpoint": "checkpoint-400",
+        },
+        finalStep=400,
     )
     obj = ftj(status={"phase": "Running", "progress": {"step": 390, "totalSteps": 400}})
     obs = observe(obj, [VALID, job], [rank0, pod(job, 1, "Succeeded", exit_code=0)], NOW)
@@ -385,13 +357,7 @@ def test_success_records_the_frozen_set_scores_of_the_run_and_its_champion() -> 
         "champion": "weekly-1",
         "championMetrics": {"evalLoss": 0.9, "rougeL": 0.45},
     }
-    rank0 = pod(
-        job,
-        0,
-        "Succeeded",
-        exit_code=0,
-        message=result(outcome="Succeeded", metrics={"evalLoss": 1.1}, frozenSet=frozen),
-    )
+    rank0 = rank0_succeeded(job, metrics={"evalLoss": 1.1}, frozenSet=frozen)
     obs = observe(
         obj, [validation("complete", obj), job], [rank0, pod(job, 1, "Succeeded", exit_code=0)], NOW
     )
@@ -678,13 +644,7 @@ def test_parse_trainer_result(message: str | None, outcome: str | None) -> None:
 def test_held_out_prompts_of_the_trainer_result_land_in_status() -> None:
     """Rank 0 reports a few test-split prompts; the smoke test of a variant serving the output uses them."""
     job = training(state=("Complete", "CompletionsReached", ""))
-    rank0 = pod(
-        job,
-        0,
-        "Succeeded",
-        exit_code=0,
-        message=result(outcome="Succeeded", testPrompts=["What is 2+2?", "Say hi."]),
-    )
+    rank0 = rank0_succeeded(job, testPrompts=["What is 2+2?", "Say hi."])
     obs = observe(ftj(status={"phase": "Running"}), [VALID, job], [rank0], NOW)
     assert obs.status.phase is Phase.SUCCEEDED
     assert obs.status.test_prompts == ["What is 2+2?", "Say hi."]
@@ -834,13 +794,7 @@ def test_a_new_attempt_may_resume_behind_the_last_report() -> None:
 
 def test_a_refused_final_metric_is_left_out_and_named() -> None:
     job = training(state=("Complete", "CompletionsReached", ""))
-    rank0 = pod(
-        job,
-        0,
-        "Succeeded",
-        exit_code=0,
-        message=result(outcome="Succeeded", metrics={"evalLoss": -1.0, "rougeL": 0.4}),
-    )
+    rank0 = rank0_succeeded(job, metrics={"evalLoss": -1.0, "rougeL": 0.4})
     obs = observe(ftj(status={"phase": "Running"}), [VALID, job], [rank0], NOW)
     assert obs.status.phase is Phase.SUCCEEDED
     assert obs.status.metrics is not None

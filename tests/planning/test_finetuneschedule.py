@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -36,7 +37,10 @@ def at(hours: float) -> datetime:
     return datetime(2026, 5, 1, tzinfo=UTC) + timedelta(hours=hours)
 
 
-def schedule(status: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]:
+def schedule(
+    status: dict[str, Any] | None = None, template: dict[str, Any] | None = None, **spec: Any
+) -> dict[str, Any]:
+    """A FineTuneSchedule as the API server shows it: hourly, `template` put over its job template's spec."""
     obj: dict[str, Any] = {
         "apiVersion": "kubetune.io/v1alpha1",
         "kind": "FineTuneSchedule",
@@ -54,6 +58,8 @@ def schedule(status: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any
                     "baseModel": {"uri": "Qwen/Qwen2.5-0.5B"},
                     "dataset": {"uri": "configMap://data/train.jsonl"},
                     "output": {"uri": "s3://models/weekly"},
+                    # a copy: tests edit the object they get
+                    **copy.deepcopy(template or {}),
                 }
             },
             **spec,
@@ -94,10 +100,17 @@ def recorded(name: str, scheduled: datetime, phase: str = "Active", **extra: Any
 
 
 def plan(
-    obj: dict[str, Any], now: datetime, jobs: list[dict[str, Any]] | None = None, digest: str | None = None
+    obj: dict[str, Any],
+    now: datetime,
+    jobs: list[dict[str, Any]] | None = None,
+    digest: str | None = None,
+    followers: list[dict[str, Any]] | None = None,
 ) -> SchedulePlan:
     spec, problem = parse_spec(FineTuneScheduleSpec, obj)
-    return plan_schedule(ScheduleContext(obj, spec, problem, now, jobs=jobs or [], dataset_digest=digest))
+    ctx = ScheduleContext(
+        obj, spec, problem, now, jobs=jobs or [], dataset_digest=digest, followers=followers or []
+    )
+    return plan_schedule(ctx)
 
 
 def status_of(result: SchedulePlan) -> FineTuneScheduleStatus:

@@ -3,58 +3,34 @@ pinned frozen set, what latestGoodRun and pruning make of a failed gate."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
+
+from tests.planning.test_finetuneschedule import at, iso, spec_of, status_of
+from tests.planning.test_finetuneschedule import plan as a_plan
+from tests.planning.test_finetuneschedule import schedule as a_schedule
 
 from kubetune.api.conditions import ConditionType, Reason
 from kubetune.api.finetunejob import FineTuneJobSpec
-from kubetune.api.finetuneschedule import FineTuneScheduleSpec, FineTuneScheduleStatus, RunPhase, RunTrigger
+from kubetune.api.finetuneschedule import FineTuneScheduleSpec, RunPhase, RunTrigger
 from kubetune.builders.finetuneschedule import run_manifest, run_name
-from kubetune.planning.admission import parse_spec
-from kubetune.planning.finetuneschedule import ScheduleContext, SchedulePlan, plan_schedule
+from kubetune.planning.finetuneschedule import SchedulePlan
 from kubetune.status.conditions import find_condition
 
-CREATED = datetime(2026, 5, 1, 0, 0, 30, tzinfo=UTC)
 FROM_FIRST_RUN = {"fromFirstRun": True, "noWorseThanChampion": {"evalLoss": {"maxIncrease": 0.05}}}
-
-
-def at(hours: float) -> datetime:
-    return datetime(2026, 5, 1, tzinfo=UTC) + timedelta(hours=hours)
-
-
-def iso(t: datetime) -> str:
-    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+GATED_TEMPLATE = {
+    "dataset": {"uri": "pvc://data/train.jsonl"},
+    "output": {"uri": "pvc://models/weekly"},
+    "evaluation": {"maxSamples": 50},
+}
 
 
 def schedule(
     status: dict[str, Any] | None = None, evaluation: dict[str, Any] | None = None, **spec: Any
 ) -> dict[str, Any]:
-    return {
-        "apiVersion": "kubetune.io/v1alpha1",
-        "kind": "FineTuneSchedule",
-        "metadata": {
-            "name": "weekly",
-            "namespace": "ns",
-            "uid": "s-1",
-            "generation": 1,
-            "creationTimestamp": iso(CREATED),
-        },
-        "spec": {
-            "schedule": "0 * * * *",
-            "skipUnchangedData": False,
-            "jobTemplate": {
-                "spec": {
-                    "baseModel": {"uri": "Qwen/Qwen2.5-0.5B"},
-                    "dataset": {"uri": "pvc://data/train.jsonl"},
-                    "output": {"uri": "pvc://models/weekly"},
-                    "evaluation": {"maxSamples": 50},
-                }
-            },
-            "evaluation": evaluation if evaluation is not None else FROM_FIRST_RUN,
-            **spec,
-        },
-        "status": {"observedGeneration": 1, **(status or {})},
-    }
+    """The shared schedule with a gate (FROM_FIRST_RUN unless told), pvc:// data, every run trained."""
+    gate = evaluation if evaluation is not None else FROM_FIRST_RUN
+    return a_schedule(status, GATED_TEMPLATE, skipUnchangedData=False, evaluation=gate, **spec)
 
 
 def plan(
@@ -63,14 +39,8 @@ def plan(
     jobs: list[dict[str, Any]] | None = None,
     followers: list[dict[str, Any]] | None = None,
 ) -> SchedulePlan:
-    spec, problem = parse_spec(FineTuneScheduleSpec, obj)
-    assert spec is not None, problem
-    ctx = ScheduleContext(obj, spec, problem, now, jobs=jobs or [], followers=followers or [])
-    return plan_schedule(ctx)
-
-
-def status_of(result: SchedulePlan) -> FineTuneScheduleStatus:
-    return FineTuneScheduleStatus.model_validate(result.status)
+    spec_of(obj)  # every schedule here is valid: say why not, before the plan says it less plainly
+    return a_plan(obj, now, jobs, followers=followers)
 
 
 def created_spec(result: SchedulePlan) -> FineTuneJobSpec:

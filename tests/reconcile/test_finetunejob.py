@@ -7,28 +7,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tests.support.fake_kube import FakeKube
+from tests.support.manifests import ftj
 
 from kubetune.planning.finetunejob_pass import REPORT_POLL_SECONDS
 from kubetune.reconcile.finetunejob import FineTuneJobReconciler
 from kubetune.settings import OperatorSettings
 
 NOW = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
-API = "kubetune.io/v1alpha1"
-
-
-def ftj(**spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": API,
-        "kind": "FineTuneJob",
-        "metadata": {"name": "demo", "namespace": "ns", "uid": "u-1", "generation": 1},
-        "spec": {
-            "baseModel": {"uri": "pvc://m/x"},
-            "dataset": {"uri": "pvc://d/x.jsonl"},
-            "output": {"uri": "pvc://o/x"},
-            "resources": {"nodes": 2, "gpusPerNode": 1},
-            **spec,
-        },
-    }
 
 
 def complete(job: dict[str, Any]) -> None:

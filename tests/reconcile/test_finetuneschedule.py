@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from tests.support.fake_kube import FakeKube
+from tests.support.manifests import fts
 
 from kubetune.builders.finetuneschedule import run_name
 from kubetune.reconcile.finetuneschedule import FineTuneScheduleReconciler, configmap_digest
@@ -20,28 +21,12 @@ DUE = datetime(2026, 5, 1, 1, 0, tzinfo=UTC)
 
 
 def schedule() -> dict[str, Any]:
-    return {
-        "apiVersion": API,
-        "kind": "FineTuneSchedule",
-        "metadata": {
-            "name": "nightly",
-            "namespace": "ns",
-            "uid": "s-1",
-            "generation": 1,
-            "creationTimestamp": CREATED.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        },
-        "spec": {
-            "schedule": "0 * * * *",
-            "jobTemplate": {
-                "spec": {
-                    "baseModel": {"uri": "Qwen/Qwen2.5-0.5B"},
-                    "dataset": {"uri": "configMap://data/train.jsonl"},
-                    "output": {"uri": "s3://models/nightly"},
-                }
-            },
-        },
-        "status": {"observedGeneration": 1},
+    template = {
+        "baseModel": {"uri": "Qwen/Qwen2.5-0.5B"},
+        "dataset": {"uri": "configMap://data/train.jsonl"},
+        "output": {"uri": "s3://models/nightly"},
     }
+    return fts(CREATED.strftime("%Y-%m-%dT%H:%M:%SZ"), template)
 
 
 def reconciler(now: datetime) -> FineTuneScheduleReconciler:

@@ -14,13 +14,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tests.reconcile.test_modeldeployment_revisions import Passes as RevisionPasses
-from tests.reconcile.test_modeldeployment_shift import FakeRouter, router  # noqa: F401 (fixture)
-from tests.serving.objects import model_deployment
+from tests.reconcile.test_modeldeployment_revisions import following
+from tests.reconcile.test_modeldeployment_revisions import schedule as revisions_schedule
+from tests.reconcile.test_modeldeployment_shift import deployment, set_ready
 from tests.support.fake_kube import FakeKube
+from tests.support.fake_router import FakeRouter
 
 from kubetune.builders.modeldeployment import selector_labels
 from kubetune.planning.revisions import revision_variant_name
-from kubetune.reconcile.router_readback import ROUTER_CONFIG_URL_ANNOTATION
 from kubetune.serving.lora_runtime import AdapterSyncResult, ManagedAdapters, plan_adapter_sync
 
 T0 = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
@@ -29,54 +30,23 @@ PATH = {n: f"/models/followed/support/weekly-{n}/adapter" for n in range(1, 4)}
 POD_URL = "http://10.0.0.7:8000"
 
 
+def adapter(n: int) -> dict[str, Any]:
+    return {"adapterUri": f"pvc://out/weekly/weekly-{n}/adapter"}
+
+
 def schedule(*good: int) -> dict[str, Any]:
-    runs = [
-        {
-            "name": f"weekly-{n}",
-            "scheduledTime": f"2026-05-0{n}T00:00:00Z",
-            "trigger": "Schedule",
-            "phase": "Succeeded",
-            "metrics": {"evalLoss": 1.0 / n},
-            "artifacts": {"adapterUri": f"pvc://out/weekly/weekly-{n}/adapter"},
-            "gate": {"passed": True},
-        }
-        for n in good
-    ]
-    return {
-        "apiVersion": "kubetune.io/v1alpha1",
-        "kind": "FineTuneSchedule",
-        "metadata": {"name": "weekly", "namespace": "ml", "uid": "s-1"},
-        "spec": {
-            "schedule": "@weekly",
-            "jobTemplate": {
-                "spec": {
-                    "baseModel": {"uri": "pvc://models/qwen"},
-                    "dataset": {"uri": "pvc://data/train.jsonl"},
-                    "output": {"uri": "pvc://out/weekly"},
-                    "lora": {"r": 16},
-                }
-            },
-        },
-        "status": {"runs": runs},
-    }
+    """The schedule's good runs, each a LoRA adapter."""
+    return revisions_schedule(*good, artifacts=adapter, lora={"r": 16})
 
 
 def md(url: str, status: dict[str, Any] | None, canary: dict[str, Any] | None) -> dict[str, Any]:
-    variants: list[dict[str, Any]] = [
-        {
-            "name": "host",
-            "model": {"uri": "pvc://models/qwen"},
-            "weight": 100,
-            "adapters": [{"name": "support", "finetuneScheduleRef": {"name": "weekly"}}],
-        }
-    ]
-    traffic: dict[str, Any] = {}
-    if canary is not None:
-        variants.insert(0, {"name": "base", "model": {"uri": "pvc://models/qwen"}, "weight": 0})
-        traffic["canary"] = canary
-    obj = model_deployment(variants, traffic=traffic, smokeTest={"enabled": False}, status=status)
-    obj["metadata"]["annotations"] = {ROUTER_CONFIG_URL_ANNOTATION: url}
-    return obj
+    host = {
+        "name": "host",
+        "model": {"uri": "pvc://models/qwen"},
+        "weight": 100,
+        "adapters": [{"name": "support", "finetuneScheduleRef": {"name": "weekly"}}],
+    }
+    return following(url, status, canary, host)
 
 
 def ready_pod(variant: str) -> dict[str, Any]:
@@ -89,19 +59,6 @@ def ready_pod(variant: str) -> dict[str, Any]:
             "labels": selector_labels("chat", variant),
         },
         "status": {"podIP": "10.0.0.7", "conditions": [{"type": "Ready", "status": "True"}]},
-    }
-
-
-def set_ready(kube: FakeKube, variant: str) -> None:
-    found = kube.find("apps/v1", "Deployment", "ml", f"chat-vllm-{variant}")
-    assert found is not None
-    n = found["spec"]["replicas"]
-    found["status"] = {
-        "observedGeneration": found["metadata"]["generation"],
-        "replicas": n,
-        "updatedReplicas": n,
-        "readyReplicas": n,
-        "availableReplicas": n,
     }
 
 
@@ -138,6 +95,17 @@ class Passes(RevisionPasses):
         self.reconciler.sync_adapters = pods
 
 
+def from_run_1(
+    router: tuple[FakeRouter, str], *objects: dict[str, Any]
+) -> tuple[FakeRouter, FakeKube, FakePods, Passes]:
+    """An in-memory API holding the schedule with run 1 (and `objects`), the passes over it syncing
+    adapters into fresh FakePods."""
+    fake, url = router
+    pods = FakePods()
+    kube = FakeKube(schedule(1), *objects)
+    return fake, kube, pods, Passes(kube, url, pods)
+
+
 def host(status: dict[str, Any]) -> dict[str, Any]:
     return next(v for v in status["variants"] if v["name"] == "host")
 
@@ -147,7 +115,7 @@ def history(status: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 
 def template(kube: FakeKube) -> dict[str, Any]:
-    found = kube.find("apps/v1", "Deployment", "ml", "chat-vllm-host")
+    found = deployment(kube, "host")
     assert found is not None
     return copy.deepcopy(found["spec"]["template"])
 
@@ -160,12 +128,9 @@ def only_host_deployment(kube: FakeKube) -> bool:
 
 
 async def test_runs_are_loaded_into_the_running_pods_and_moved_by_weight(
-    router: tuple[FakeRouter, str],  # noqa: F811
+    router: tuple[FakeRouter, str],
 ) -> None:
-    fake, url = router
-    pods = FakePods()
-    kube = FakeKube(schedule(1))
-    passes = Passes(kube, url, pods)
+    fake, kube, pods, passes = from_run_1(router)
 
     # Run 1: the host's pods come up; until one is ready, nothing is loaded and the revision takes
     # no traffic, with a reason naming the adapter.
@@ -214,12 +179,9 @@ async def test_runs_are_loaded_into_the_running_pods_and_moved_by_weight(
 
 
 async def test_a_failed_load_is_a_reason_and_takes_no_weight(
-    router: tuple[FakeRouter, str],  # noqa: F811
+    router: tuple[FakeRouter, str],
 ) -> None:
-    fake, url = router
-    pods = FakePods()
-    kube = FakeKube(schedule(1), ready_pod("host"))
-    passes = Passes(kube, url, pods)
+    fake, kube, pods, passes = from_run_1(router, ready_pod("host"))
     await passes.run()
     set_ready(kube, "host")
     await passes.run()
@@ -239,18 +201,15 @@ async def test_a_failed_load_is_a_reason_and_takes_no_weight(
 
 
 async def test_a_rolled_back_run_is_unloaded_and_the_previous_keeps_serving(
-    router: tuple[FakeRouter, str],  # noqa: F811
+    router: tuple[FakeRouter, str],
 ) -> None:
-    fake, url = router
-    pods = FakePods()
-    kube = FakeKube(schedule(1), ready_pod("host"))
-    passes = Passes(kube, url, pods)
+    fake, kube, pods, passes = from_run_1(router, ready_pod("host"))
     passes.canary = {"stableVariant": "base", "canaryVariant": "host", "steps": [50, 100], "interval": "1s"}
 
     async def settle() -> dict[str, Any]:
         for _ in range(6):
             for variant in ("base", "host"):
-                if kube.find("apps/v1", "Deployment", "ml", f"chat-vllm-{variant}") is not None:
+                if deployment(kube, variant) is not None:
                     set_ready(kube, variant)
             status = await passes.run()
             fake.reload_from(kube)

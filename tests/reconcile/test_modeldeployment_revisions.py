@@ -12,9 +12,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tests.reconcile.test_modeldeployment_shift import FakeRouter, router  # noqa: F401 (fixture)
+from tests.reconcile.test_modeldeployment_shift import deployment, set_ready
 from tests.serving.objects import finetunejob, model_deployment
 from tests.support.fake_kube import FakeKube
+from tests.support.fake_router import FakeRouter
 
 from kubetune.planning.revisions import revision_variant_name
 from kubetune.reconcile.modeldeployment import ModelDeploymentReconciler
@@ -25,7 +26,18 @@ T0 = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
 R = {n: revision_variant_name("tuned", f"weekly-{n}") for n in range(1, 5)}
 
 
-def schedule(*good: int, failed_gate: tuple[int, ...] = ()) -> dict[str, Any]:
+def merged(n: int) -> dict[str, Any]:
+    return {"mergedModelUri": f"pvc://out/weekly-{n}/merged"}
+
+
+def schedule(
+    *good: int,
+    failed_gate: tuple[int, ...] = (),
+    artifacts: Callable[[int], dict[str, Any]] = merged,
+    **template: Any,
+) -> dict[str, Any]:
+    """FineTuneSchedule weekly with the runs `good` and `failed_gate` succeeded, each with `artifacts(n)`;
+    `template` adds to its job template's spec."""
     runs = [
         {
             "name": f"weekly-{n}",
@@ -33,7 +45,7 @@ def schedule(*good: int, failed_gate: tuple[int, ...] = ()) -> dict[str, Any]:
             "trigger": "Schedule",
             "phase": "Succeeded",
             "metrics": {"evalLoss": 1.0 / n},
-            "artifacts": {"mergedModelUri": f"pvc://out/weekly-{n}/merged"},
+            "artifacts": artifacts(n),
             "gate": {"passed": n not in failed_gate},
         }
         for n in sorted({*good, *failed_gate})
@@ -49,6 +61,7 @@ def schedule(*good: int, failed_gate: tuple[int, ...] = ()) -> dict[str, Any]:
                     "baseModel": {"uri": "pvc://models/qwen"},
                     "dataset": {"uri": "pvc://data/train.jsonl"},
                     "output": {"uri": "pvc://out/weekly"},
+                    **template,
                 }
             },
         },
@@ -66,10 +79,12 @@ def run_job(n: int) -> dict[str, Any]:
     )
 
 
-def md(url: str, status: dict[str, Any] | None, canary: dict[str, Any] | None = None) -> dict[str, Any]:
-    variants: list[dict[str, Any]] = [
-        {"name": "tuned", "model": {"finetuneScheduleRef": {"name": "weekly"}}, "weight": 100}
-    ]
+def following(
+    url: str, status: dict[str, Any] | None, canary: dict[str, Any] | None, variant: dict[str, Any]
+) -> dict[str, Any]:
+    """ModelDeployment chat with `variant` (after a variant base on the base model when `canary`), its
+    routers read back at `url`."""
+    variants = [variant]
     traffic: dict[str, Any] = {}
     if canary is not None:
         variants.insert(0, {"name": "base", "model": {"uri": "pvc://models/qwen"}, "weight": 0})
@@ -79,21 +94,9 @@ def md(url: str, status: dict[str, Any] | None, canary: dict[str, Any] | None = 
     return obj
 
 
-def deployment(kube: FakeKube, variant: str) -> dict[str, Any] | None:
-    return kube.find("apps/v1", "Deployment", "ml", f"chat-vllm-{variant}")
-
-
-def set_ready(kube: FakeKube, variant: str) -> None:
-    found = deployment(kube, variant)
-    assert found is not None
-    n = found["spec"]["replicas"]
-    found["status"] = {
-        "observedGeneration": found["metadata"]["generation"],
-        "replicas": n,
-        "updatedReplicas": n,
-        "readyReplicas": n,
-        "availableReplicas": n,
-    }
+def md(url: str, status: dict[str, Any] | None, canary: dict[str, Any] | None = None) -> dict[str, Any]:
+    tuned = {"name": "tuned", "model": {"finetuneScheduleRef": {"name": "weekly"}}, "weight": 100}
+    return following(url, status, canary, tuned)
 
 
 def tuned(status: dict[str, Any]) -> dict[str, Any]:
@@ -132,7 +135,7 @@ class Passes:
 
 
 async def test_waits_for_a_good_run_then_serves_it_and_canaries_the_next(
-    router: tuple[FakeRouter, str],  # noqa: F811
+    router: tuple[FakeRouter, str],
 ) -> None:
     fake, url = router
     kube = FakeKube(schedule(failed_gate=(1,)), run_job(1))
@@ -192,7 +195,7 @@ async def test_waits_for_a_good_run_then_serves_it_and_canaries_the_next(
 
 
 async def test_a_rolled_back_revision_keeps_the_previous_serving_and_is_never_retried(
-    router: tuple[FakeRouter, str],  # noqa: F811
+    router: tuple[FakeRouter, str],
 ) -> None:
     fake, url = router
     kube = FakeKube(schedule(1), run_job(1))

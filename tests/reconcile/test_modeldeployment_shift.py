@@ -6,55 +6,18 @@ only onto its ready pods, the canary keeps its pods until the one router serves 
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
-from aiohttp import web
 from tests.serving.objects import model_deployment
 from tests.support.fake_kube import FakeKube
+from tests.support.fake_router import FakeRouter
 
-from kubetune.api.routerconfig import CONFIG_FILE_NAME
 from kubetune.reconcile.modeldeployment import ModelDeploymentReconciler
 from kubetune.reconcile.router_readback import ROUTER_CONFIG_URL_ANNOTATION
 from kubetune.settings import OperatorSettings
 
 T0 = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
-
-
-class FakeRouter:
-    """`GET /kubetune/config` answering the split the test says the router has loaded."""
-
-    def __init__(self) -> None:
-        self.loaded: dict[str, Any] | None = None
-
-    async def handle(self, request: web.Request) -> web.Response:
-        if self.loaded is None:
-            return web.Response(status=503)
-        return web.json_response({"config": self.loaded, "routable": {}})
-
-    def reload_from(self, kube: FakeKube) -> None:
-        configmap = kube.find("v1", "ConfigMap", "ml", "chat-router")
-        assert configmap is not None
-        self.loaded = json.loads(configmap["data"][CONFIG_FILE_NAME])
-
-
-@pytest.fixture
-async def router() -> AsyncIterator[tuple[FakeRouter, str]]:
-    fake = FakeRouter()
-    app = web.Application()
-    app.router.add_get("/kubetune/config", fake.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield fake, f"http://127.0.0.1:{port}/kubetune/config"
-    finally:
-        await runner.cleanup()
 
 
 def deployment_md(url: str, *, abort: bool, status: dict[str, Any] | None) -> dict[str, Any]:
@@ -78,22 +41,27 @@ def deployment_md(url: str, *, abort: bool, status: dict[str, Any] | None) -> di
     return obj
 
 
+def deployment(kube: FakeKube, variant: str) -> dict[str, Any] | None:
+    return kube.find("apps/v1", "Deployment", "ml", f"chat-vllm-{variant}")
+
+
 def replicas(kube: FakeKube, variant: str) -> int:
-    found = kube.find("apps/v1", "Deployment", "ml", f"chat-vllm-{variant}")
+    found = deployment(kube, variant)
     assert found is not None
     return int(found["spec"]["replicas"])
 
 
-def set_ready(kube: FakeKube, variant: str, ready: int) -> None:
-    found = kube.find("apps/v1", "Deployment", "ml", f"chat-vllm-{variant}")
+def set_ready(kube: FakeKube, variant: str, ready: int | None = None) -> None:
+    """The variant's Deployment rolled out, `ready` of its replicas ready (all of them when None)."""
+    found = deployment(kube, variant)
     assert found is not None
     n = found["spec"]["replicas"]
     found["status"] = {
         "observedGeneration": found["metadata"]["generation"],
         "replicas": n,
         "updatedReplicas": n,
-        "readyReplicas": ready,
-        "availableReplicas": ready,
+        "readyReplicas": n if ready is None else ready,
+        "availableReplicas": n if ready is None else ready,
     }
 
 

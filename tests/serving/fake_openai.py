@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from aiohttp import web
+from tests.support.local_http import serving
 
 
 def _completion(model: str, text: str, finish: str, tokens: int) -> dict[str, Any]:
@@ -37,12 +38,5 @@ async def never_stopping_server() -> AsyncIterator[str]:
     """Serve on a free loopback port; yield the OpenAI base URL (…/v1)."""
     app = web.Application()
     app.router.add_post("/v1/chat/completions", _chat)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        await runner.cleanup()
+    async with serving(app) as url:
+        yield f"{url}/v1"

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from tests.support.local_http import serving
 
 from kubetune.api.conditions import Reason
 from kubetune.serving.lora_runtime import (
@@ -223,15 +224,9 @@ async def pod() -> AsyncIterator[StandIn]:
     app.router.add_post("/v1/load_lora_adapter", load)
     app.router.add_post("/v1/unload_lora_adapter", unload)
     app.router.add_route("*", "/elsewhere", lambda _: web.json_response({"data": []}))
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    state.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    try:
+    async with serving(app) as url:
+        state.url = url
         yield state
-    finally:
-        await runner.cleanup()
 
 
 async def test_sync_loads_then_unloads_and_reads_back(pod: StandIn) -> None:

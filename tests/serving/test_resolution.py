@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from _pytest.mark import ParameterSet
 from tests.serving.objects import finetunejob, variant
 
 from kubetune.api.conditions import Reason
@@ -25,156 +26,112 @@ LINEAGE = {"datasetDigest": "sha256:abc", "baseModelRevision": "r1", "configHash
 FROM_JOB = {"model": {"finetuneJobRef": {"name": "sft"}}}
 
 
+WAITING = (ResolutionState.WAITING, Reason.WAITING_FOR_FINETUNE_JOB)
+FAILED = (ResolutionState.FAILED, Reason.FINETUNE_JOB_FAILED)
+NOT_FOUND = (ResolutionState.NOT_FOUND, Reason.FINETUNE_JOB_NOT_FOUND)
+
+
+def sft(phase: str | None, **fields: Any) -> dict[str, Any]:
+    """The jobs observed: FineTuneJob sft in `phase`."""
+    return {"sft": finetunejob("sft", phase, **fields)}
+
+
+def resolved(
+    id_: str, fields: dict[str, Any], jobs: dict[str, Any], model_uri: str, part: str, *modules: LoraModule
+) -> ParameterSet:
+    return pytest.param(
+        fields, jobs, ResolutionState.READY, Reason.MODEL_RESOLVED, model_uri, modules, part, id=id_
+    )
+
+
+def unresolved(
+    id_: str,
+    fields: dict[str, Any],
+    jobs: dict[str, Any],
+    outcome: tuple[ResolutionState, Reason],
+    part: str,
+) -> ParameterSet:
+    return pytest.param(fields, jobs, *outcome, None, (), part, id=id_)
+
+
 @pytest.mark.parametrize(
     ("fields", "jobs", "state", "reason", "model_uri", "modules", "message_part"),
     [
-        pytest.param(
-            {"model": {"uri": "pvc://models/base"}},
-            {},
-            ResolutionState.READY,
-            Reason.MODEL_RESOLVED,
-            "pvc://models/base",
-            (),
-            "pvc://models/base",
-            id="plain-uri",
+        resolved(
+            "plain-uri", {"model": {"uri": "pvc://models/base"}}, {}, "pvc://models/base", "pvc://models/base"
         ),
-        pytest.param(
+        resolved(
+            "job-merged-model-preferred",
             FROM_JOB,
-            {"sft": finetunejob("sft", "Succeeded", artifacts=MERGED, lineage=LINEAGE)},
-            ResolutionState.READY,
-            Reason.MODEL_RESOLVED,
+            sft("Succeeded", artifacts=MERGED, lineage=LINEAGE),
             "pvc://out/sft/merged",
-            (),
             "merged",
-            id="job-merged-model-preferred",
         ),
-        pytest.param(
+        resolved(
+            "job-adapter-on-its-base",
             FROM_JOB,
-            {"sft": finetunejob("sft", "Succeeded", artifacts=ADAPTER_ONLY, rank=32)},
-            ResolutionState.READY,
-            Reason.MODEL_RESOLVED,
+            sft("Succeeded", artifacts=ADAPTER_ONLY, rank=32),
             "pvc://models/qwen",
-            (LoraModule("a", "pvc://out/sft/adapter", 32),),
             "a=pvc://out/sft/adapter",
-            id="job-adapter-on-its-base",
+            LoraModule("a", "pvc://out/sft/adapter", 32),
         ),
-        pytest.param(
+        resolved(
+            "job-adapter-on-its-base-at-the-trained-revision",
             FROM_JOB,
-            {
-                "sft": finetunejob(
-                    "sft",
-                    "Succeeded",
-                    artifacts={"adapterUri": "pvc://out/sft/adapter", "baseModelUri": "Qwen/Qwen2.5-0.5B"},
-                    lineage=LINEAGE,
-                    rank=8,
-                    base_uri="Qwen/Qwen2.5-0.5B",
-                )
-            },
-            ResolutionState.READY,
-            Reason.MODEL_RESOLVED,
+            sft(
+                "Succeeded",
+                artifacts={"adapterUri": "pvc://out/sft/adapter", "baseModelUri": "Qwen/Qwen2.5-0.5B"},
+                lineage=LINEAGE,
+                rank=8,
+                base_uri="Qwen/Qwen2.5-0.5B",
+            ),
             "hf://Qwen/Qwen2.5-0.5B@r1",
-            (LoraModule("a", "pvc://out/sft/adapter", 8),),
             "a=pvc://out/sft/adapter",
-            id="job-adapter-on-its-base-at-the-trained-revision",
+            LoraModule("a", "pvc://out/sft/adapter", 8),
         ),
-        pytest.param(
+        unresolved("job-running-waits", FROM_JOB, sft("Running"), WAITING, "sft is Running"),
+        unresolved("job-without-status-waits", FROM_JOB, sft(None), WAITING, "sft is Pending"),
+        unresolved("succeeded-no-artifacts-yet", FROM_JOB, sft("Succeeded"), WAITING, "has not published"),
+        unresolved(
+            "job-failed-carries-its-message",
             FROM_JOB,
-            {"sft": finetunejob("sft", "Running")},
-            ResolutionState.WAITING,
-            Reason.WAITING_FOR_FINETUNE_JOB,
-            None,
-            (),
-            "sft is Running",
-            id="job-running-waits",
-        ),
-        pytest.param(
-            FROM_JOB,
-            {"sft": finetunejob("sft", None)},
-            ResolutionState.WAITING,
-            Reason.WAITING_FOR_FINETUNE_JOB,
-            None,
-            (),
-            "sft is Pending",
-            id="job-without-status-waits",
-        ),
-        pytest.param(
-            FROM_JOB,
-            {"sft": finetunejob("sft", "Succeeded")},
-            ResolutionState.WAITING,
-            Reason.WAITING_FOR_FINETUNE_JOB,
-            None,
-            (),
-            "has not published",
-            id="succeeded-no-artifacts-yet",
-        ),
-        pytest.param(
-            FROM_JOB,
-            {"sft": finetunejob("sft", "Failed", failed_message="OOM on rank 3")},
-            ResolutionState.FAILED,
-            Reason.FINETUNE_JOB_FAILED,
-            None,
-            (),
+            sft("Failed", failed_message="OOM on rank 3"),
+            FAILED,
             "failed: OOM on rank 3",
-            id="job-failed-carries-its-message",
         ),
-        pytest.param(
-            FROM_JOB,
-            {},
-            ResolutionState.NOT_FOUND,
-            Reason.FINETUNE_JOB_NOT_FOUND,
-            None,
-            (),
-            "sft does not exist",
-            id="job-missing",
-        ),
-        pytest.param(
-            FROM_JOB,
-            {"sft": None},
-            ResolutionState.NOT_FOUND,
-            Reason.FINETUNE_JOB_NOT_FOUND,
-            None,
-            (),
-            "does not exist",
-            id="job-none",
-        ),
-        pytest.param(
+        unresolved("job-missing", FROM_JOB, {}, NOT_FOUND, "sft does not exist"),
+        unresolved("job-none", FROM_JOB, {"sft": None}, NOT_FOUND, "does not exist"),
+        resolved(
+            "two-adapters",
             {
                 "adapters": [
                     {"name": "x", "uri": "pvc://ad/x"},
                     {"name": "y", "finetuneJobRef": {"name": "sft"}},
                 ]
             },
-            {"sft": finetunejob("sft", "Succeeded", artifacts=ADAPTER_ONLY)},
-            ResolutionState.READY,
-            Reason.MODEL_RESOLVED,
+            sft("Succeeded", artifacts=ADAPTER_ONLY),
             "pvc://models/base",
-            (LoraModule("x", "pvc://ad/x"), LoraModule("y", "pvc://out/sft/adapter", 16)),
             "y=",
-            id="two-adapters",
+            LoraModule("x", "pvc://ad/x"),
+            LoraModule("y", "pvc://out/sft/adapter", 16),
         ),
-        pytest.param(
+        unresolved(
+            "adapter-from-full-finetune-fails",
             {"adapters": [{"name": "y", "finetuneJobRef": {"name": "full"}}]},
             {
                 "full": finetunejob(
                     "full", "Succeeded", artifacts={"mergedModelUri": "pvc://o/m"}, method="full"
                 )
             },
-            ResolutionState.FAILED,
-            Reason.FINETUNE_JOB_FAILED,
-            None,
-            (),
+            FAILED,
             "no adapter artifact",
-            id="adapter-from-full-finetune-fails",
         ),
-        pytest.param(
+        unresolved(
+            "worst-problem-wins-all-listed",
             {**FROM_JOB, "adapters": [{"name": "y", "finetuneJobRef": {"name": "gone"}}]},
-            {"sft": finetunejob("sft", "Failed")},
-            ResolutionState.FAILED,
-            Reason.FINETUNE_JOB_FAILED,
-            None,
-            (),
+            sft("Failed"),
+            FAILED,
             "gone does not exist",
-            id="worst-problem-wins-all-listed",
         ),
     ],
 )

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from _pytest.mark import ParameterSet
 
 from kubetune.api.common import Condition
 from kubetune.status.conditions import find_condition, is_false, is_true, set_condition, status_of
@@ -29,52 +30,41 @@ def cond(
     )
 
 
+def case(
+    id_: str,
+    before: list[Condition],
+    args: tuple[str, str, str, str, int],
+    expected_time: datetime,
+    expected_types: tuple[str, ...] = ("Ready",),
+) -> ParameterSet:
+    """set_condition(before, *args) at T1: the reason set is the reason asked for, whatever the time."""
+    return pytest.param(before, args, expected_time, args[2], list(expected_types), id=id_)
+
+
 @pytest.mark.parametrize(
     ("before", "args", "expected_time", "expected_reason", "expected_types"),
     [
-        pytest.param(
-            [], ("Ready", "True", "Up", "m", 2), T1, "Up", ["Ready"], id="new-condition-stamped-now"
-        ),
-        pytest.param(
+        case("new-condition-stamped-now", [], ("Ready", "True", "Up", "m", 2), T1),
+        case(
+            "same-status-keeps-transition-time",
             [cond("Ready", "True", "Up")],
             ("Ready", "True", "StillUp", "new", 2),
             T0,
-            "StillUp",
-            ["Ready"],
-            id="same-status-keeps-transition-time",
         ),
-        pytest.param(
-            [cond("Ready", "True")],
-            ("Ready", "False", "Down", "gone", 2),
-            T1,
-            "Down",
-            ["Ready"],
-            id="flip-moves-transition-time",
+        case(
+            "flip-moves-transition-time", [cond("Ready", "True")], ("Ready", "False", "Down", "gone", 2), T1
         ),
-        pytest.param(
-            [cond("Ready", "Unknown")],
-            ("Ready", "True", "Up", "", 2),
-            T1,
-            "Up",
-            ["Ready"],
-            id="unknown-to-true-is-a-transition",
+        case(
+            "unknown-to-true-is-a-transition", [cond("Ready", "Unknown")], ("Ready", "True", "Up", "", 2), T1
         ),
-        pytest.param(
+        case(
+            "order-preserved-in-place",
             [cond("A", "True"), cond("Ready", "False"), cond("B", "True")],
             ("Ready", "False", "Still", "", 3),
             T0,
-            "Still",
-            ["A", "Ready", "B"],
-            id="order-preserved-in-place",
+            ("A", "Ready", "B"),
         ),
-        pytest.param(
-            [cond("A", "True")],
-            ("Ready", "True", "Up", "", 1),
-            T1,
-            "Up",
-            ["A", "Ready"],
-            id="new-type-appended",
-        ),
+        case("new-type-appended", [cond("A", "True")], ("Ready", "True", "Up", "", 1), T1, ("A", "Ready")),
     ],
 )
 def test_set_condition(

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 import pytest
+from _pytest.mark import ParameterSet
 
 from kubetune.api.common import Condition, ConditionStatus
 from kubetune.api.modeldeployment import ModelDeploymentStatus, VariantStatus
@@ -19,70 +22,67 @@ from kubetune.status.summary import (
 )
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+READY, RECONCILING, STALLED, SUSPENDED = State.READY, State.RECONCILING, State.STALLED, State.SUSPENDED
 
 
 def cond(type_: str, status: ConditionStatus, reason: str, message: str = "") -> Condition:
     return Condition(type=type_, status=status, reason=reason, message=message, last_transition_time=T0)
 
 
+def conds(*specs: str, base: Sequence[Condition] = ()) -> list[Condition]:
+    """`base` with each `"Type=Status:Reason[:message]"` put in (a type already there is replaced in place).
+
+    One string a condition keeps a row of the tables below to its facts.
+    """
+    by_type = {c.type: c for c in base}
+    for spec in specs:
+        type_, _, rest = spec.partition("=")
+        status, reason, *message = rest.split(":", 2)  # the message may hold colons
+        by_type[type_] = cond(type_, cast(ConditionStatus, status), reason, *message)
+    return list(by_type.values())
+
+
+def job(id_: str, state: State, reason: str, *specs: str) -> ParameterSet:
+    return pytest.param(conds(*specs), state, reason, id=id_)
+
+
 @pytest.mark.parametrize(
     ("conditions", "state", "reason"),
     [
-        pytest.param([], State.RECONCILING, "Pending", id="no-pass-yet"),
-        pytest.param(
-            [cond("DataValidated", "Unknown", "Validating"), cond("Running", "False", "Validating")],
-            State.RECONCILING,
+        job("no-pass-yet", RECONCILING, "Pending"),
+        job(
+            "validating",
+            RECONCILING,
             "Validating",
-            id="validating",
+            "DataValidated=Unknown:Validating",
+            "Running=False:Validating",
         ),
-        pytest.param(
-            [cond("DataValidated", "True", "DataValid"), cond("Running", "True", "Training")],
-            State.RECONCILING,
-            "Training",
-            id="training",
-        ),
-        pytest.param(
-            [cond("Running", "False", "GangRestart")], State.RECONCILING, "GangRestart", id="gang-restart"
-        ),
-        pytest.param(
-            [cond("Running", "False", "Suspended"), cond("Suspended", "True", "Suspended")],
-            State.SUSPENDED,
-            "Suspended",
-            id="suspended",
-        ),
-        pytest.param(
-            [cond("Running", "False", "Completed"), cond("Succeeded", "True", "Completed")],
-            State.READY,
-            "Completed",
-            id="succeeded",
-        ),
-        pytest.param(
-            [
-                cond("Running", "False", "BackoffLimitExceeded"),
-                cond("Failed", "True", "BackoffLimitExceeded"),
-            ],
-            State.STALLED,
+        job("training", RECONCILING, "Training", "DataValidated=True:DataValid", "Running=True:Training"),
+        job("gang-restart", RECONCILING, "GangRestart", "Running=False:GangRestart"),
+        job("suspended", SUSPENDED, "Suspended", "Running=False:Suspended", "Suspended=True:Suspended"),
+        job("succeeded", READY, "Completed", "Running=False:Completed", "Succeeded=True:Completed"),
+        job(
+            "backoff-exhausted",
+            STALLED,
             "BackoffLimitExceeded",
-            id="backoff-exhausted",
+            "Running=False:BackoffLimitExceeded",
+            "Failed=True:BackoffLimitExceeded",
         ),
-        pytest.param(
-            [cond("Accepted", "False", "InvalidSpec"), cond("Failed", "True", "InvalidSpec")],
-            State.STALLED,
-            "InvalidSpec",
-            id="invalid-spec",
-        ),
-        pytest.param(
-            [cond("DataValidated", "False", "InvalidData"), cond("Failed", "True", "InvalidData")],
-            State.STALLED,
+        job("invalid-spec", STALLED, "InvalidSpec", "Accepted=False:InvalidSpec", "Failed=True:InvalidSpec"),
+        job(
+            "invalid-data",
+            STALLED,
             "InvalidData",
-            id="invalid-data",
+            "DataValidated=False:InvalidData",
+            "Failed=True:InvalidData",
         ),
-        pytest.param(
-            # The summary's own conditions never feed back into it.
-            [cond("Stalled", "True", "InvalidSpec"), cond("Ready", "False", "GateFailed")],
-            State.RECONCILING,
+        # The summary's own conditions never feed back into it.
+        job(
+            "own-conditions-ignored",
+            RECONCILING,
             "Pending",
-            id="own-conditions-ignored",
+            "Stalled=True:InvalidSpec",
+            "Ready=False:GateFailed",
         ),
     ],
 )
@@ -91,195 +91,122 @@ def test_finetunejob_summary(conditions: list[Condition], state: State, reason: 
     assert (summary.state, summary.reason) == (state, reason)
 
 
-SETTLED = [
-    cond("Accepted", "True", "Accepted"),
-    cond("ModelReady", "True", "ModelResolved"),
-    cond("EvalGatePassed", "True", "GatePassed"),
-    cond("SmokeTestPassed", "True", "SmokeTestPassed"),
-    cond("Available", "True", "MinimumReplicasAvailable", "serving variants available: a"),
-    cond("Progressing", "False", "RolloutComplete"),
-]
+SETTLED = conds(
+    "Accepted=True:Accepted",
+    "ModelReady=True:ModelResolved",
+    "EvalGatePassed=True:GatePassed",
+    "SmokeTestPassed=True:SmokeTestPassed",
+    "Available=True:MinimumReplicasAvailable:serving variants available: a",
+    "Progressing=False:RolloutComplete",
+)
 
 
-def with_(*changes: Condition, base: list[Condition] = SETTLED) -> list[Condition]:
-    by_type = {c.type: c for c in base}
-    by_type.update({c.type: c for c in changes})
-    return list(by_type.values())
+def variant(name: str, *specs: str) -> VariantStatus:
+    return VariantStatus(name=name, conditions=conds(*specs))
 
 
-def variant(name: str, *conditions: Condition) -> VariantStatus:
-    return VariantStatus(name=name, conditions=list(conditions))
+def deployment(
+    id_: str, state: State, reason: str, *specs: str, variants: Sequence[VariantStatus] = ()
+) -> ParameterSet:
+    """A row: SETTLED with `specs` put in."""
+    return pytest.param(conds(*specs, base=SETTLED), list(variants), state, reason, id=id_)
+
+
+def canary(promoted: str, rolled_back: str) -> tuple[str, str]:
+    """The canary's two conditions, Promoted and CanaryRolledBack, each given as "Status:Reason"."""
+    return f"Promoted={promoted}", f"CanaryRolledBack={rolled_back}"
 
 
 @pytest.mark.parametrize(
     ("conditions", "variants", "state", "reason"),
     [
-        pytest.param(SETTLED, [], State.READY, "Reconciled", id="settled"),
-        pytest.param(
-            with_(cond("Progressing", "True", "RollingOut"), cond("Available", "False", "X")),
-            [],
-            State.RECONCILING,
+        deployment("settled", READY, "Reconciled"),
+        deployment(
+            "deployment-rollout",
+            RECONCILING,
             "RollingOut",
-            id="deployment-rollout",
+            "Progressing=True:RollingOut",
+            "Available=False:X",
         ),
-        pytest.param(
-            with_(cond("Promoted", "False", "CanaryStep"), cond("CanaryRolledBack", "False", "CanaryStep")),
-            [],
-            State.RECONCILING,
+        deployment(
+            "canary-at-10-everything-rolled-out",
+            RECONCILING,
             "CanaryStep",
-            id="canary-at-10-everything-rolled-out",
+            *canary("False:CanaryStep", "False:CanaryStep"),
         ),
-        pytest.param(
-            with_(
-                cond("Promoted", "False", "CanaryPaused"), cond("CanaryRolledBack", "False", "CanaryPaused")
-            ),
-            [],
-            State.RECONCILING,
+        deployment(
+            "canary-paused-by-spec",
+            RECONCILING,
             "CanaryPaused",
-            id="canary-paused-by-spec",
+            *canary("False:CanaryPaused", "False:CanaryPaused"),
         ),
-        pytest.param(
-            with_(
-                cond("Promoted", "False", "AnalysisFailed"),
-                cond("CanaryRolledBack", "False", "AnalysisFailed"),
-            ),
-            [],
-            State.RECONCILING,
+        deployment(
+            "analysis-failed-below-the-limit",
+            RECONCILING,
             "AnalysisFailed",
-            id="analysis-failed-below-the-limit",
+            *canary("False:AnalysisFailed", "False:AnalysisFailed"),
         ),
-        pytest.param(
-            with_(cond("Promoted", "True", "Promoted"), cond("CanaryRolledBack", "False", "Promoted")),
-            [],
-            State.READY,
-            "Reconciled",
-            id="promoted",
-        ),
-        pytest.param(
-            with_(
-                cond("Promoted", "True", "Promoted"),
-                cond("CanaryRolledBack", "False", "Promoted"),
-                cond("TrafficShifted", "False", "WaitingForRouters"),
-            ),
-            [],
-            State.RECONCILING,
+        deployment("promoted", READY, "Reconciled", *canary("True:Promoted", "False:Promoted")),
+        deployment(
+            "promoted-old-pods-wait-for-the-routers",
+            RECONCILING,
             "WaitingForRouters",
-            id="promoted-old-pods-wait-for-the-routers",
+            *canary("True:Promoted", "False:Promoted"),
+            "TrafficShifted=False:WaitingForRouters",
         ),
-        pytest.param(
-            with_(
-                cond("Promoted", "True", "Promoted"),
-                cond("CanaryRolledBack", "False", "Promoted"),
-                cond("TrafficShifted", "True", "TrafficSettled"),
-            ),
-            [],
-            State.READY,
+        deployment(
+            "promoted-traffic-settled",
+            READY,
             "Reconciled",
-            id="promoted-traffic-settled",
+            *canary("True:Promoted", "False:Promoted"),
+            "TrafficShifted=True:TrafficSettled",
         ),
-        pytest.param(
-            with_(
-                cond("Promoted", "False", "AnalysisStalled"),
-                cond("CanaryRolledBack", "False", "CanaryStep"),
-            ),
-            [],
-            State.STALLED,
+        deployment(
+            "canary-paused-for-want-of-a-verdict",
+            STALLED,
             "AnalysisStalled",
-            id="canary-paused-for-want-of-a-verdict",
+            *canary("False:AnalysisStalled", "False:CanaryStep"),
         ),
-        pytest.param(
-            with_(
-                cond("Promoted", "False", "AnalysisFailed"),
-                cond("CanaryRolledBack", "True", "AnalysisFailed"),
-            ),
-            [],
-            State.STALLED,
+        deployment(
+            "rolled-back-by-analysis",
+            STALLED,
             "AnalysisFailed",
-            id="rolled-back-by-analysis",
+            *canary("False:AnalysisFailed", "True:AnalysisFailed"),
         ),
-        pytest.param(
-            with_(
-                cond("Promoted", "False", "CanaryAborted"), cond("CanaryRolledBack", "True", "CanaryAborted")
-            ),
-            [],
-            State.STALLED,
-            "CanaryAborted",
-            id="aborted",
-        ),
-        pytest.param(
-            with_(
-                cond("ModelReady", "False", "WaitingForFineTuneJob"),
-                cond("Progressing", "True", "RollingOut"),
-            ),
-            [],
-            State.RECONCILING,
+        deployment("aborted", STALLED, "CanaryAborted", *canary("False:CanaryAborted", "True:CanaryAborted")),
+        deployment(
+            "waiting-for-the-model-before-the-rollout",
+            RECONCILING,
             "WaitingForFineTuneJob",
-            id="waiting-for-the-model-before-the-rollout",
+            "ModelReady=False:WaitingForFineTuneJob",
+            "Progressing=True:RollingOut",
         ),
-        pytest.param(
-            with_(cond("EvalGatePassed", "Unknown", "Pending")),
-            [],
-            State.RECONCILING,
-            "Pending",
-            id="gate-pending",
-        ),
-        pytest.param(
-            with_(cond("SmokeTestPassed", "Unknown", "Pending")),
-            [],
-            State.RECONCILING,
-            "Pending",
-            id="smoke-pending",
-        ),
-        pytest.param(
-            with_(cond("EvalGatePassed", "False", "GateFailed")),
-            [],
-            State.STALLED,
+        deployment("gate-pending", RECONCILING, "Pending", "EvalGatePassed=Unknown:Pending"),
+        deployment("smoke-pending", RECONCILING, "Pending", "SmokeTestPassed=Unknown:Pending"),
+        deployment("gate-failed", STALLED, "GateFailed", "EvalGatePassed=False:GateFailed"),
+        deployment("smoke-failed", STALLED, "SmokeTestFailed", "SmokeTestPassed=False:SmokeTestFailed"),
+        deployment("invalid-spec", STALLED, "InvalidSpec", "Accepted=False:InvalidSpec"),
+        # Aggregated first-False reason hides b's gate behind a's wait: the variants are read too.
+        deployment(
+            "gate-failed-on-one-variant",
+            STALLED,
             "GateFailed",
-            id="gate-failed",
+            "EvalGatePassed=False:Pending",
+            variants=[variant("a"), variant("b", "EvalGatePassed=False:GateFailed:evalLoss 2.5 > 1")],
         ),
-        pytest.param(
-            with_(cond("SmokeTestPassed", "False", "SmokeTestFailed")),
-            [],
-            State.STALLED,
-            "SmokeTestFailed",
-            id="smoke-failed",
-        ),
-        pytest.param(
-            with_(cond("Accepted", "False", "InvalidSpec")),
-            [],
-            State.STALLED,
-            "InvalidSpec",
-            id="invalid-spec",
-        ),
-        pytest.param(
-            # Aggregated first-False reason hides b's gate behind a's wait: the variants are read too.
-            with_(cond("EvalGatePassed", "False", "Pending")),
-            [variant("a"), variant("b", cond("EvalGatePassed", "False", "GateFailed", "evalLoss 2.5 > 1"))],
-            State.STALLED,
-            "GateFailed",
-            id="gate-failed-on-one-variant",
-        ),
-        pytest.param(
-            SETTLED,
-            [variant("a", cond("Progressing", "False", "ProgressDeadlineExceeded"))],
-            State.STALLED,
+        deployment(
+            "deployment-progress-deadline",
+            STALLED,
             "ProgressDeadlineExceeded",
-            id="deployment-progress-deadline",
+            variants=[variant("a", "Progressing=False:ProgressDeadlineExceeded")],
         ),
-        pytest.param(
-            with_(cond("ModelReady", "False", "FineTuneJobNotFound")),
-            [],
-            State.RECONCILING,
+        deployment(
+            "finetunejob-not-created-yet",
+            RECONCILING,
             "FineTuneJobNotFound",
-            id="finetunejob-not-created-yet",
+            "ModelReady=False:FineTuneJobNotFound",
         ),
-        pytest.param(
-            with_(cond("Available", "False", "ErrImagePull")),
-            [],
-            State.RECONCILING,
-            "ErrImagePull",
-            id="pods-not-starting-yet",
-        ),
+        deployment("pods-not-starting-yet", RECONCILING, "ErrImagePull", "Available=False:ErrImagePull"),
     ],
 )
 def test_modeldeployment_summary(
@@ -292,7 +219,7 @@ def test_modeldeployment_summary(
 def test_a_new_blocking_reason_is_one_entry_in_the_table(monkeypatch: pytest.MonkeyPatch) -> None:
     from kubetune.status import summary as module
 
-    paused = with_(cond("Promoted", "False", "AnalysisDeadlineExceeded"))
+    paused = conds("Promoted=False:AnalysisDeadlineExceeded", base=SETTLED)
     status = ModelDeploymentStatus(conditions=paused)
     assert modeldeployment_summary(status).state is State.RECONCILING
     monkeypatch.setattr(module, "STALLED_REASONS", module.STALLED_REASONS | {"AnalysisDeadlineExceeded"})
@@ -332,73 +259,77 @@ def test_last_transition_time_moves_only_on_a_flip() -> None:
     assert times(done) == (last, last, T0), "Ready and Reconciling flipped, Stalled stayed False"
 
 
-SCHEDULED = [
-    cond("Accepted", "True", "Accepted"),
-    cond("Suspended", "False", "Scheduled", "next run at 2026-01-01T01:00:00Z"),
-    cond("Running", "False", "NoActiveRun", "no run is active"),
-    cond("LastRunSucceeded", "Unknown", "NoRunsYet", "no run has ended"),
-    cond("MissedSchedule", "False", "OnSchedule"),
-]
+SCHEDULED = conds(
+    "Accepted=True:Accepted",
+    "Suspended=False:Scheduled:next run at 2026-01-01T01:00:00Z",
+    "Running=False:NoActiveRun:no run is active",
+    "LastRunSucceeded=Unknown:NoRunsYet:no run has ended",
+    "MissedSchedule=False:OnSchedule",
+)
+
+
+def schedule(
+    id_: str, state: State, reason: str, in_message: str, *specs: str, base: Sequence[Condition] = SCHEDULED
+) -> ParameterSet:
+    return pytest.param(conds(*specs, base=base), state, reason, in_message, id=id_)
 
 
 @pytest.mark.parametrize(
     ("conditions", "state", "reason", "in_message"),
     [
-        pytest.param([], State.RECONCILING, "Pending", "first pass", id="no-pass-yet"),
-        pytest.param(SCHEDULED, State.READY, "Scheduled", "next run at", id="scheduled"),
-        pytest.param(
-            with_(cond("Running", "True", "RunActive", "run w-1 is active"), base=SCHEDULED),
-            State.READY,
+        schedule("no-pass-yet", RECONCILING, "Pending", "first pass", base=()),
+        schedule("scheduled", READY, "Scheduled", "next run at"),
+        schedule(
+            "a-run-training-is-no-rollout",
+            READY,
             "Scheduled",
             "run w-1 is active",
-            id="a-run-training-is-no-rollout",
+            "Running=True:RunActive:run w-1 is active",
         ),
-        pytest.param(
-            with_(
-                cond("LastRunSucceeded", "False", "GateFailed", "run w-2 failed the gate: evalLoss worse"),
-                base=SCHEDULED,
-            ),
-            State.READY,
+        schedule(
+            "gate-failed-is-one-run",
+            READY,
             "Scheduled",
             "last run: run w-2 failed the gate",
-            id="gate-failed-is-one-run",
+            "LastRunSucceeded=False:GateFailed:run w-2 failed the gate: evalLoss worse",
         ),
-        pytest.param(
-            with_(
-                cond("LastRunSucceeded", "False", "BackoffLimitExceeded", "run w-3 failed"), base=SCHEDULED
-            ),
-            State.READY,
+        schedule(
+            "failed-run-is-one-run",
+            READY,
             "Scheduled",
             "run w-3 failed",
-            id="failed-run-is-one-run",
+            "LastRunSucceeded=False:BackoffLimitExceeded:run w-3 failed",
         ),
-        pytest.param(
-            with_(cond("Suspended", "True", "Suspended", "spec.suspend is true"), base=SCHEDULED),
-            State.SUSPENDED,
+        schedule(
+            "suspended",
+            SUSPENDED,
             "Suspended",
             "spec.suspend",
-            id="suspended",
+            "Suspended=True:Suspended:spec.suspend is true",
         ),
-        pytest.param(
-            [cond("Accepted", "False", "InvalidSchedule", "spec.schedule: day 30 of month 2 never comes")],
-            State.STALLED,
+        schedule(
+            "invalid-schedule",
+            STALLED,
             "InvalidSchedule",
             "spec.schedule",
-            id="invalid-schedule",
+            "Accepted=False:InvalidSchedule:spec.schedule: day 30 of month 2 never comes",
+            base=(),
         ),
-        pytest.param(
-            [cond("Accepted", "False", "InvalidTimeZone", "spec.timeZone: unknown")],
-            State.STALLED,
+        schedule(
+            "invalid-time-zone",
+            STALLED,
             "InvalidTimeZone",
             "spec.timeZone",
-            id="invalid-time-zone",
+            "Accepted=False:InvalidTimeZone:spec.timeZone: unknown",
+            base=(),
         ),
-        pytest.param(
-            [cond("Accepted", "False", "InvalidSpec", "spec.jobTemplate: bad")],
-            State.STALLED,
+        schedule(
+            "invalid-spec",
+            STALLED,
             "InvalidSpec",
             "spec.jobTemplate",
-            id="invalid-spec",
+            "Accepted=False:InvalidSpec:spec.jobTemplate: bad",
+            base=(),
         ),
     ],
 )

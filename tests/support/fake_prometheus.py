@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs
+
+from tests.support.local_http import send_json, threaded
 
 
 @contextmanager
@@ -19,26 +19,11 @@ def serve_prometheus(answer: Callable[[str], str]) -> Iterator[str]:
         def do_POST(self) -> None:
             form = parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode())
             value = answer(form["query"][0])
-            payload = json.dumps(
-                {
-                    "status": "success",
-                    "data": {"resultType": "vector", "result": [{"metric": {}, "value": [0, value]}]},
-                }
-            ).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+            result = [{"metric": {}, "value": [0, value]}]
+            send_json(self, {"status": "success", "data": {"resultType": "vector", "result": result}})
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with threaded(Handler) as url:
+        yield url

@@ -4,10 +4,33 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 T = TypeVar("T")
+
+
+class _Deadline:
+    """One wait's clock, and the last assertion its predicate raised (told when the wait gives up)."""
+
+    def __init__(self, timeout: float, message: str) -> None:
+        self.timeout, self.message = timeout, message
+        self.at = time.monotonic() + timeout
+        self.last: BaseException | None = None
+
+    @contextmanager
+    def attempt(self) -> Iterator[None]:
+        """One call of the predicate: an AssertionError it raises is remembered, not raised."""
+        try:
+            yield
+        except AssertionError as exc:
+            self.last = exc
+
+    def give_up_if_passed(self) -> None:
+        if time.monotonic() > self.at:
+            last = self.last
+            raise AssertionError(f"{self.message} within {self.timeout}s" + (f": {last}" if last else ""))
 
 
 def eventually(
@@ -18,17 +41,12 @@ def eventually(
     message: str = "condition not met",
 ) -> T:
     """Poll until predicate returns a truthy value (or stops raising AssertionError)."""
-    deadline = time.monotonic() + timeout
-    last: BaseException | None = None
+    deadline = _Deadline(timeout, message)
     while True:
-        try:
-            value = predicate()
-            if value:
+        with deadline.attempt():
+            if value := predicate():
                 return value
-        except AssertionError as exc:
-            last = exc
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{message} within {timeout}s" + (f": {last}" if last else ""))
+        deadline.give_up_if_passed()
         time.sleep(interval)
 
 
@@ -39,15 +57,11 @@ async def aeventually(
     interval: float = 0.2,
     message: str = "condition not met",
 ) -> T:
-    deadline = time.monotonic() + timeout
-    last: BaseException | None = None
+    """eventually() for a coroutine predicate, sleeping without blocking the event loop."""
+    deadline = _Deadline(timeout, message)
     while True:
-        try:
-            value = await predicate()
-            if value:
+        with deadline.attempt():
+            if value := await predicate():
                 return value
-        except AssertionError as exc:
-            last = exc
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{message} within {timeout}s" + (f": {last}" if last else ""))
+        deadline.give_up_if_passed()
         await asyncio.sleep(interval)

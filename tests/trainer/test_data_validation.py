@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from _pytest.mark import ParameterSet
 
 from kubetune.api.finetunejob import DatasetFormat
 from kubetune.trainer.data import Conversation, DataValidationError, prepare_dataset
@@ -23,89 +24,79 @@ def _messages(*pairs: tuple[str, str]) -> str:
     return json.dumps({"messages": [{"role": role, "content": content} for role, content in pairs]})
 
 
+ALPACA, MESSAGES, SHAREGPT = DatasetFormat.ALPACA, DatasetFormat.MESSAGES, DatasetFormat.SHAREGPT
+
+
+def bad(id_: str, fmt: DatasetFormat, line: str, problem: str) -> ParameterSet:
+    """`line` as line 2 of train.jsonl in `fmt`: reported as `train.jsonl:2: <problem>`."""
+    return pytest.param(line, fmt, f"train.jsonl:2: {problem}", id=id_)
+
+
+def turns(id_: str, problem: str, *pairs: tuple[str, str]) -> ParameterSet:
+    """A `messages` record of (role, content) `pairs`."""
+    return bad(id_, MESSAGES, _messages(*pairs), problem)
+
+
 @pytest.mark.parametrize(
     ("bad_line", "fmt", "expected"),
     [
-        pytest.param(
+        bad(
+            "bad-json",
+            ALPACA,
             '{"instruction": "Say hi.", "output": "Hi."',
-            DatasetFormat.ALPACA,
-            "train.jsonl:2: record: invalid JSON: Expecting ',' delimiter (column 43)",
-            id="bad-json",
+            "record: invalid JSON: Expecting ',' delimiter (column 43)",
         ),
-        pytest.param(
-            '{"instruction": "Say hi."}',
-            DatasetFormat.ALPACA,
-            "train.jsonl:2: output: missing field",
-            id="missing-field",
-        ),
-        pytest.param(
-            '{"instruction": "Say hi.", "output": "  \\u0007 "}',
-            DatasetFormat.ALPACA,
-            "train.jsonl:2: output: empty",
-            id="empty-output",
-        ),
-        pytest.param(
-            '{"instruction": "Say hi.", "response": 3}',
+        bad("missing-field", ALPACA, '{"instruction": "Say hi."}', "output: missing field"),
+        bad("empty-output", ALPACA, '{"instruction": "Say hi.", "output": "  \\u0007 "}', "output: empty"),
+        bad(
+            "wrong-type",
             DatasetFormat.INSTRUCTION_RESPONSE,
-            "train.jsonl:2: response: expected a string, got int",
-            id="wrong-type",
+            '{"instruction": "Say hi.", "response": 3}',
+            "response: expected a string, got int",
         ),
-        pytest.param(
-            '["not", "an", "object"]',
-            DatasetFormat.ALPACA,
-            "train.jsonl:2: record: expected a JSON object, got list",
-            id="not-an-object",
+        bad("not-an-object", ALPACA, '["not", "an", "object"]', "record: expected a JSON object, got list"),
+        turns(
+            "wrong-role-order",
+            "messages[1]: expected assistant after user, got user",
+            ("user", "a"),
+            ("user", "b"),
+            ("assistant", "c"),
         ),
-        pytest.param(
-            _messages(("user", "a"), ("user", "b"), ("assistant", "c")),
-            DatasetFormat.MESSAGES,
-            "train.jsonl:2: messages[1]: expected assistant after user, got user",
-            id="wrong-role-order",
+        turns(
+            "assistant-first",
+            "messages[0]: expected user after start, got assistant",
+            ("assistant", "a"),
+            ("user", "b"),
         ),
-        pytest.param(
-            _messages(("assistant", "a"), ("user", "b")),
-            DatasetFormat.MESSAGES,
-            "train.jsonl:2: messages[0]: expected user after start, got assistant",
-            id="assistant-first",
+        turns(
+            "no-final-answer",
+            "messages: must end with an assistant message, ends with user",
+            ("system", "s"),
+            ("user", "b"),
         ),
-        pytest.param(
-            _messages(("system", "s"), ("user", "b")),
-            DatasetFormat.MESSAGES,
-            "train.jsonl:2: messages: must end with an assistant message, ends with user",
-            id="no-final-answer",
+        turns(
+            "late-system",
+            "messages[2]: a system message is only allowed first",
+            ("user", "a"),
+            ("assistant", "b"),
+            ("system", "late"),
+            ("user", "c"),
+            ("assistant", "d"),
         ),
-        pytest.param(
-            _messages(
-                ("user", "a"), ("assistant", "b"), ("system", "late"), ("user", "c"), ("assistant", "d")
-            ),
-            DatasetFormat.MESSAGES,
-            "train.jsonl:2: messages[2]: a system message is only allowed first",
-            id="late-system",
+        turns(
+            "unknown-role",
+            "messages[1].role: unknown role 'robot' (expected one of assistant, system, user)",
+            ("user", "a"),
+            ("robot", "b"),
         ),
-        pytest.param(
-            _messages(("user", "a"), ("robot", "b")),
-            DatasetFormat.MESSAGES,
-            "train.jsonl:2: messages[1].role: unknown role 'robot' (expected one of assistant, system, user)",
-            id="unknown-role",
-        ),
-        pytest.param(
-            _messages(("user", "a"), ("assistant", "")),
-            DatasetFormat.MESSAGES,
-            "train.jsonl:2: messages[1].content: empty",
-            id="empty-assistant",
-        ),
-        pytest.param(
+        turns("empty-assistant", "messages[1].content: empty", ("user", "a"), ("assistant", "")),
+        bad(
+            "sharegpt-role-order",
+            SHAREGPT,
             json.dumps({"conversations": [{"from": "human", "value": "a"}, {"from": "human", "value": "b"}]}),
-            DatasetFormat.SHAREGPT,
-            "train.jsonl:2: conversations[1]: expected assistant after user, got user",
-            id="sharegpt-role-order",
+            "conversations[1]: expected assistant after user, got user",
         ),
-        pytest.param(
-            json.dumps({"conversations": []}),
-            DatasetFormat.SHAREGPT,
-            "train.jsonl:2: conversations: empty",
-            id="sharegpt-empty",
-        ),
+        bad("sharegpt-empty", SHAREGPT, json.dumps({"conversations": []}), "conversations: empty"),
     ],
 )
 def test_each_error_class_names_file_line_and_field(

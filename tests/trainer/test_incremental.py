@@ -71,17 +71,26 @@ def test_replay_never_draws_records_of_the_new_data_and_stops_at_what_is_availab
     assert replay_sample(EARLIER, count=0, exclude=[], seed=7) == []
 
 
-def test_train_records_round_trip_through_the_replay_loader(tmp_path: Path) -> None:
-    path = tmp_path / TRAIN_RECORDS_FILE
-    write_train_records(path, EARLIER[:5])
-    config = InitFromConfig(
-        finetune_job="run-1",
-        output_uri="pvc://out/run-1",
-        adapter_uri="pvc://out/run-1/adapter",
-        adapter_path=str(tmp_path / "adapter"),
+def _replay_config(
+    folder: Path, job: str, fraction: float, records: list[Conversation] | None = None
+) -> InitFromConfig:
+    """spec.initFrom as the trainer gets it for the earlier `job`, whose output is `folder`: its training
+    records there are `records` (none written when None)."""
+    path = folder / TRAIN_RECORDS_FILE
+    if records is not None:
+        write_train_records(path, records)
+    return InitFromConfig(
+        finetune_job=job,
+        output_uri=f"pvc://out/{job}",
+        adapter_uri=f"pvc://out/{job}/adapter",
+        adapter_path=str(folder / "adapter"),
         replay_records_path=str(path),
-        replay_fraction=0.5,
+        replay_fraction=fraction,
     )
+
+
+def test_train_records_round_trip_through_the_replay_loader(tmp_path: Path) -> None:
+    config = _replay_config(tmp_path, "run-1", 0.5, EARLIER[:5])
 
     loaded = load_replay_records(config, max_seq_length=2048, token_counter=None)
 
@@ -89,14 +98,7 @@ def test_train_records_round_trip_through_the_replay_loader(tmp_path: Path) -> N
 
 
 def test_replaying_from_a_job_that_recorded_no_training_records_is_a_data_error(tmp_path: Path) -> None:
-    config = InitFromConfig(
-        finetune_job="old-run",
-        output_uri="pvc://out/old-run",
-        adapter_uri="pvc://out/old-run/adapter",
-        adapter_path=str(tmp_path / "adapter"),
-        replay_records_path=str(tmp_path / TRAIN_RECORDS_FILE),
-        replay_fraction=0.5,
-    )
+    config = _replay_config(tmp_path, "old-run", 0.5)
     with pytest.raises(
         DataError, match=r"spec\.initFrom\.replayFraction: .* FineTuneJob old-run recorded no"
     ):
@@ -104,16 +106,7 @@ def test_replaying_from_a_job_that_recorded_no_training_records_is_a_data_error(
 
 
 def test_replayed_records_over_this_jobs_token_limit_are_left_out(tmp_path: Path) -> None:
-    path = tmp_path / TRAIN_RECORDS_FILE
-    write_train_records(path, EARLIER[:10])
-    config = InitFromConfig(
-        finetune_job="run-1",
-        output_uri="pvc://out/run-1",
-        adapter_uri="pvc://out/run-1/adapter",
-        adapter_path=str(tmp_path / "adapter"),
-        replay_records_path=str(path),
-        replay_fraction=1.0,
-    )
+    config = _replay_config(tmp_path, "run-1", 1.0, EARLIER[:10])
     # A stand-in token count: records 5..9 are "too long" for this job.
     long = {c.identity() for c in EARLIER[5:10]}
 

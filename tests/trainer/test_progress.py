@@ -268,13 +268,21 @@ def test_kube_reporter_merge_patches_one_key_of_the_report_config_map(
     assert report.progress.to_wire() == EXPECTED_REPORT
 
 
-def test_the_attempt_comes_from_the_pod_label(
+@pytest.fixture
+def outside_a_pod(
     tmp_path: Path, api_server: FakeApiServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
+) -> pytest.MonkeyPatch:
+    """No progress file, no in-cluster service account: the reporter reaches api_server via KUBECONFIG."""
     monkeypatch.delenv(PROGRESS_FILE_ENV, raising=False)
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     monkeypatch.setenv("KUBECONFIG", str(_kubeconfig(tmp_path, api_server.url, {})))
-    monkeypatch.setenv(ATTEMPT_ENV, "3")
+    return monkeypatch
+
+
+def test_the_attempt_comes_from_the_pod_label(
+    api_server: FakeApiServer, outside_a_pod: pytest.MonkeyPatch
+) -> None:
+    outside_a_pod.setenv(ATTEMPT_ENV, "3")
     target = ProgressTarget(namespace="ns", name="job", report="job-progress", min_interval_seconds=0)
     reporter = build_reporter(target, 0)
     reporter.report(UPDATE)
@@ -284,12 +292,8 @@ def test_the_attempt_comes_from_the_pod_label(
     assert json.loads(request["body"]["data"]["report.json"])["attempt"] == 3
 
 
-def test_without_a_report_config_map_nothing_is_sent(
-    tmp_path: Path, api_server: FakeApiServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv(PROGRESS_FILE_ENV, raising=False)
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    monkeypatch.setenv("KUBECONFIG", str(_kubeconfig(tmp_path, api_server.url, {})))
+@pytest.mark.usefixtures("outside_a_pod")
+def test_without_a_report_config_map_nothing_is_sent() -> None:
     assert type(build_reporter(ProgressTarget(namespace="ns", name="job"), 0)) is NoopReporter
 
 

@@ -41,6 +41,12 @@ LORA_SPEC: dict[str, Any] = {
 }
 
 
+def _lora(evaluation: dict[str, Any], **hyperparameters: Any) -> dict[str, Any]:
+    """LORA_SPEC with these hyperparameters changed and this evaluation."""
+    changed = {**LORA_SPEC["hyperparameters"], **hyperparameters}
+    return {**LORA_SPEC, "hyperparameters": changed, "evaluation": evaluation}
+
+
 def _result(tmp: Path) -> TrainerResult:
     return TrainerResult.model_validate_json((tmp / "termination-log").read_text())
 
@@ -68,23 +74,32 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _torchrun(nproc: int, config: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc-per-node",
-        str(nproc),
-        "--master-addr",
-        "127.0.0.1",
-        "--master-port",
-        str(_free_port()),
-        "-m",
-        "kubetune.trainer",
-        "train",
-        "--config",
-        str(config),
-    ]
+def _torchrun(nproc: int, config: Path, tmp: Path) -> subprocess.CompletedProcess[str]:
+    """`train --config` under torchrun with `nproc` processes on this machine."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            str(nproc),
+            "--master-addr",
+            "127.0.0.1",
+            "--master-port",
+            str(_free_port()),
+            "-m",
+            "kubetune.trainer",
+            "train",
+            "--config",
+            str(config),
+        ],
+        cwd=REPO,
+        env=trainer_env(tmp),
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
 
 
 def test_lora_sft_learns_and_the_merged_model_answers_a_memorised_prompt(
@@ -182,15 +197,7 @@ def test_full_fine_tune_one_step_with_deepspeed_zero2_on_cpu(
     }
     config = render_config(tmp_path, model=tiny_model, dataset=facts_dataset, spec=spec, deepspeed=deepspeed)
 
-    done = subprocess.run(
-        _torchrun(1, config),
-        cwd=REPO,
-        env=trainer_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
+    done = _torchrun(1, config, tmp_path)
 
     assert done.returncode == 0, done.stderr[-4000:]
     assert f"DeepSpeed enabled with {deepspeed} (ZeRO stage 2)" in done.stderr
@@ -215,27 +222,10 @@ def test_full_fine_tune_one_step_with_deepspeed_zero2_on_cpu(
 def test_two_process_torchrun_completes_and_only_rank_zero_reports(
     tmp_path: Path, tiny_model: Path, facts_dataset: Path
 ) -> None:
-    spec = {
-        **LORA_SPEC,
-        "hyperparameters": {
-            **LORA_SPEC["hyperparameters"],
-            "epochs": 2,
-            "perDeviceBatchSize": 4,
-            "loggingSteps": 1,
-        },
-        "evaluation": {"maxSamples": 2},
-    }
+    spec = _lora({"maxSamples": 2}, epochs=2, perDeviceBatchSize=4, loggingSteps=1)
     config = render_config(tmp_path, model=tiny_model, dataset=facts_dataset, spec=spec)
 
-    done = subprocess.run(
-        _torchrun(2, config),
-        cwd=REPO,
-        env=trainer_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
+    done = _torchrun(2, config, tmp_path)
 
     assert done.returncode == 0, done.stderr[-4000:]
     assert "rank1" in done.stderr
@@ -304,18 +294,9 @@ def test_packed_lora_run_with_gradient_checkpointing_and_sdpa_learns_and_reports
 def test_killed_after_a_checkpoint_resumes_from_that_step(
     tmp_path: Path, tiny_model: Path, facts_dataset: Path
 ) -> None:
-    spec = {
-        **LORA_SPEC,
-        "hyperparameters": {
-            **LORA_SPEC["hyperparameters"],
-            "epochs": 10,
-            "perDeviceBatchSize": 4,
-            "saveSteps": 4,
-            "evalSteps": 40,
-            "loggingSteps": 1,
-        },
-        "evaluation": {"metrics": ["loss"]},
-    }
+    spec = _lora(
+        {"metrics": ["loss"]}, epochs=10, perDeviceBatchSize=4, saveSteps=4, evalSteps=40, loggingSteps=1
+    )
     config = render_config(tmp_path, model=tiny_model, dataset=facts_dataset, spec=spec)
     checkpoints = tmp_path / "output" / "checkpoints"
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import aiohttp
 import pytest
 from aiohttp import web
+from tests.support.local_http import serving
 
 from kubetune.analysis.prometheus import PrometheusClient, PrometheusError
 from kubetune.api.modeldeployment import ModelDeploymentSpec
@@ -72,16 +73,9 @@ async def server() -> AsyncIterator[Server]:
         "/slow": slow,
     }.items():
         app.router.add_route("*", path + "{tail:.*}", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    state.url = f"http://127.0.0.1:{port}"
-    try:
+    async with serving(app) as url:
+        state.url = url
         yield state
-    finally:
-        await runner.cleanup()
 
 
 async def test_redirects_are_not_followed(server: Server) -> None:

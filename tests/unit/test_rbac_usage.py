@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 from tests.serving.objects import model_deployment
 from tests.support.fake_kube import FakeKube
+from tests.support.manifests import ftj, fts
 
 from kubetune.builders.finetunejob import build_children, build_training_config
 from kubetune.controller.events import post_event
@@ -68,21 +69,6 @@ class JobsUnlisted(FakeKube):
             self._record("list", kind, "")
             return []
         return await super().list(api_version, kind, namespace, label_selector=label_selector)
-
-
-def ftj(**spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "kubetune.io/v1alpha1",
-        "kind": "FineTuneJob",
-        "metadata": {"name": "demo", "namespace": "ns", "uid": "u-1", "generation": 1},
-        "spec": {
-            "baseModel": {"uri": "pvc://m/x"},
-            "dataset": {"uri": "pvc://d/x.jsonl"},
-            "output": {"uri": "pvc://o/x"},
-            "resources": {"nodes": 2, "gpusPerNode": 1},
-            **spec,
-        },
-    }
 
 
 def triples(kube: FakeKube) -> set[Triple]:
@@ -216,23 +202,7 @@ async def inference_pool_calls(crds: set[str], variants: list[dict[str, Any]]) -
 
 
 def schedule() -> dict[str, Any]:
-    return {
-        "apiVersion": "kubetune.io/v1alpha1",
-        "kind": "FineTuneSchedule",
-        "metadata": {
-            "name": "nightly",
-            "namespace": "ns",
-            "uid": "s-1",
-            "generation": 1,
-            "creationTimestamp": "2026-05-01T11:00:30Z",
-        },
-        "spec": {
-            "schedule": "0 * * * *",
-            "concurrencyPolicy": "Replace",
-            "jobTemplate": {"spec": ftj()["spec"]},
-        },
-        "status": {"observedGeneration": 1},
-    }
+    return fts("2026-05-01T11:00:30Z", ftj()["spec"], concurrencyPolicy="Replace")
 
 
 async def schedule_calls() -> set[Triple]:
