@@ -574,14 +574,20 @@ def teardown(layout: NodeLayout) -> None:
 
 
 def _remove_cni_rules(layout: NodeLayout) -> None:
-    """Masquerade rules and chains the bridge plugin made for sandboxes that were never torn down."""
+    """Masquerade rules and chains the bridge plugin made for sandboxes that were never torn down,
+    including a chain whose POSTROUTING jump is already gone (a CNI DEL cut short by the teardown)."""
     chains = set()
-    for rule in _run("iptables", "-t", "nat", "-S", "POSTROUTING").stdout.splitlines():
+    for rule in _run("iptables", "-t", "nat", "-S").stdout.splitlines():
         parts = shlex.split(rule)
-        if parts[:2] == ["-A", "POSTROUTING"] and f'name: "{CNI_NETWORK}"' in rule:
+        # The comment as the bridge plugin wrote it (`iptables -S` prints its quotes escaped).
+        if parts[:1] != ["-A"] or not any(f'name: "{CNI_NETWORK}"' in part for part in parts):
+            continue
+        if parts[1] == "POSTROUTING":
             _run("iptables", "-t", "nat", "-D", *parts[1:])
             if "-j" in parts:
                 chains.add(parts[parts.index("-j") + 1])
+        elif parts[1].startswith("CNI-"):
+            chains.add(parts[1])
     for chain in sorted(chains):
         _run("iptables", "-t", "nat", "-F", chain)
         _run("iptables", "-t", "nat", "-X", chain)
