@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## create .venv with the package (editable) and its test and trainer extras
 
 .PHONY: cluster-binaries
-cluster-binaries: ## build kube-apiserver, controller-manager, scheduler, etcd, kwok, helm from pinned Go modules (cached)
+cluster-binaries: ## build kube-apiserver, controller-manager, scheduler, etcd, kwok, helm, the node's binaries from pinned Go modules (cached)
 	.ci/toolchain/build.sh
 
 .PHONY: router
@@ -47,9 +47,10 @@ vllm-env: ## separate CPU vLLM virtualenv (outside the repo, cached) for the rea
 
 .PHONY: system-packages
 # The real node (kubetune.devcluster.node) runs pods with containerd + runc on a CNI bridge, and
-# kube-proxy programs iptables; Prometheus scrapes it in the e2e tests and `make dev`.
-NODE_PACKAGES := prometheus containerd runc containernetworking-plugins iptables conntrack curl
-system-packages: ## apt packages the tests start for real (Prometheus, containerd, runc, CNI plugins, iptables)
+# kube-proxy programs iptables (kube-router's NetworkPolicy controller also ipsets); Prometheus scrapes it
+# in the e2e tests and `make dev`.
+NODE_PACKAGES := prometheus containerd runc containernetworking-plugins iptables ipset conntrack curl
+system-packages: ## apt packages the tests start for real (Prometheus, containerd, runc, CNI plugins, iptables, ipset)
 	@dpkg-query -W $(NODE_PACKAGES) >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 	  apt-get -o DPkg::Lock::Timeout=900 install -y -qq $(NODE_PACKAGES) >/dev/null)
 

@@ -12,6 +12,8 @@ HELM_VERSION="${HELM_VERSION:-v3.21.4}"
 # The real node (kubetune.devcluster.node): cluster DNS and the CRI client used for teardown.
 COREDNS_VERSION="${COREDNS_VERSION:-v1.12.4}"
 CRICTL_VERSION="${CRICTL_VERSION:-v1.34.0}"
+# NetworkPolicy enforcement on the real node (its policy controller only; the newest v2 the proxy serves).
+KUBE_ROUTER_VERSION="${KUBE_ROUTER_VERSION:-v2.1.0}"
 # Third-party CRDs the tests install (read from the module cache: no GitHub access here).
 PROMETHEUS_OPERATOR_VERSION="${PROMETHEUS_OPERATOR_VERSION:-v0.85.0}"
 GATEWAY_API_VERSION="${GATEWAY_API_VERSION:-v1.4.1}"
@@ -113,7 +115,7 @@ go_install() { # <binary> <version> <package@version>
   GOBIN="$BIN" go install -trimpath -ldflags "-s -w" "$pkg"
 }
 
-want="${*:-kubernetes etcd kwok helm crds coredns crictl}"
+want="${*:-kubernetes etcd kwok helm crds coredns crictl kube-router}"
 for what in $want; do
   case "$what" in
     kubernetes) build_kubernetes ;;
@@ -141,6 +143,16 @@ for what in $want; do
         log "building crictl $CRICTL_VERSION"
         GOBIN="$BIN" go install -trimpath -ldflags "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION" \
           "sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION"
+      fi ;;
+    kube-router)
+      # It prints its version on stderr.
+      if [ -x "$BIN/kube-router" ] && "$BIN/kube-router" --version 2>&1 | grep -q -- "version $KUBE_ROUTER_VERSION,"; then
+        log "kube-router $KUBE_ROUTER_VERSION: cached"
+      else
+        log "building kube-router $KUBE_ROUTER_VERSION"
+        GOBIN="$BIN" go install -trimpath \
+          -ldflags "-s -w -X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=$KUBE_ROUTER_VERSION" \
+          "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router@$KUBE_ROUTER_VERSION"
       fi ;;
     crds)
       log "third-party CRD modules: prometheus-operator $PROMETHEUS_OPERATOR_VERSION, gateway-api $GATEWAY_API_VERSION," \

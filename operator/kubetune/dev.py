@@ -87,7 +87,7 @@ def _record(pids: dict[str, int]) -> None:
     STATE.write_text(json.dumps({"pids": pids}))
 
 
-def up(watch_seconds: float) -> int:
+def up(watch_seconds: float, network_policies: bool = False) -> int:
     problems = missing_prerequisites()
     if problems:
         print("make dev needs: " + "; ".join(problems), file=sys.stderr)
@@ -108,7 +108,9 @@ def up(watch_seconds: float) -> int:
     print(f"    API server {plane.server} ready in {time.monotonic() - started:.1f}s")
 
     print(f"==> real node {layout.name}: containerd + kubelet + kube-proxy + CoreDNS on {layout.bridge}")
-    node = LocalNode(plane, layout)
+    node = LocalNode(plane, layout, network_policies=network_policies)
+    if network_policies:
+        print("    NetworkPolicies enforced: kube-router's policy controller (firewall only)")
     try:
         node.start(owner=NODE_OWNER)
         node.start_prometheus()
@@ -220,12 +222,18 @@ def main(argv: list[str] | None = None) -> int:
         default=float(os.environ.get("KUBETUNE_DEV_WATCH", "1800")),
         help="seconds to follow the pipeline before returning (default %(default)s)",
     )
+    up_cmd.add_argument(
+        "--network-policies",
+        action="store_true",
+        default=os.environ.get("KUBETUNE_DEV_NETWORK_POLICIES") == "1",
+        help="enforce NetworkPolicies on the node (kube-router's policy controller; needs ipset)",
+    )
     sub.add_parser("down", help="stop it and remove what it left on the machine")
     args = parser.parse_args(argv)
     if args.command == "down":
         return down()
     try:
-        return up(args.watch)
+        return up(args.watch, args.network_policies)
     except (NodeError, RuntimeError, subprocess.CalledProcessError) as exc:
         print(f"make dev failed: {exc}\n(logs under {STATE_DIR}; `make dev-down` cleans up)", file=sys.stderr)
         return 1

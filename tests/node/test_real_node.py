@@ -39,6 +39,7 @@ def node_cluster() -> Iterator[tuple[Kube, LocalNode]]:
         "veths": [],
         "kube_chains": [],
         "cni_chains": [],
+        "ipsets": [],
     }
 
 

@@ -26,12 +26,15 @@ def probe_archive(workdir: Path) -> Path:
 
 
 @contextmanager
-def real_node_cluster(workdir: Path, images: Iterable[Path] = ()) -> Iterator[tuple[Kube, LocalNode]]:
-    """Control plane (with controllers) bound to the node's bridge, the node Ready, CRDs installed."""
+def real_node_cluster(
+    workdir: Path, images: Iterable[Path] = (), *, network_policies: bool = False
+) -> Iterator[tuple[Kube, LocalNode]]:
+    """Control plane (with controllers) bound to the node's bridge, the node Ready, CRDs installed;
+    with `network_policies`, NetworkPolicies enforced (LocalNode.network_policies)."""
     layout = NodeLayout()
     LocalNode.prepare_network(layout)
     plane = ControlPlane(workdir=workdir, with_controllers=True, node_ip=layout.node_ip)
-    node = LocalNode(plane, layout)
+    node = LocalNode(plane, layout, network_policies=network_policies)
     try:
         plane.start()
         node.start(images=[probe_archive(workdir), *images])

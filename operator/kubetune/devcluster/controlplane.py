@@ -45,6 +45,10 @@ def binary_dir() -> Path:
     return Path(cache) / "bin"
 
 
+SERVICE_CIDR = "10.0.0.0/24"
+"""ClusterIPs of every control plane made here (the node's NetworkPolicy controller needs it too)."""
+
+
 def find_binary(name: str) -> Path:
     path = binary_dir() / name
     if not path.is_file():
@@ -387,7 +391,7 @@ class ControlPlane:
                 f"--tls-private-key-file={pki / 'apiserver.key'}",
                 f"--client-ca-file={pki / 'ca.crt'}",
                 "--authorization-mode=RBAC",
-                "--service-cluster-ip-range=10.0.0.0/24",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
                 f"--service-account-issuer=https://{self.host}:{self.api_port}/",
                 f"--service-account-key-file={pki / 'sa.pub'}",
                 f"--service-account-signing-key-file={pki / 'sa.key'}",

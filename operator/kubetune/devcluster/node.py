@@ -29,6 +29,7 @@ from typing import Any
 
 from kubetune.devcluster import nodeconfig
 from kubetune.devcluster.controlplane import (
+    SERVICE_CIDR,
     ControlPlane,
     ControlPlaneError,
     find_binary,
@@ -47,6 +48,10 @@ HOST_TOOLS = {
 }
 CNI_PLUGINS = ("bridge", "host-local", "loopback", "portmap")
 NODE_BINARIES = ("kubelet", "kube-proxy", "coredns", "crictl")
+# The CNI bridge enforces no NetworkPolicy; with `network_policies` the node also runs kube-router's
+# policy controller alone (iptables + ipsets on the bridge's forwarded traffic; no routing, no proxy).
+POLICY_BINARY = "kube-router"
+KUBE_SET_PREFIXES = ("KUBE-", "inet6:KUBE-")
 
 
 class NodeError(RuntimeError):
@@ -199,6 +204,8 @@ class LocalNode:
     layout: NodeLayout = field(default_factory=NodeLayout)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     owner: str = ""
+    network_policies: bool = False
+    """Enforce NetworkPolicies (kube-router's firewall; `make cluster-binaries` builds it, apt ipset)."""
 
     @property
     def workdir(self) -> Path:
@@ -300,6 +307,10 @@ class LocalNode:
                 "kube-proxy",
                 [str(find_binary("kube-proxy")), f"--config={self.config / 'kube-proxy.json'}", "--v=1"],
             )
+            if self.network_policies:
+                # kube-router reads its node (name, InternalIP) once at start and exits without it.
+                self._wait_registered()
+                self._start_policy_controller()
             self._spawn(
                 "nodeagent",
                 [
@@ -337,6 +348,28 @@ class LocalNode:
         )
         (self.config / "Corefile").write_text(nodeconfig.corefile(self.layout, self.plane.kubeconfig))
         self.layout.volumes_root.mkdir(parents=True, exist_ok=True)
+
+    def _start_policy_controller(self) -> None:
+        if shutil.which("ipset") is None:
+            raise NodeError("ipset is not installed (apt-get install ipset): the policy controller needs it")
+        # A copy under the node's run root: teardown recognises the node's processes by those paths.
+        kubeconfig = self.config / "kube-router.kubeconfig"
+        shutil.copyfile(self.plane.kubeconfig, kubeconfig)
+        self._spawn(
+            POLICY_BINARY,
+            [
+                str(find_binary(POLICY_BINARY)),
+                f"--kubeconfig={kubeconfig}",
+                f"--hostname-override={self.layout.name}",
+                "--run-firewall=true",
+                "--run-router=false",
+                "--run-service-proxy=false",
+                "--enable-cni=false",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                f"--health-port={self.layout.kube_router_health_port}",
+                "--v=1",
+            ],
+        )
 
     def _spawn(self, name: str, command: list[str]) -> None:
         log = self._log(name).open("ab")
@@ -385,6 +418,24 @@ class LocalNode:
                 tail = self._log(name).read_text(errors="replace")[-3000:]
                 raise NodeError(f"{name} exited with {proc.returncode}:\n{tail}")
 
+    def _wait_registered(self, timeout: float = 60.0) -> None:
+        """Until the kubelet has registered the node with its InternalIP."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._check_alive()
+            proc = run_kubectl(
+                self.plane.kubeconfig,
+                "get",
+                "node",
+                self.layout.name,
+                "-o",
+                "jsonpath={.status.addresses[?(@.type=='InternalIP')].address}",
+            )
+            if proc.returncode == 0 and proc.stdout.strip():
+                return
+            time.sleep(0.3)
+        raise NodeError(f"the kubelet did not register node {self.layout.name} within {timeout}s")
+
     def node_ready(self) -> bool:
         proc = run_kubectl(
             self.plane.kubeconfig,
@@ -400,13 +451,20 @@ class LocalNode:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self._check_alive()
-            if self.node_ready() and _healthy(
-                f"http://127.0.0.1:{self.layout.kube_proxy_healthz_port}/healthz"
+            if (
+                self.node_ready()
+                and _healthy(f"http://127.0.0.1:{self.layout.kube_proxy_healthz_port}/healthz")
+                and (
+                    not self.network_policies
+                    or _healthy(f"http://127.0.0.1:{self.layout.kube_router_health_port}/healthz")
+                )
             ):
                 return
             time.sleep(0.5)
         tails = {
-            name: self._log(name).read_text(errors="replace")[-1500:] for name in ("kubelet", "kube-proxy")
+            name: self._log(name).read_text(errors="replace")[-1500:]
+            for name in ("kubelet", "kube-proxy", POLICY_BINARY)
+            if self._log(name).exists()
         }
         raise NodeError(f"node {self.layout.name} not Ready within {timeout}s: {tails}")
 
@@ -502,6 +560,7 @@ def teardown(layout: NodeLayout) -> None:
         _run(str(find_binary("kube-proxy")), "--cleanup", timeout=60)
     _remove_cni_rules(layout)
     _remove_kube_chains()
+    _destroy_kube_ipsets()  # after the rules that matched on them
     _run("ip", "link", "delete", layout.bridge)
     for path in (
         layout.kubelet_root,
@@ -515,14 +574,20 @@ def teardown(layout: NodeLayout) -> None:
 
 
 def _remove_cni_rules(layout: NodeLayout) -> None:
-    """Masquerade rules and chains the bridge plugin made for sandboxes that were never torn down."""
+    """Masquerade rules and chains the bridge plugin made for sandboxes that were never torn down,
+    including a chain whose POSTROUTING jump is already gone (a CNI DEL cut short by the teardown)."""
     chains = set()
-    for rule in _run("iptables", "-t", "nat", "-S", "POSTROUTING").stdout.splitlines():
+    for rule in _run("iptables", "-t", "nat", "-S").stdout.splitlines():
         parts = shlex.split(rule)
-        if parts[:2] == ["-A", "POSTROUTING"] and f'name: "{CNI_NETWORK}"' in rule:
+        # The comment as the bridge plugin wrote it (`iptables -S` prints its quotes escaped).
+        if parts[:1] != ["-A"] or not any(f'name: "{CNI_NETWORK}"' in part for part in parts):
+            continue
+        if parts[1] == "POSTROUTING":
             _run("iptables", "-t", "nat", "-D", *parts[1:])
             if "-j" in parts:
                 chains.add(parts[parts.index("-j") + 1])
+        elif parts[1].startswith("CNI-"):
+            chains.add(parts[1])
     for chain in sorted(chains):
         _run("iptables", "-t", "nat", "-F", chain)
         _run("iptables", "-t", "nat", "-X", chain)
@@ -557,6 +622,19 @@ def _remove_kube_chains() -> None:
             _run(command, "-t", table, "-X", rule.split()[1])
 
 
+def _kube_ipsets() -> list[str]:
+    """The policy controller's ipsets (KUBE-SRC-*, KUBE-DST-*); none where ipset is not installed."""
+    if shutil.which("ipset") is None:
+        return []
+    names = _run("ipset", "list", "-n").stdout.split()
+    return [name for name in names if name.startswith(KUBE_SET_PREFIXES)]
+
+
+def _destroy_kube_ipsets() -> None:
+    for name in _kube_ipsets():
+        _run("ipset", "destroy", name)
+
+
 def leftovers(layout: NodeLayout) -> dict[str, Any]:
     """What a stopped node left on the machine (all empty after a clean teardown)."""
     nat = _run("iptables", "-t", "nat", "-S").stdout
@@ -569,4 +647,5 @@ def leftovers(layout: NodeLayout) -> dict[str, Any]:
         ],
         "kube_chains": [" ".join(found) for found in _kube_rules()],
         "cni_chains": [line for line in nat.splitlines() if "CNI-" in line],
+        "ipsets": _kube_ipsets(),
     }

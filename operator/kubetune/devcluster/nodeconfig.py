@@ -35,6 +35,7 @@ class NodeLayout:
     kubelet_healthz_port: int = 10248
     kube_proxy_healthz_port: int = 10256
     kube_proxy_metrics_port: int = 10249
+    kube_router_health_port: int = 20244
 
     @property
     def node_ip(self) -> str:

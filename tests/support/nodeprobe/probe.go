@@ -1,6 +1,8 @@
 // A pod-side probe for the real-node tests: it reports what a workload of ours sees from inside a
 // container (its uid, the cluster's DNS, the API server through the `kubernetes` Service with its
-// projected service-account token, a writable volume), over HTTP on :8080.
+// projected service-account token, a writable volume), over HTTP on :8080. For the NetworkPolicy
+// tests it also listens on the extra ports of $PROBE_LISTEN (comma-separated) and reports whether it
+// can open a TCP connection to another address (/connect?addr=host:port).
 package main
 
 import (
@@ -13,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -68,9 +71,32 @@ func report(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewEncoder(w).Encode(out)
 }
 
+func connect(w http.ResponseWriter, r *http.Request) {
+	conn, err := net.DialTimeout("tcp", r.URL.Query().Get("addr"), 3*time.Second)
+	out := map[string]any{"connected": err == nil, "error": fmt.Sprint(err)}
+	if conn != nil {
+		_ = conn.Close()
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(out)
+}
+
 func main() {
 	http.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	http.HandleFunc("/report", report)
+	http.HandleFunc("/connect", connect)
+	for _, port := range strings.Split(os.Getenv("PROBE_LISTEN"), ",") {
+		if port == "" {
+			continue
+		}
+		extra := &http.Server{Addr: ":" + port, ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			if err := extra.ListenAndServe(); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				os.Exit(1)
+			}
+		}()
+	}
 	server := &http.Server{Addr: ":8080", ReadHeaderTimeout: 5 * time.Second}
 	if err := server.ListenAndServe(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
