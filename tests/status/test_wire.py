@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from kubetune.kube.status import merge_patch
+from kubetune.kube.status import merge_patch, write_status
 from kubetune.status.wire import with_removals
 
 
@@ -35,3 +35,31 @@ def test_removed_fields_are_deleted_by_the_patch(
     current: dict[str, Any], desired: dict[str, Any], patch: dict[str, Any] | None
 ) -> None:
     assert merge_patch(current, with_removals(current, desired)) == patch
+
+
+class _RecordingClient:
+    def __init__(self) -> None:
+        self.patches: list[dict[str, Any]] = []
+
+    async def patch_merge(self, *args: Any, subresource: str | None = None) -> None:
+        assert subresource == "status"
+        self.patches.append(args[-1])
+
+
+async def test_a_status_write_deletes_what_the_pass_cleared() -> None:
+    # A suspended schedule has no next run and an evaluation removed from its spec unpins the frozen
+    # set: both cleared fields must go, not linger from the last pass.
+    obj = {
+        "apiVersion": "kubetune.io/v1alpha1",
+        "kind": "FineTuneSchedule",
+        "metadata": {"namespace": "ns", "name": "weekly"},
+        "status": {
+            "nextScheduleTime": "2026-01-05T03:00:00Z",
+            "frozenSet": {"uri": "pvc://m/f.jsonl"},
+            "runs": [],
+        },
+    }
+    client = _RecordingClient()
+    assert await write_status(client, obj, {"runs": []})  # type: ignore[arg-type]
+    assert client.patches == [{"status": {"nextScheduleTime": None, "frozenSet": None}}]
+    assert not await write_status(client, {**obj, "status": {"runs": []}}, {"runs": []})  # type: ignore[arg-type]

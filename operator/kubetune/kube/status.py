@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from kubetune.kube.client import KubeClient
+from kubetune.status.wire import with_removals
 
 
 def merge_patch(current: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -31,8 +32,11 @@ def merge_patch(current: Mapping[str, Any] | None, desired: Mapping[str, Any]) -
 
 
 async def write_status(client: KubeClient, obj: Mapping[str, Any], desired: dict[str, Any]) -> bool:
-    """Patch status only when it differs; True if a write happened."""
-    patch = merge_patch(obj.get("status"), desired)
+    """Patch status only when it differs; True if a write happened. The operator owns the whole
+    status: a field the pass no longer sets, at any depth, is deleted (`with_removals`), so that a
+    cleared `nextScheduleTime` or pinned `frozenSet` does not survive the merge patch."""
+    current = obj.get("status") or {}
+    patch = merge_patch(current, with_removals(current, desired))
     if patch is None:
         return False
     meta = obj["metadata"]
