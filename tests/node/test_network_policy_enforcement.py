@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,7 +19,7 @@ from tests.builders.test_finetunejob_builders import ftj
 from tests.serving.objects import model_deployment
 from tests.support.cluster import Kube
 from tests.support.polling import eventually
-from tests.support.realnode import PROBE_IMAGE, describe_all, real_node_cluster
+from tests.support.realnode import PROBE_IMAGE, clean_node_cluster, describe_all
 
 from kubetune.builders import modeldeployment as md_builders
 from kubetune.builders import router as router_builders
@@ -30,8 +28,7 @@ from kubetune.builders.finetunejob import selector_labels as gang_labels
 from kubetune.builders.networkpolicy import Peers, build_vllm_network_policy
 from kubetune.builders.training_pod import MASTER_PORT
 from kubetune.builders.vllm import VLLM_PORT
-from kubetune.devcluster.node import LocalNode, leftovers
-from kubetune.devcluster.nodeconfig import NodeLayout
+from kubetune.devcluster.node import LocalNode
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -41,19 +38,8 @@ CONTROL_PORT = 8080  # the probe's own HTTP port, where this machine asks it to 
 
 @pytest.fixture(scope="module")
 def policed() -> Iterator[tuple[Kube, LocalNode]]:
-    workdir = Path(tempfile.mkdtemp(prefix="kubetune-netpol-"))
-    with real_node_cluster(workdir, network_policies=True) as (kube, node):
-        kube.kubectl("create", "namespace", NS)
-        yield kube, node
-    assert leftovers(NodeLayout()) == {
-        "processes": [],
-        "mounts": [],
-        "bridge": False,
-        "veths": [],
-        "kube_chains": [],
-        "cni_chains": [],
-        "ipsets": [],
-    }
+    with clean_node_cluster("kubetune-netpol-", NS, network_policies=True) as cluster:
+        yield cluster
 
 
 def _probe(name: str, labels: dict[str, str], listen: tuple[int, ...] = ()) -> dict[str, Any]:

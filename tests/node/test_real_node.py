@@ -8,19 +8,16 @@ Service ClusterIP in front of a readiness-gated endpoint. Stopping the node leav
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from tests.support.cluster import Kube
 from tests.support.polling import eventually
-from tests.support.realnode import PROBE_IMAGE, answering_json, describe_all, real_node_cluster
+from tests.support.realnode import PROBE_IMAGE, answering_json, clean_node_cluster, describe_all
 
-from kubetune.devcluster.node import LocalNode, leftovers
-from kubetune.devcluster.nodeconfig import NodeLayout
+from kubetune.devcluster.node import LocalNode
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -29,18 +26,8 @@ NAMESPACE = "probe"
 
 @pytest.fixture(scope="module")
 def node_cluster() -> Iterator[tuple[Kube, LocalNode]]:
-    with real_node_cluster(Path(tempfile.mkdtemp(prefix="kubetune-node-"))) as (kube, node):
-        kube.kubectl("create", "namespace", NAMESPACE)
-        yield kube, node
-    assert leftovers(NodeLayout()) == {
-        "processes": [],
-        "mounts": [],
-        "bridge": False,
-        "veths": [],
-        "kube_chains": [],
-        "cni_chains": [],
-        "ipsets": [],
-    }
+    with clean_node_cluster("kubetune-node-", NAMESPACE) as cluster:
+        yield cluster
 
 
 def probe_manifests() -> list[dict[str, Any]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 from tests.support.cluster import CRDS, Kube, install_crds
 
 from kubetune.devcluster.controlplane import ControlPlane
-from kubetune.devcluster.node import LocalNode, binary_image_archive, build_go_binary
+from kubetune.devcluster.node import LocalNode, binary_image_archive, build_go_binary, leftovers
 from kubetune.devcluster.nodeconfig import NodeLayout
 
 PROBE_IMAGE = "localhost/kubetune/nodeprobe:test"
@@ -84,3 +85,25 @@ def answers(url: str) -> bool:
         subprocess.run(["curl", "-sf", "--max-time", "5", url], capture_output=True, check=False).returncode
         == 0
     )
+
+
+@contextmanager
+def clean_node_cluster(
+    prefix: str, namespace: str, *, network_policies: bool = False
+) -> Iterator[tuple[Kube, LocalNode]]:
+    """`real_node_cluster` with a namespace made; afterwards nothing of the node is left on the machine."""
+    with real_node_cluster(Path(tempfile.mkdtemp(prefix=prefix)), network_policies=network_policies) as (
+        kube,
+        node,
+    ):
+        kube.kubectl("create", "namespace", namespace)
+        yield kube, node
+    assert leftovers(NodeLayout()) == {
+        "processes": [],
+        "mounts": [],
+        "bridge": False,
+        "veths": [],
+        "kube_chains": [],
+        "cni_chains": [],
+        "ipsets": [],
+    }

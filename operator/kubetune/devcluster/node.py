@@ -423,29 +423,19 @@ class LocalNode:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self._check_alive()
-            proc = run_kubectl(
-                self.plane.kubeconfig,
-                "get",
-                "node",
-                self.layout.name,
-                "-o",
-                "jsonpath={.status.addresses[?(@.type=='InternalIP')].address}",
-            )
-            if proc.returncode == 0 and proc.stdout.strip():
+            if self._node_field("{.status.addresses[?(@.type=='InternalIP')].address}"):
                 return
             time.sleep(0.3)
         raise NodeError(f"the kubelet did not register node {self.layout.name} within {timeout}s")
 
     def node_ready(self) -> bool:
-        proc = run_kubectl(
-            self.plane.kubeconfig,
-            "get",
-            "node",
-            self.layout.name,
-            "-o",
-            "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
-        )
-        return proc.returncode == 0 and proc.stdout.strip() == "True"
+        return self._node_field("{.status.conditions[?(@.type=='Ready')].status}") == "True"
+
+    def _node_field(self, jsonpath: str) -> str:
+        """A field of this node's Node object ('' while it is not registered)."""
+        node = self.layout.name
+        proc = run_kubectl(self.plane.kubeconfig, "get", "node", node, "-o", f"jsonpath={jsonpath}")
+        return proc.stdout.strip() if proc.returncode == 0 else ""
 
     def wait_ready(self, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
