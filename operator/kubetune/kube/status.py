@@ -6,18 +6,18 @@ from collections.abc import Mapping
 from typing import Any
 
 from kubetune.kube.client import KubeClient
-from kubetune.status.wire import with_removals
 
 
 def merge_patch(current: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> dict[str, Any] | None:
     """RFC 7386 merge patch turning `current` into `desired`, recursing into objects.
 
-    Only changed leaves are sent, so a field written by another client in between is not
-    overwritten with a stale copy. Keys absent from `desired` are
-    left alone; a key whose desired value is None is removed. None when nothing changed.
+    Only changed leaves are sent. A key of `current` that `desired` no longer has is deleted (null), at
+    every depth: the operator owns the whole status, and a field a pass stops setting (a canary's
+    `stepServedAt` reset by the next step, a suspended schedule's `nextScheduleTime`) must not linger.
+    Lists are replaced whole. None when nothing changed.
     """
     current = current or {}
-    patch: dict[str, Any] = {}
+    patch: dict[str, Any] = {key: None for key in current if key not in desired}
     for key, value in desired.items():
         old = current.get(key)
         if old == value or (value is None and key not in current):
@@ -32,11 +32,8 @@ def merge_patch(current: Mapping[str, Any] | None, desired: Mapping[str, Any]) -
 
 
 async def write_status(client: KubeClient, obj: Mapping[str, Any], desired: dict[str, Any]) -> bool:
-    """Patch status only when it differs; True if a write happened. The operator owns the whole
-    status: a field the pass no longer sets, at any depth, is deleted (`with_removals`), so that a
-    cleared `nextScheduleTime` or pinned `frozenSet` does not survive the merge patch."""
-    current = obj.get("status") or {}
-    patch = merge_patch(current, with_removals(current, desired))
+    """Patch status only when it differs (`merge_patch`); True if a write happened."""
+    patch = merge_patch(obj.get("status"), desired)
     if patch is None:
         return False
     meta = obj["metadata"]

@@ -45,7 +45,6 @@ from kubetune.status.modeldeployment import (
 from kubetune.status.pods import container_problem
 from kubetune.status.route import RouteVerdict
 from kubetune.status.summary import modeldeployment_summary, summary_conditions
-from kubetune.status.wire import with_removals
 from kubetune.urlpolicy import url_allowed
 
 _EVENT_CONDITIONS = (
@@ -354,18 +353,6 @@ def smoke_request(
     )
 
 
-def pod_ready_ip(pod: Mapping[str, Any]) -> str | None:
-    """The IP of a Ready pod (not terminating), else None."""
-    if pod.get("metadata", {}).get("deletionTimestamp"):
-        return None
-    status = pod.get("status") or {}
-    ready = any(
-        c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
-    )
-    ip = status.get("podIP")
-    return str(ip) if ready and ip else None
-
-
 def adapter_not_loaded(
     ctx: ModelDeploymentContext, status: VariantStatus, problem: str | None
 ) -> VariantStatus:
@@ -514,8 +501,8 @@ def final_status(
     )
     if plan is None:
         status.canary = None
-    # Fields that no longer apply (a canary removed from the spec, a step's stepServedAt) are deleted.
-    return with_removals(ctx.obj.get("status") or {}, status.to_wire())
+    # Fields no longer set (a canary removed from the spec) are deleted by the status writer.
+    return status.to_wire()
 
 
 def shift_condition(

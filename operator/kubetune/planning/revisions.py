@@ -60,7 +60,7 @@ from kubetune.builders.common import stable_hash
 from kubetune.planning.canary import CanaryOutcome
 from kubetune.planning.plan import Event
 from kubetune.serving.lora_runtime import revision_adapters, versioned_adapter_name
-from kubetune.serving.resolution import FollowedAdapter, Resolution, ResolutionState
+from kubetune.serving.resolution import FollowedAdapter, Resolution, ResolutionState, host_not_ready
 
 HISTORY_LIMIT = 20
 """Revisions kept per variant (the newest, oldest first): the status' maxItems."""
@@ -615,12 +615,7 @@ def _adapter_revision_resolution(
     assert track.adapter is not None
     versioned = versioned_adapter_name(track.adapter, run)
     if not host_resolution.ready:
-        return dataclasses.replace(
-            host_resolution,
-            message=f"served by variant {track.variant}: {host_resolution.message}",
-            model_uri=None,
-            lora_modules=(),
-        )
+        return host_not_ready(track.variant, host_resolution)
     record = track.runs.get(run)
     uri = record.artifacts.adapter_uri if record is not None and record.artifacts is not None else None
     if not uri:

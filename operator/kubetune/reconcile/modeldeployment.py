@@ -72,6 +72,7 @@ from kubetune.serving.resolution import (
 from kubetune.serving.smoke import SmokeVerdict
 from kubetune.settings import OperatorSettings
 from kubetune.status.modeldeployment import previous_smoke_tested, previous_variant_conditions
+from kubetune.status.pods import pod_ready_ip
 
 FTJ_API = "kubetune.io/v1alpha1"
 
@@ -295,12 +296,12 @@ class ModelDeploymentReconciler:
         for host, desires in hosts.items():
             desired = {d.name: d.path for d in desires}
             managed = ManagedAdapters.of(ctx.resolutions[host])
-            pods = [p for p in ctx.pods.get(host, []) if planning.pod_ready_ip(p)]
+            pods = [p for p in ctx.pods.get(host, []) if pod_ready_ip(p)]
             if not pods:
                 for d in desires:
                     problems[d.variant] = f"adapter {d.name}: no ready pod of variant {host} to load it into"
             for pod in pods:
-                url = f"http://{planning.pod_ready_ip(pod)}:{VLLM_PORT}"
+                url = f"http://{pod_ready_ip(pod)}:{VLLM_PORT}"
                 result = await self.sync_adapters(url, desired, managed=managed)
                 for d in desires:
                     if result.loaded.get(d.name) != d.path and d.variant not in problems:

@@ -22,6 +22,7 @@ from kubetune.kube.client import KubeClient
 from kubetune.outbound import OutboundError, read_capped
 from kubetune.planning.smoke import overridden_url
 from kubetune.planning.traffic_shift import RouterView
+from kubetune.status.pods import pod_ready_ip
 
 ROUTER_CONFIG_URL_ANNOTATION = f"{GROUP}/router-config-url"
 """`kubetune.io/router-config-url`: read this URL instead of the router pods (tests; needs URL overrides)."""
@@ -30,15 +31,7 @@ READ_TIMEOUT_S = 2.0
 
 def serving_routers(pods: Sequence[Mapping[str, Any]]) -> list[str]:
     """Config URLs of the router pods that take traffic: Ready, not terminating, with an IP."""
-    urls = []
-    for pod in pods:
-        status = pod.get("status") or {}
-        ready = any(
-            c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
-        )
-        if ready and not pod["metadata"].get("deletionTimestamp") and status.get("podIP"):
-            urls.append(f"http://{status['podIP']}:{ROUTER_PORT}/kubetune/config")
-    return sorted(urls)
+    return sorted(f"http://{ip}:{ROUTER_PORT}/kubetune/config" for pod in pods if (ip := pod_ready_ip(pod)))
 
 
 def serves(document: Any, expected: Mapping[str, int]) -> bool:

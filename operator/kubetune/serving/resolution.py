@@ -313,6 +313,16 @@ def resolve_variant_model(variant: Variant, finetunejobs: Mapping[str, FineTuneJ
     )
 
 
+def host_not_ready(host: str, host_resolution: Resolution) -> Resolution:
+    """A variant served by `host`'s pods while the host is not ready: the host's state, named."""
+    return dataclasses.replace(
+        host_resolution,
+        message=f"served by variant {host}: {host_resolution.message}",
+        model_uri=None,
+        lora_modules=(),
+    )
+
+
 def _resolve_served_by(
     variant: Variant,
     host: Variant,
@@ -323,12 +333,7 @@ def _resolve_served_by(
     assert variant.served_by is not None
     adapter_name = variant.served_by.adapter
     if not host_resolution.ready:
-        return dataclasses.replace(
-            host_resolution,
-            message=f"served by variant {host.name}: {host_resolution.message}",
-            model_uri=None,
-            lora_modules=(),
-        )
+        return host_not_ready(host.name, host_resolution)
     module = next((m for m in host_resolution.lora_modules if m.name == adapter_name), None)
     adapter = next((a for a in host.adapters if a.name == adapter_name), None)
     if module is None or adapter is None:  # the CRD's CEL rule makes this unreachable through the API

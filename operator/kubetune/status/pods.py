@@ -49,3 +49,15 @@ def container_problem(pods: Sequence[Mapping[str, Any]]) -> tuple[Reason, str] |
                     reason, detail = Reason.OOM_KILLED, "killed for exceeding its memory limit; restarting"
                 return reason, clip(f"{where}: {reason.value}" + (f": {detail}" if detail else ""))
     return None
+
+
+def pod_ready_ip(pod: Mapping[str, Any]) -> str | None:
+    """The IP of a Ready pod (not terminating), else None."""
+    if pod.get("metadata", {}).get("deletionTimestamp"):
+        return None
+    status = pod.get("status") or {}
+    ready = any(
+        c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
+    )
+    ip = status.get("podIP")
+    return str(ip) if ready and ip else None

@@ -1,4 +1,4 @@
-"""What a pass's status becomes before the merge patch: removed fields are deleted, at every level."""
+"""The status merge patch: changed leaves sent, removed fields deleted at every level."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from typing import Any
 import pytest
 
 from kubetune.kube.status import merge_patch, write_status
-from kubetune.status.wire import with_removals
 
 
 @pytest.mark.parametrize(
@@ -34,7 +33,7 @@ from kubetune.status.wire import with_removals
 def test_removed_fields_are_deleted_by_the_patch(
     current: dict[str, Any], desired: dict[str, Any], patch: dict[str, Any] | None
 ) -> None:
-    assert merge_patch(current, with_removals(current, desired)) == patch
+    assert merge_patch(current, desired) == patch
 
 
 class _RecordingClient:
