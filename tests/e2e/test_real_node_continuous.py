@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import json
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -24,6 +25,7 @@ from tests.support.realnode import answering_json, answers
 from tests.support.realstack import NS, RealStack, rejected, router_counts
 
 from kubetune.devcluster import quickstart, stack
+from kubetune.devcluster.controlplane import find_binary
 from kubetune.planning.revisions import revision_variant_name
 from kubetune.serving.lora_runtime import versioned_adapter_name
 
@@ -116,17 +118,32 @@ def history(real: RealStack) -> list[tuple[str, str]]:
 
 
 def losses_while_training(real: RealStack, job: str, timeout: float) -> list[tuple[int, float]]:
-    """(step, loss) from `status.progress` while the run trains, as a user watching it sees them."""
+    """(step, loss) of every report in `status.progress` while the run trains, as `kubectl get -w` shows
+    them: a watch sees each status write, where a poll on a busy machine missed step 1's report, which
+    the next one replaces within seconds."""
+    fields = '{.status.phase}{" "}{.status.progress.step}{" "}{.status.progress.loss}{"\\n"}'
+    command = [str(find_binary("kubectl")), f"--kubeconfig={real.kube.kubeconfig}", "get", "finetunejob", job]
+    watch = subprocess.Popen(
+        [*command, "-n", NS, "--watch", "-o", f"jsonpath={fields}"], stdout=subprocess.PIPE, text=True
+    )
+    deadline = threading.Timer(timeout, watch.kill)
+    deadline.start()
     seen: dict[int, float] = {}
-
-    def finished() -> bool:
-        status = real.status("finetunejob", job)
-        progress = status.get("progress") or {}
-        if progress.get("loss") is not None:
-            seen.setdefault(int(progress["step"]), float(progress["loss"]))
-        return status.get("phase") in ("Succeeded", "Failed")
-
-    eventually(finished, timeout=timeout, interval=0.3, message=f"{job} finished")
+    phase = ""
+    try:
+        assert watch.stdout is not None
+        for line in watch.stdout:
+            phase, _, rest = line.strip().partition(" ")
+            step, _, loss = rest.partition(" ")
+            if loss:
+                seen.setdefault(int(step), float(loss))
+            if phase in ("Succeeded", "Failed"):
+                break
+    finally:
+        deadline.cancel()
+        watch.kill()
+        watch.wait()
+    assert phase in ("Succeeded", "Failed"), f"{job} not finished within {timeout}s (phase {phase!r})"
     return sorted(seen.items())
 
 
