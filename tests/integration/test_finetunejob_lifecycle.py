@@ -387,10 +387,15 @@ async def test_children_progress_and_success(
             assert obj["status"]["phase"] == "Running"
             assert obj["status"]["progress"]["step"] == 25
             assert "mfu" not in obj["status"]["progress"]
-            assert any(
-                e["reason"] == "InvalidReport" and "progress.mfu" in e["message"]
-                for e in await events(client, namespace, "llama")
-            )
+
+            async def reported() -> bool:
+                # The event is posted after the status write the condition rode on.
+                return any(
+                    e["reason"] == "InvalidReport" and "progress.mfu" in e["message"]
+                    for e in await events(client, namespace, "llama")
+                )
+
+            await aeventually(reported, timeout=30, message="an InvalidReport event naming progress.mfu")
 
             finished = ProgressUpdate(step=100, total_steps=100, loss=0.5, updated_at=datetime.now(UTC))
             await report_progress(kube, rank0_client, namespace, "llama", finished)
