@@ -506,8 +506,15 @@ async def test_gang_restarts_until_the_backoff_limit(
         assert len(restarts) == 2, restarts
         assert any("not counted" in m for m in restarts), restarts
         assert any("NCCL error" in m for m in restarts), restarts
-        # More passes over the Failed object must not start anything or announce anything.
-        events_before = len(await events(client, namespace, "gang"))
+
+        # More passes over the Failed object must not start anything or announce anything. The
+        # Failed event is posted after the status write, so the count starts once it is there.
+        async def failure_announced() -> int:
+            found = await events(client, namespace, "gang")
+            assert any(e["message"].startswith("Failed:") for e in found), found
+            return len(found)
+
+        events_before = await aeventually(failure_announced, timeout=30, message="the Failed event")
         passes = reconciles()
         await aeventually(
             lambda: _at_least(reconciles(), passes + 3), timeout=30, message="three more passes"

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from tests.support.cluster import Kube
+from tests.support.events import events_once, reasons
 from tests.support.operator import running_operator
 from tests.support.polling import eventually
 
@@ -90,13 +91,6 @@ def set_job_status(kube: Kube, namespace: str, name: str, status: dict[str, Any]
         return (current.get("status") or {}).get("phase") == status["phase"]
 
     eventually(written, timeout=30, message=f"FineTuneJob {name} status written")
-
-
-def events(kube: Kube, namespace: str, name: str) -> list[dict[str, Any]]:
-    out = kube.kubectl(
-        "get", "events", "-n", namespace, "-o", "json", "--field-selector", f"involvedObject.name={name}"
-    ).stdout
-    return list(json.loads(out)["items"])
 
 
 def test_finetunejob_ref_waits_then_rolls_out_and_a_failed_job_rolls_out_nothing(
@@ -192,8 +186,7 @@ def test_finetunejob_ref_waits_then_rolls_out_and_a_failed_job_rolls_out_nothing
         "tuned": (100, False),  # no pod has passed the smoke test: no traffic yet
         "broken": (0, False),
     }
-    reasons = {e["reason"] for e in events(kube, namespace, "chat")}
-    assert "FineTuneJobFailed" in reasons
+    events_once(kube, namespace, "chat", lambda found: "FineTuneJobFailed" in reasons(found))
 
 
 def test_edits_update_in_place_and_deleted_children_come_back(kube: Kube, namespace: str) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from tests.integration.test_modeldeployment_reconcile import events, ftj, get, md, set_job_status
+from tests.integration.test_modeldeployment_reconcile import ftj, get, md, set_job_status
 from tests.integration.test_modeldeployment_traffic import (
     ENV,
     on_test_node,
@@ -22,6 +22,7 @@ from tests.integration.test_modeldeployment_traffic import (
     simulated_gpu_node,
 )
 from tests.support.cluster import Kube
+from tests.support.events import events_once, reasons
 from tests.support.fake_prometheus import serve_prometheus
 from tests.support.operator import running_operator
 from tests.support.polling import eventually
@@ -185,6 +186,13 @@ def test_follows_the_schedule_to_run_2_and_keeps_it_when_run_3_is_rolled_back(
     assert "errorRate=0.2" in rolled_back["message"]
     assert rolled_back["metrics"] == {"evalLoss": pytest.approx(1 / 3)}
     assert rolled_back["artifactUri"] == "s3://models/weekly-3/adapter"
-    reasons = [e["reason"] for e in events(kube, namespace, "follow")]
-    assert {"RevisionServing", "RevisionCanary", "RevisionSuperseded", "RevisionRolledBack"} <= set(reasons)
+    events_once(
+        kube,
+        namespace,
+        "follow",
+        lambda found: (
+            {"RevisionServing", "RevisionCanary", "RevisionSuperseded", "RevisionRolledBack"}
+            <= reasons(found)
+        ),
+    )
     assert get(kube, "modeldeployment", "follow", namespace)["spec"] == spec  # type: ignore[index]

@@ -22,12 +22,12 @@ import pytest
 from tests.integration.test_modeldeployment_reconcile import (
     GOMOD,
     established,
-    events,
     get,
     md,
     variant_condition,
 )
 from tests.support.cluster import Kube
+from tests.support.events import events_once, reasons
 from tests.support.fake_prometheus import serve_prometheus
 from tests.support.local_http import send_json, threaded
 from tests.support.operator import running_operator
@@ -202,8 +202,15 @@ def test_smoke_test_gates_traffic_per_variant(
     assert status["readyVariants"] == "2/2"
     assert status["phase"] == "Degraded"
     assert {v["name"]: v["readyReplicas"] for v in status["variants"]} == {"a": 1, "b": 1}
-    warnings = [e for e in events(kube, namespace, "ab") if e["type"] == "Warning"]
-    assert any(e["reason"] == "SmokeTestFailed" and "variant b" in e["message"] for e in warnings), warnings
+    events_once(
+        kube,
+        namespace,
+        "ab",
+        lambda found: any(
+            (e["type"], e["reason"]) == ("Warning", "SmokeTestFailed") and "variant b" in e["message"]
+            for e in found
+        ),
+    )
 
 
 def paused_canary(name: str, steps: list[int], interval: str, **traffic: Any) -> dict[str, Any]:
@@ -303,9 +310,7 @@ def test_canary_steps_move_router_weights_and_replicas(
     assert status["weights"] == "stable=0,canary=100"
     rolled_back = next(c for c in status["conditions"] if c["type"] == "CanaryRolledBack")
     assert rolled_back["status"] == "False"
-    reasons = [e["reason"] for e in events(kube, namespace, "cn")]
-    assert "CanaryStep" in reasons
-    assert "Promoted" in reasons
+    events_once(kube, namespace, "cn", lambda found: {"CanaryStep", "Promoted"} <= reasons(found))
 
 
 def true_condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
@@ -408,7 +413,7 @@ def test_adapter_variants_on_a_shared_base_roll_out_by_weight_alone(
             message="CanaryRolledBack",
         )
         assert (aborted["status"], aborted["reason"]) == ("True", "CanaryAborted")
-        assert "CanaryAborted" in [e["reason"] for e in events(kube, namespace, "sb")]
+        events_once(kube, namespace, "sb", lambda found: "CanaryAborted" in reasons(found))
         assert serving_deployments()[0]["spec"]["replicas"] == 2, (
             "a shared base is never scaled by the canary"
         )
@@ -586,7 +591,6 @@ def test_failed_analysis_rolls_the_canary_back(
         "volumes"
     ]
     assert token not in json.dumps(mdep)
-    assert token not in json.dumps(events(kube, namespace, "rb"))
     condition = next(c for c in mdep["status"]["conditions"] if c["type"] == "CanaryRolledBack")
     assert condition["reason"] == "AnalysisFailed"
     assert "errorRate=0.2 > 0.01 over 120 requests" in condition["message"]
@@ -595,7 +599,13 @@ def test_failed_analysis_rolls_the_canary_back(
         or "query:" in condition["message"]
     )
     assert mdep["status"]["canary"]["lastAnalysis"][0]["value"] == 0.2
-    warnings = [e for e in events(kube, namespace, "rb") if e["type"] == "Warning"]
-    assert any(e["reason"] == "AnalysisFailed" and "errorRate=0.2" in e["message"] for e in warnings), (
-        warnings
+    announced = events_once(
+        kube,
+        namespace,
+        "rb",
+        lambda found: any(
+            (e["type"], e["reason"]) == ("Warning", "AnalysisFailed") and "errorRate=0.2" in e["message"]
+            for e in found
+        ),
     )
+    assert token not in json.dumps(announced)

@@ -10,6 +10,7 @@ import pytest
 from prometheus_client import REGISTRY
 from tests.integration.test_admission import VALID_FTJ, VALID_MDEP, mutate
 from tests.support.cluster import Kube
+from tests.support.events import events
 from tests.support.operator import running_operator
 from tests.support.polling import eventually
 
@@ -38,13 +39,6 @@ def reconciles(kind: str) -> float:
 
 def event_keys(items: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
     return [(e["involvedObject"]["kind"], e["reason"], e["message"]) for e in items]
-
-
-def events(kube: Kube, namespace: str, name: str) -> list[dict[str, Any]]:
-    out = kube.kubectl(
-        "get", "events", "-n", namespace, "-o", "json", "--field-selector", f"involvedObject.name={name}"
-    ).stdout
-    return list(json.loads(out)["items"])
 
 
 def test_accepted_condition_and_restart_is_a_no_op(kube: Kube, namespace: str) -> None:
