@@ -213,9 +213,13 @@ func watch(ctx context.Context, o options, state *proxy.State, m *proxy.Metrics,
 			m.RecordReload("error")
 			continue
 		}
-		state.Install(cfg)
+		if installed, serving := state.InstallIfCurrent(cfg); !installed {
+			// The operator pushed a newer one; the kubelet has not synced the file to it yet.
+			slog.Info("router config file older than the pushed config, kept", "file", cfg.Revision, "serving", serving)
+			continue
+		}
 		m.RecordReload("ok")
-		slog.Info("router config reloaded", "weights", cfg.Weights())
+		slog.Info("router config reloaded", "revision", cfg.Revision, "weights", cfg.Weights())
 	}
 }
 

@@ -25,3 +25,8 @@ SYNTHETIC_REQUESTS = Counter(
     "skipped: too many still in flight).",
     ["variant", "result"],
 )
+ROUTER_CONFIG_PUSHES = Counter(
+    "kubetune_router_config_pushes_total",
+    "Router configs pushed to router pods, by result (accepted; failed: left to the ConfigMap volume).",
+    ["result"],
+)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import base64
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from tests.serving.objects import model_deployment
 
-from kubetune.api.routerconfig import CONFIG_FILE_NAME, parse_router_config
+from kubetune.api.routerconfig import CONFIG_FILE_NAME, RouterConfig, RouterVariant, parse_router_config
 from kubetune.builders.common import LABEL_DEPLOYMENT, LABEL_ROLE
 from kubetune.builders.router import (
     ANNOTATION_ROLLOUT,
@@ -23,7 +24,9 @@ from kubetune.builders.router import (
     router_token_of,
     router_token_secret_name,
     variant_upstream,
+    with_revision,
 )
+from kubetune.reconcile.router_push import needs_push
 
 URI = {"uri": "pvc://models/base"}
 MDEP = model_deployment(
@@ -208,3 +211,46 @@ def test_the_token_secret_holds_the_given_token_and_is_owned_by_the_modeldeploym
 )
 def test_token_read_back_from_a_stored_secret(secret: dict[str, Any] | None, expected: str | None) -> None:
     assert router_token_of(secret) == expected
+
+
+NOW = datetime(2026, 11, 29, 20, 0, tzinfo=UTC)
+NOW_MS = int(NOW.timestamp() * 1000)
+
+
+def split(a: int, revision: int = 0) -> RouterConfig:
+    return RouterConfig(
+        variants=(RouterVariant(name="a", weight=a), RouterVariant(name="b", weight=100 - a)),
+        revision=revision,
+    )
+
+
+@pytest.mark.parametrize(
+    ("desired", "previous", "revision", "pushed"),
+    [
+        pytest.param(split(50), None, NOW_MS, True, id="first write: the time of the write"),
+        pytest.param(split(50), split(50, 7), 7, False, id="same content: the stored revision, no push"),
+        pytest.param(split(40), split(50, 7), NOW_MS, True, id="new content: the time of the write"),
+        pytest.param(
+            split(40),
+            split(50, NOW_MS + 60_000),
+            NOW_MS + 60_001,
+            True,
+            id="the clock stepped back: still above the stored revision",
+        ),
+        pytest.param(split(50), split(50, 0), 0, False, id="a config from before revisions: kept as written"),
+    ],
+)
+def test_revision_orders_each_new_content_and_only_new_content_is_pushed(
+    desired: RouterConfig, previous: RouterConfig | None, revision: int, pushed: bool
+) -> None:
+    config = with_revision(desired, previous, NOW)
+    assert config.revision == revision
+    assert config.weights() == desired.weights()
+    assert needs_push(config, previous) is pushed
+
+
+def test_revisions_increase_over_successive_writes() -> None:
+    first = with_revision(split(50), None, NOW)
+    second = with_revision(split(40), first, NOW)  # the same millisecond
+    third = with_revision(split(30), second, NOW + timedelta(seconds=1))
+    assert first.revision < second.revision < third.revision

@@ -85,6 +85,16 @@ class RouterConfig(KubeModel):
     model_config = ConfigDict(frozen=True)
 
     variants: tuple[RouterVariant, ...] = Field(min_length=1, max_length=16, description="Traffic targets.")
+    revision: int = Field(
+        default=0,
+        ge=0,
+        strict=True,
+        description=(
+            "Orders configs: a router installs one (from its file or pushed by the operator) only when its "
+            "revision is at least the one it serves, so a file the kubelet has not synced yet never undoes "
+            "a push. Unix milliseconds of the content's first write, above the previous revision."
+        ),
+    )
     model_deployment: str | None = Field(
         default=None,
         max_length=253,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -153,6 +154,18 @@ def build_router_config(
     return RouterConfig(
         variants=variants, sticky_header=spec.traffic.sticky_header, model_deployment=_name(mdep)
     )
+
+
+def with_revision(config: RouterConfig, previous: RouterConfig | None, now: datetime) -> RouterConfig:
+    """`config` with the revision routers order configs by: the previous one's while the content is the
+    same (an unchanged config is byte-identical), else the time of this write in milliseconds, kept above
+    the previous revision so a clock stepping back cannot make a new config look older."""
+    if previous is not None and previous.model_copy(update={"revision": 0}) == config.model_copy(
+        update={"revision": 0}
+    ):
+        return config.model_copy(update={"revision": previous.revision})
+    floor = previous.revision + 1 if previous is not None else 0
+    return config.model_copy(update={"revision": max(int(now.timestamp() * 1000), floor)})
 
 
 def build_router_configmap(

@@ -57,6 +57,7 @@ from kubetune.reconcile.canary import run_canary
 from kubetune.reconcile.capabilities import CapabilityCache
 from kubetune.reconcile.conflict import name_conflict_outcome
 from kubetune.reconcile.prune import prune
+from kubetune.reconcile.router_push import needs_push, push_router_config
 from kubetune.reconcile.router_readback import read_routers
 from kubetune.reconcile.router_token import ensure_router_token
 from kubetune.reconcile.smoke import SmokeTests
@@ -187,7 +188,9 @@ class ModelDeploymentReconciler:
         # An adapter revision leaving is unloaded after the outcome is recorded, which waits for the
         # routers like pods losing weight do.
         pending = bool(smaller) or revisions.adapter_move_pending(ctx.following)
-        traffic, shift = await self._apply_traffic(client, ctx, statuses, traffic_before, plan, pending)
+        traffic, shift = await self._apply_traffic(
+            client, ctx, statuses, traffic_before, plan, pending, token
+        )
         if shift is not None and shift.scale_down:
             await apply_in_order(client, [child for _, child in smaller], self.owned)
         applied.keep |= {(c["kind"], c["metadata"]["name"]) for c in traffic.children}
@@ -418,8 +421,10 @@ class ModelDeploymentReconciler:
         traffic_before: PreviousTraffic,
         plan: CanaryPlan | None,
         scale_down_pending: bool,
+        token: str | None,
     ) -> tuple[AppliedTraffic, Shift | None]:
-        """Apply the split: routable variants on ready capacity; a canary's weights capped by it."""
+        """Apply the split: routable variants on ready capacity; a canary's weights capped by it. A
+        changed router config is pushed to the router pods at once (`router_push`)."""
         ready = {s.name: routable(s, traffic_before.routed.get(s.name, False)) for s in statuses}
         if plan is None:
             weights: Mapping[str, int] = {v.name: v.weight for v in ctx.spec.variants}
@@ -434,6 +439,7 @@ class ModelDeploymentReconciler:
             ready,
             rollout=rollout_id(ctx.spec, ctx.resolutions),
             defaults=self.settings.router,
+            previous=traffic_before.config,
             pull_secrets=self.settings.image_pull_secrets,
             owned=self.owned,
             peers=(
@@ -444,10 +450,14 @@ class ModelDeploymentReconciler:
         )
         if traffic.problem and ctx.previous_status.phase is None:
             ctx.events.append(Event("Warning", Reason.TRAFFIC_NOT_APPLIED, traffic.problem))
+        config = router_config_of(traffic.children[0]) if traffic.children else None
+        if config is not None and token is not None and needs_push(config, traffic_before.config):
+            await push_router_config(
+                client, ctx.obj, config, token, allow_url_overrides=self.settings.allow_url_overrides
+            )
         if plan is None or capacity is None:
             return traffic, None
         routers = None
-        config = router_config_of(traffic.children[0]) if traffic.children else None
         # The routers are asked only when pods wait to go and the split is the planned one (before,
         # nothing scales down anyway).
         if config is not None and scale_down_pending and weights == plan.weights:

@@ -1,8 +1,8 @@
 """Read back the split each router pod serves (`GET /kubetune/config` on every router pod).
 
-The ConfigMap the operator writes reaches a router through the kubelet's volume update and the
-router's own file poll; until every router pod serves the new split, a variant losing weight may still
-get requests and must keep its pods. A router pod is asked on its pod IP: the Service would answer for
+The operator pushes each new config to the router pods (`router_push`), and the ConfigMap reaches a
+router the push missed through the kubelet's volume update and the router's own file poll; until every
+router pod serves the new split, a variant losing weight may still get requests and must keep its pods. A router pod is asked on its pod IP: the Service would answer for
 one pod only.
 """
 
@@ -49,6 +49,18 @@ def serves(document: Any, expected: Mapping[str, int]) -> bool:
 CONFIG_BODY_LIMIT = 1 << 20
 
 
+async def router_config_urls(
+    client: KubeClient, mdep: Mapping[str, Any], *, allow_url_overrides: bool
+) -> list[str]:
+    """`/kubetune/config` of each router pod taking traffic (or the test's override)."""
+    meta = mdep["metadata"]
+    override = overridden_url(mdep, ROUTER_CONFIG_URL_ANNOTATION, "", allowed=allow_url_overrides)
+    if override:
+        return [override]
+    selector = ",".join(f"{k}={v}" for k, v in sorted(selector_labels(meta["name"]).items()))
+    return serving_routers(await client.list("v1", "Pod", meta["namespace"], label_selector=selector))
+
+
 async def read_routers(
     client: KubeClient,
     mdep: Mapping[str, Any],
@@ -59,13 +71,7 @@ async def read_routers(
 ) -> RouterView:
     """How many router pods taking traffic route the `expected` split (`routed_weights` of the config
     written to the ConfigMap)."""
-    meta = mdep["metadata"]
-    override = overridden_url(mdep, ROUTER_CONFIG_URL_ANNOTATION, "", allowed=allow_url_overrides)
-    if override:
-        urls = [override]
-    else:
-        selector = ",".join(f"{k}={v}" for k, v in sorted(selector_labels(meta["name"]).items()))
-        urls = serving_routers(await client.list("v1", "Pod", meta["namespace"], label_selector=selector))
+    urls = await router_config_urls(client, mdep, allow_url_overrides=allow_url_overrides)
     timeout = aiohttp.ClientTimeout(total=READ_TIMEOUT_S)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         answers = await asyncio.gather(*(_serves(session, url, expected) for url in urls))

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kubetune.api.modeldeployment import GatewayParentRef, ModelDeploymentSpec
+from kubetune.api.routerconfig import RouterConfig
 from kubetune.builders.common import Manifest
 from kubetune.builders.httproute import (
     GATEWAY_PROVIDERS,
@@ -29,6 +30,7 @@ from kubetune.builders.router import (
     router_config_of,
     router_endpoint,
     router_resource_name,
+    with_revision,
 )
 from kubetune.builders.vllm import VLLM_PORT
 from kubetune.kube.client import ApiError, KubeClient
@@ -45,6 +47,8 @@ class PreviousTraffic:
     rollout: str | None = None
     weights: Mapping[str, int] = field(default_factory=dict)
     """The split routed before this pass (0 for variants that were not ready)."""
+    config: RouterConfig | None = None
+    """The router: the config its ConfigMap held (its revision is kept while the content is)."""
 
     @property
     def routed(self) -> dict[str, bool]:
@@ -108,8 +112,9 @@ async def previous_traffic(client: KubeClient, ctx: ModelDeploymentContext) -> P
     configmap = await client.get("v1", "ConfigMap", meta["namespace"], router_resource_name(meta["name"]))
     if configmap is None:
         return PreviousTraffic()
-    weights = routed_weights(router_config_of(configmap))
-    return PreviousTraffic((configmap["metadata"].get("annotations") or {}).get(ANNOTATION_ROLLOUT), weights)
+    config = router_config_of(configmap)
+    rollout = (configmap["metadata"].get("annotations") or {}).get(ANNOTATION_ROLLOUT)
+    return PreviousTraffic(rollout, routed_weights(config), config)
 
 
 async def apply_traffic(
@@ -120,6 +125,7 @@ async def apply_traffic(
     *,
     rollout: str | None,
     defaults: RouterDefaults,
+    previous: RouterConfig | None = None,
     pull_secrets: tuple[str, ...] = (),
     owned: Ownership | None = None,
     peers: Peers | None = None,
@@ -158,7 +164,7 @@ async def apply_traffic(
             children,
             route=verdict,
         )
-    config = build_router_config(mdep, weights, ready, spec=spec)
+    config = with_revision(build_router_config(mdep, weights, ready, spec=spec), previous, ctx.now)
     settings = router_settings(
         mdep,
         spec,

@@ -55,15 +55,18 @@ type Timeouts struct {
 
 // Config is the whole document.
 type Config struct {
-	Variants          []Variant `json:"variants"`
-	ModelDeployment   *string   `json:"modelDeployment,omitempty"`
-	StickyHeader      *string   `json:"stickyHeader,omitempty"`
-	OverrideHeader    string    `json:"overrideHeader"`
-	SyntheticHeader   string    `json:"syntheticHeader"`
-	MaxBodyBytes      int64     `json:"maxBodyBytes"`
-	MaxAttempts       int       `json:"maxAttempts"`
-	EndpointCooldownS float64   `json:"endpointCooldownS"`
-	Timeouts          Timeouts  `json:"timeouts"`
+	Variants []Variant `json:"variants"`
+	// Revision orders configs: one older than the config being served is not installed, so a ConfigMap
+	// file the kubelet has not synced yet never undoes a config the operator pushed.
+	Revision          int64    `json:"revision"`
+	ModelDeployment   *string  `json:"modelDeployment,omitempty"`
+	StickyHeader      *string  `json:"stickyHeader,omitempty"`
+	OverrideHeader    string   `json:"overrideHeader"`
+	SyntheticHeader   string   `json:"syntheticHeader"`
+	MaxBodyBytes      int64    `json:"maxBodyBytes"`
+	MaxAttempts       int      `json:"maxAttempts"`
+	EndpointCooldownS float64  `json:"endpointCooldownS"`
+	Timeouts          Timeouts `json:"timeouts"`
 }
 
 func defaults() Config {

@@ -12,7 +12,7 @@ func TestDefaultsMatchTheModel(t *testing.T) {
 		t.Fatal(err)
 	}
 	got, _ := json.Marshal(cfg)
-	want := `{"variants":[{"name":"a","weight":100,"endpoints":["http://a:8000"],"ready":true}],` +
+	want := `{"variants":[{"name":"a","weight":100,"endpoints":["http://a:8000"],"ready":true}],"revision":0,` +
 		`"stickyHeader":"x-user-id","overrideHeader":"x-kubetune-variant","syntheticHeader":"x-kubetune-synthetic",` +
 		`"maxBodyBytes":8388608,"maxAttempts":3,"endpointCooldownS":5,"timeouts":{"connectS":5,"readS":300}}`
 	if string(got) != want {

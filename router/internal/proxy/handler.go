@@ -23,6 +23,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"kubetune.io/router/internal/config"
 	"kubetune.io/router/internal/policy"
 	"kubetune.io/router/internal/tokens"
 )
@@ -119,6 +120,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case p == "/metrics":
 		h.state.RefreshGauges()
 		h.metricsUI.ServeHTTP(w, r)
+	case p == "/kubetune/config" && r.Method == http.MethodPut:
+		h.pushedConfig(w, r)
 	case p == "/kubetune/config":
 		h.loadedConfig(w)
 	default:
@@ -148,6 +151,44 @@ func forwardable(p string) bool {
 func (h *Handler) loadedConfig(w http.ResponseWriter) {
 	doc := map[string]any{"config": h.state.Config(), "routable": h.state.Routable()}
 	body, _ := json.Marshal(doc)
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Write(body)
+}
+
+// maxPushedConfig bounds a pushed RouterConfig: kilobytes, even with many variants.
+const maxPushedConfig = 1 << 20
+
+// pushedConfig installs a RouterConfig the operator sends (PUT /kubetune/config, with the shared token) as
+// soon as it writes the ConfigMap, which reaches the pod's volume only at the kubelet's next sync (up to
+// about a minute). The file stays the durable copy: a restarted router starts from it, and a later file with
+// a revision at least the pushed one replaces it.
+func (h *Handler) pushedConfig(w http.ResponseWriter, r *http.Request) {
+	if !h.opts.TokenRequired || !h.authorized(r) {
+		// Fail closed: without a token file nobody may push, as a config names the upstreams.
+		writeError(w, 403, "pushing a config needs the operator's token", "forbidden")
+		return
+	}
+	data, err := io.ReadAll(io.LimitReader(r.Body, maxPushedConfig+1))
+	if err != nil {
+		writeError(w, 400, "config body unreadable: "+err.Error(), "invalid_request_error")
+		return
+	}
+	if len(data) > maxPushedConfig {
+		writeError(w, 413, "config body too large", "invalid_request_error")
+		return
+	}
+	cfg, err := config.Parse(data)
+	if err != nil {
+		h.metrics.RecordReload("error")
+		writeError(w, 400, err.Error(), "invalid_request_error")
+		return
+	}
+	installed, revision := h.state.InstallIfCurrent(cfg)
+	if installed {
+		h.metrics.RecordReload("ok")
+		slog.Info("router config pushed", "revision", revision, "weights", cfg.Weights())
+	}
+	body, _ := json.Marshal(map[string]any{"installed": installed, "revision": revision})
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.Write(body)
 }

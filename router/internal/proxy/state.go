@@ -110,6 +110,10 @@ func NewState(cfg *config.Config, m *Metrics) *State {
 func (s *State) Install(cfg *config.Config) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.installLocked(cfg)
+}
+
+func (s *State) installLocked(cfg *config.Config) {
 	old := s.current.Load()
 	g := newGeneration(cfg, s.metrics)
 	s.current.Store(g)
@@ -122,6 +126,18 @@ func (s *State) Install(cfg *config.Config) {
 		}
 	}
 	s.refreshGauges(g)
+}
+
+// InstallIfCurrent installs cfg unless the config served now has a higher revision; it reports whether
+// cfg is installed and the revision served afterwards.
+func (s *State) InstallIfCurrent(cfg *config.Config) (bool, int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if serving := s.current.Load().cfg.Revision; cfg.Revision < serving {
+		return false, serving
+	}
+	s.installLocked(cfg)
+	return true, cfg.Revision
 }
 
 func (s *State) Config() *config.Config { return s.current.Load().cfg }
