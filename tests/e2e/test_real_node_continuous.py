@@ -292,6 +292,7 @@ def test_run_2_on_new_data_continues_run_1_and_its_faulty_canary_is_rolled_back(
                 interval=2,
                 message="run 2 rolled back",
             )
+        rolled_back_at = time.monotonic()
         entry = followed(real)
         FIGURES["revisions"] = entry.get("revisions")
         assert entry["servingRevision"] == run1
@@ -304,7 +305,22 @@ def test_run_2_on_new_data_continues_run_1_and_its_faulty_canary_is_rolled_back(
             timeout=120,
             message="run 1 serves all traffic again",
         )
+        # 44 to 80 s when routers waited for the kubelet's volume sync; the operator pushes it now.
+        FIGURES["rollback_reached_routers_s"] = round(time.monotonic() - rolled_back_at, 1)
+        eventually(lambda: router_serves_pushed_config(real), timeout=30, message="the config pushed")
         assert real.kube.get("modeldeployment", DEPLOYMENT, NS)["spec"] == spec
+
+
+def router_serves_pushed_config(real: RealStack) -> bool:
+    """The router pod installed the ConfigMap's current config from a push (its log says so), whatever
+    its volume holds."""
+    configmap = real.kube.get("configmap", f"{DEPLOYMENT}-router", NS)
+    revision = json.loads(configmap["data"]["router.json"])["revision"]
+    selector = f"kubetune.io/deployment={DEPLOYMENT},kubetune.io/role=router"
+    logs = real.kube.kubectl("logs", "-n", NS, "-l", selector, "--tail=-1").stdout
+    pushed = [line for line in logs.splitlines() if "router config pushed" in line]
+    assert any(f"revision={revision} " in line for line in pushed), (revision, pushed[-3:])
+    return True
 
 
 LORA_DEPLOYMENT = "facts-lora"
