@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 from tests.support.cluster import Kube
 from tests.support.polling import eventually
-from tests.support.realnode import answers
+from tests.support.realnode import answering_json, answers
 from tests.support.realstack import RealStack, rejected, router_counts
 
 from kubetune.devcluster import quickstart, stack
@@ -32,6 +33,14 @@ def pause_canary(kube: Kube, *, paused: bool) -> None:
     kube.kubectl(
         "patch", "modeldeployment", quickstart.DEPLOYMENT, "-n", NS, "--type=merge", "-p", json.dumps(patch)
     )
+
+
+def routed_split(router: str) -> dict[str, int]:
+    """The split the router behind `router` serves (its `/kubetune/config`), routable variants only."""
+    document: Any = answering_json(f"{router}/kubetune/config")
+    assert document is not None, "the router does not answer yet"
+    routable = document["routable"]
+    return {v["name"]: v["weight"] for v in document["config"]["variants"] if routable.get(v["name"])}
 
 
 def test_quickstart_trains_serves_splits_and_promotes(real: RealStack) -> None:
@@ -77,6 +86,13 @@ def test_quickstart_trains_serves_splits_and_promotes(real: RealStack) -> None:
         # Hold the step so that the split can be measured (a user's `canary.pause`, never the operator's).
         pause_canary(kube, paused=True)
         router = stack.router_url(kube.kubeconfig, quickstart.DEPLOYMENT, NS)
+        # Measured once the router (one replica) serves the step, not when status says it was written.
+        eventually(
+            lambda: routed_split(router) == {"stable": 50, "tuned": 50},
+            timeout=180,
+            interval=1,
+            message="the router serves the 50% step",
+        )
         # The router turns Ready once it has read a config with a routable variant; until then the
         # Service has no endpoint.
         eventually(
