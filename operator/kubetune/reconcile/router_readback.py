@@ -2,8 +2,8 @@
 
 The operator pushes each new config to the router pods (`router_push`), and the ConfigMap reaches a
 router the push missed through the kubelet's volume update and the router's own file poll; until every
-router pod serves the new split, a variant losing weight may still get requests and must keep its pods. A router pod is asked on its pod IP: the Service would answer for
-one pod only.
+router pod serves the new split, a variant losing weight may still get requests and must keep its
+pods. A router pod is asked on its pod IP: the Service would answer for one pod only.
 """
 
 from __future__ import annotations
