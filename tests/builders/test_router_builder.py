@@ -26,7 +26,7 @@ from kubetune.builders.router import (
     variant_upstream,
     with_revision,
 )
-from kubetune.reconcile.router_push import needs_push
+from kubetune.reconcile.router_push import needs_push, took_push
 
 URI = {"uri": "pvc://models/base"}
 MDEP = model_deployment(
@@ -254,3 +254,16 @@ def test_revisions_increase_over_successive_writes() -> None:
     second = with_revision(split(40), first, NOW)  # the same millisecond
     third = with_revision(split(30), second, NOW + timedelta(seconds=1))
     assert first.revision < second.revision < third.revision
+
+
+@pytest.mark.parametrize(
+    ("answer", "took"),
+    [
+        pytest.param(b'{"installed": true, "revision": 7}', True, id="installed"),
+        pytest.param(b'{"installed": false, "revision": 9}', True, id="a newer one served: nothing to do"),
+        pytest.param(b'{"config": {"variants": []}, "routable": {}}', False, id="router from before pushes"),
+        pytest.param(b"<html>", False, id="not JSON"),
+    ],
+)
+def test_only_a_routers_verdict_counts_as_a_push_taken(answer: bytes, took: bool) -> None:
+    assert took_push(answer) is took

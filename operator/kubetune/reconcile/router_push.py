@@ -11,6 +11,7 @@ the volume: it only makes the router late, as before.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -76,4 +77,14 @@ async def _push(session: aiohttp.ClientSession, url: str, body: str, headers: Ma
     except (aiohttp.ClientError, TimeoutError, OutboundError) as exc:
         log.info("router config push to %s failed (the ConfigMap volume will bring it): %s", url, exc)
         return False
-    return True
+    return took_push(answer)
+
+
+def took_push(answer: bytes) -> bool:
+    """Whether a 200 answer is a router's verdict on a push; a router image from before pushes answers
+    a PUT with its config, as for a GET, and installs nothing."""
+    try:
+        verdict = json.loads(answer)
+    except ValueError:
+        return False
+    return isinstance(verdict, dict) and isinstance(verdict.get("installed"), bool)
