@@ -27,7 +27,7 @@ from tests.integration.test_modeldeployment_reconcile import (
     variant_condition,
 )
 from tests.support.cluster import Kube
-from tests.support.events import events_once, reasons
+from tests.support.events import events_once, reasons, warned
 from tests.support.fake_prometheus import serve_prometheus
 from tests.support.local_http import send_json, threaded
 from tests.support.operator import running_operator
@@ -202,15 +202,7 @@ def test_smoke_test_gates_traffic_per_variant(
     assert status["readyVariants"] == "2/2"
     assert status["phase"] == "Degraded"
     assert {v["name"]: v["readyReplicas"] for v in status["variants"]} == {"a": 1, "b": 1}
-    events_once(
-        kube,
-        namespace,
-        "ab",
-        lambda found: any(
-            (e["type"], e["reason"]) == ("Warning", "SmokeTestFailed") and "variant b" in e["message"]
-            for e in found
-        ),
-    )
+    events_once(kube, namespace, "ab", warned("SmokeTestFailed", "variant b"))
 
 
 def paused_canary(name: str, steps: list[int], interval: str, **traffic: Any) -> dict[str, Any]:
@@ -599,13 +591,5 @@ def test_failed_analysis_rolls_the_canary_back(
         or "query:" in condition["message"]
     )
     assert mdep["status"]["canary"]["lastAnalysis"][0]["value"] == 0.2
-    announced = events_once(
-        kube,
-        namespace,
-        "rb",
-        lambda found: any(
-            (e["type"], e["reason"]) == ("Warning", "AnalysisFailed") and "errorRate=0.2" in e["message"]
-            for e in found
-        ),
-    )
+    announced = events_once(kube, namespace, "rb", warned("AnalysisFailed", "errorRate=0.2"))
     assert token not in json.dumps(announced)

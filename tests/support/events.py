@@ -39,3 +39,10 @@ def events_once(
 
 def reasons(found: Events) -> set[str]:
     return {e["reason"] for e in found}
+
+
+def warned(reason: str, text: str) -> Callable[[Events], bool]:
+    """A check for `events_once`: a Warning with `reason` whose message contains `text`."""
+    return lambda found: any(
+        (e["type"], e["reason"]) == ("Warning", reason) and text in e["message"] for e in found
+    )
