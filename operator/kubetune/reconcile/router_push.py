@@ -14,7 +14,6 @@ import asyncio
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -31,14 +30,6 @@ PUSH_TIMEOUT_S = 2.0
 ANSWER_LIMIT = 4096
 
 
-@dataclass(frozen=True)
-class Pushed:
-    """How many router pods took the config (installed it, or already served a newer one)."""
-
-    accepted: int
-    total: int
-
-
 def needs_push(config: RouterConfig, previous: RouterConfig | None) -> bool:
     """A config is pushed when this pass gave it a new revision (its content changed)."""
     return previous is None or config.revision != previous.revision
@@ -51,7 +42,9 @@ async def push_router_config(
     token: str,
     *,
     allow_url_overrides: bool,
-) -> Pushed:
+) -> None:
+    """Counted in `kubetune_router_config_pushes_total`; nobody waits on the answer (the read-back
+    confirms what routers serve)."""
     urls = await router_config_urls(client, mdep, allow_url_overrides=allow_url_overrides)
     body = config.to_json()
     headers = {TOKEN_HEADER: token, "Content-Type": "application/json"}
@@ -61,13 +54,12 @@ async def push_router_config(
     accepted = sum(answers)
     ROUTER_CONFIG_PUSHES.labels("accepted").inc(accepted)
     ROUTER_CONFIG_PUSHES.labels("failed").inc(len(urls) - accepted)
-    return Pushed(accepted=accepted, total=len(urls))
 
 
-async def _push(session: aiohttp.ClientSession, url: str, body: str, headers: Mapping[str, str]) -> bool:
+async def _push(session: aiohttp.ClientSession, url: str, body: str, headers: dict[str, str]) -> bool:
     try:
         # The operator's outbound rules (kubetune.outbound): no redirects, a capped body.
-        async with session.put(url, data=body, headers=dict(headers), allow_redirects=False) as response:
+        async with session.put(url, data=body, headers=headers, allow_redirects=False) as response:
             answer = await read_capped(response, ANSWER_LIMIT)
             if response.status != 200:
                 # The router's answer names the problem (never the token, which it does not echo).
