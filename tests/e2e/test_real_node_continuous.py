@@ -16,7 +16,6 @@ import json
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
@@ -130,12 +129,7 @@ def trained(real: RealStack, job: str, timeout: float) -> tuple[dict[str, Any], 
     )
     status = real.status("finetunejob", job)
     assert status["phase"] == "Succeeded", status
-    adapter = PurePosixPath(status["artifacts"]["adapterUri"].removeprefix(f"pvc://{quickstart.CLAIM}/"))
-    claim = real.kube.get("pvc", quickstart.CLAIM, NS)
-    volume = json.loads(real.kube.kubectl("get", "pv", claim["spec"]["volumeName"], "-o", "json").stdout)
-    folder = Path(volume["spec"]["hostPath"]["path"]) / adapter.parent
-    history = json.loads((folder / "metrics.json").read_text())["training"]["lossHistory"]
-    losses = [(entry["step"], entry["loss"]) for entry in history]
+    losses = real.loss_history(status["artifacts"]["adapterUri"])
     # What users saw: the trainer's last report reached status.
     assert status["progress"]["step"] == losses[-1][0], (status["progress"], losses[-1])
     return status, losses

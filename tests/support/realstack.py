@@ -9,6 +9,7 @@ import re
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from tests.support.cluster import Kube
@@ -29,6 +30,17 @@ class RealStack:
 
     def status(self, kind: str, name: str) -> dict[str, Any]:
         return dict(self.kube.get(kind, name, NS).get("status") or {})
+
+    def loss_history(self, artifact_uri: str) -> list[tuple[int, float]]:
+        """(step, loss) of every logged step, from the trainer's `metrics.json` next to `artifact_uri`
+        (a `pvc://models/...` artifact) on the node's volume. Not `status.progress`: it shows the
+        latest report the operator read, and a run of a few seconds may show only the last one."""
+        path = PurePosixPath(artifact_uri.removeprefix(f"pvc://{quickstart.CLAIM}/"))
+        claim = self.kube.get("pvc", quickstart.CLAIM, NS)
+        volume = json.loads(self.kube.kubectl("get", "pv", claim["spec"]["volumeName"], "-o", "json").stdout)
+        folder = Path(volume["spec"]["hostPath"]["path"]) / path.parent
+        history = json.loads((folder / "metrics.json").read_text())["training"]["lossHistory"]
+        return [(entry["step"], entry["loss"]) for entry in history]
 
     def condition(self, kind: str, name: str, type_: str) -> dict[str, Any] | None:
         return next((c for c in self.status(kind, name).get("conditions", []) if c["type"] == type_), None)
